@@ -1,0 +1,60 @@
+"""Actions: commands a policy returns to its driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Action", "DispatchBatch", "StartTimer", "CancelTimer", "DropRequest", "NotePlan"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Action:
+    """Base of every action."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchBatch(Action):
+    """Send these requests, as one batch, to ``executor``.
+
+    ``memory_mb`` selects the instance size of a serverless executor; ``None``
+    leaves the executor's configured default.
+    """
+
+    batch_id: int
+    executor: str
+    request_ids: tuple[int, ...]
+    memory_mb: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartTimer(Action):
+    """Deliver ``TimerFired(timer_id=...)`` at ``at_s`` (or as soon as possible
+    after it). Starting a timer id that is running replaces it."""
+
+    timer_id: str
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelTimer(Action):
+    """Do not deliver the timer ``timer_id``; a no-op if it already fired."""
+
+    timer_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropRequest(Action):
+    """Give up on a request; ``reason`` is recorded with it."""
+
+    request_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotePlan(Action):
+    """Record that the planner adopted a new plan (for timelines and counts of
+    re-plans). Drivers record it; it changes nothing outside the policy."""
+
+    at_s: float
+    plan: "object"
+    trigger: str

@@ -1,0 +1,110 @@
+"""The batching side of a scheduler: one policy object per executor queue."""
+
+from __future__ import annotations
+
+import abc
+from collections import deque
+from typing import NamedTuple
+
+from policies.events import Request
+from spec.topology import ExecutorSpec
+from spec.validation import ConfigError, check_int_at_least
+
+__all__ = ["BatchingPolicy", "Decision", "NOTHING"]
+
+
+class Decision(NamedTuple):
+    """What a batching policy wants done now.
+
+    ``batches``: sizes of batches to form, each from the head of the queue, in
+    order. ``wake_at_s``: when to call the policy again if nothing else
+    happens (None: no wake-up needed). ``drops``: (request, reason) pairs to
+    remove from the queue and drop.
+    """
+
+    batches: tuple[int, ...] = ()
+    wake_at_s: float | None = None
+    drops: tuple[tuple[Request, str], ...] = ()
+
+
+NOTHING = Decision()
+
+
+class BatchingPolicy(abc.ABC):
+    """Decides when the requests queued for one executor become a batch.
+
+    The base class owns the FIFO queue and the counts of batches in flight;
+    a subclass fills one hook, ``decide(now_s)``, which looks at the queue and
+    returns a ``Decision``. The scheduler calls ``decide`` after every change:
+    a request queued, the policy's wake-up time reached, a batch finished, a
+    plan applied. A new batching policy is one subclass and one YAML file.
+
+    ``max_queue`` bounds the queue: a request arriving to a full queue is
+    rejected (dropped with reason ``queue_full``), as Triton's
+    ``max_queue_size`` does.
+    """
+
+    #: settings a plan may change on this policy (see ``apply_plan``)
+    def __init__(self, *, max_queue: int | None = None):
+        self.max_queue = None if max_queue is None else check_int_at_least("batching.max_queue", max_queue, 1)
+        self.queue: deque[Request] = deque()
+        self.executor: ExecutorSpec | None = None
+        self.batches_in_flight = 0
+        self.requests_in_flight = 0
+        self.memory_mb: int | None = None
+
+    # -- wiring -----------------------------------------------------------
+    def bind(self, executor: ExecutorSpec) -> None:
+        """Attach the policy to the executor whose queue it manages."""
+        if self.executor is not None:
+            raise ConfigError("batching", type(self).__name__, "a fresh policy object per executor (this one is bound)")
+        self.executor = executor
+        if getattr(executor, "memory_mb", None) is not None:
+            self.memory_mb = executor.memory_mb
+
+    # -- the hook ---------------------------------------------------------
+    @abc.abstractmethod
+    def decide(self, now_s: float) -> Decision:
+        """Look at ``self.queue`` (oldest first) and say what to do now."""
+
+    # -- observations subclasses may use -----------------------------------
+    def observe_finished(self, now_s: float, size: int, service_s: float) -> None:
+        """A batch of ``size`` this policy formed finished in ``service_s``.
+
+        Override to learn from it (AIMD does); the base only counts.
+        """
+
+    def apply_plan(self, *, batch_size: int | None = None, memory_mb: int | None = None) -> None:
+        """Adopt a planner's settings. Override when the policy has a batch size."""
+        if memory_mb is not None:
+            self.memory_mb = memory_mb
+
+    # -- called by the scheduler -------------------------------------------
+    def admit(self, request: Request) -> bool:
+        """Queue ``request``; False when the queue is full and it is rejected."""
+        if self.max_queue is not None and len(self.queue) >= self.max_queue:
+            return False
+        self.queue.append(request)
+        return True
+
+    def take(self, count: int) -> tuple[Request, ...]:
+        """Pop ``count`` requests from the head of the queue as one batch."""
+        queue = self.queue
+        batch = tuple(queue.popleft() for _ in range(count))
+        self.batches_in_flight += 1
+        self.requests_in_flight += count
+        return batch
+
+    def finished(self, now_s: float, size: int, service_s: float | None) -> None:
+        """Account for a batch that left the executor (``service_s`` None: failed)."""
+        self.batches_in_flight -= 1
+        self.requests_in_flight -= size
+        if service_s is not None:
+            self.observe_finished(now_s, size, service_s)
+
+    def remove(self, request: Request) -> None:
+        """Remove a queued request (to drop it)."""
+        self.queue.remove(request)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(executor={getattr(self.executor, 'name', None)!r}, queued={len(self.queue)})"

@@ -1,0 +1,67 @@
+"""The placement side of a scheduler: which executor gets a request."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from policies.batching_base import BatchingPolicy
+from policies.events import Request
+from spec.links import Link
+from spec.topology import ExecutorSpec
+
+__all__ = ["PlacementPolicy", "ClusterView"]
+
+
+@dataclass(kw_only=True)
+class ClusterView:
+    """What a scheduler knows about its executors, read by placement policies
+    and planners.
+
+    The scheduler keeps it current; policies only read it.
+    ``bandwidth_MBps`` holds the latest telemetry per remote executor (the
+    link's nominal mean until a sample comes in).
+    """
+
+    gateway: str
+    executors: Mapping[str, ExecutorSpec]
+    links: Mapping[str, Link | None]
+    batchers: Mapping[str, "BatchingPolicy"]
+    bandwidth_MBps: dict[str, float] = field(default_factory=dict)
+    warm_instances: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def names(self) -> Sequence[str]:
+        return list(self.executors)
+
+    def queued(self, executor: str) -> int:
+        """Requests waiting in ``executor``'s queue."""
+        return len(self.batchers[executor].queue)
+
+    def outstanding(self, executor: str) -> int:
+        """Requests queued for or running on ``executor``."""
+        batcher = self.batchers[executor]
+        return len(batcher.queue) + batcher.requests_in_flight
+
+
+class PlacementPolicy(abc.ABC):
+    """Chooses the executor for each arriving request.
+
+    A subclass fills one hook, ``choose``. It may read ``self.view`` (a
+    ``ClusterView``, set by ``bind``) but never changes it.
+    """
+
+    def __init__(self) -> None:
+        self.view: ClusterView | None = None
+
+    def bind(self, view: ClusterView) -> None:
+        """Attach to the scheduler's view of the cluster; checks names."""
+        self.view = view
+
+    @abc.abstractmethod
+    def choose(self, now_s: float, request: Request) -> str | None:
+        """Name of the executor for ``request``; None to drop it (no executor fits)."""
+
+    def apply_plan(self, *, weights: Mapping[str, float]) -> None:
+        """Adopt a planner's traffic split. Policies without weights ignore it."""

@@ -1,0 +1,308 @@
+"""The scheduler: placement, per-executor batching and planning composed into one policy."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from typing import Union
+
+from policies.actions import Action, CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
+from policies.batching_base import BatchingPolicy, Decision
+from policies.errors import DriverError, PolicyError
+from policies.events import (
+    ArrivalRateMeasured,
+    BandwidthMeasured,
+    BatchFailed,
+    BatchFinished,
+    Event,
+    InstanceStateChanged,
+    Request,
+    RequestArrived,
+    TimerFired,
+)
+from policies.placement_base import ClusterView, PlacementPolicy
+from policies.plan import Plan
+from policies.planner_base import Planner
+from spec.records import DropReason
+from spec.topology import Cluster
+from spec.validation import ConfigError
+
+__all__ = ["Scheduler", "BatchingFactory"]
+
+BatchingFactory = Union[BatchingPolicy, Callable[[], BatchingPolicy]]
+
+_PLAN_TIMER = "plan"
+_BATCH_TIMER = "batch/"
+# the simulator delivers timers exactly; a live driver may be late, never early
+_EARLY_TOLERANCE_S = 1e-9
+
+
+def _make_batcher(factory: BatchingFactory, executor: str) -> BatchingPolicy:
+    if isinstance(factory, BatchingPolicy):
+        if factory.executor is not None:
+            raise ConfigError(f"batching.{executor}", repr(factory), "an unbound policy (used as a prototype)")
+        return copy.deepcopy(factory)
+    if callable(factory):
+        policy = factory()
+        if isinstance(policy, BatchingPolicy):
+            return policy
+    raise ConfigError(f"batching.{executor}", type(factory).__name__, "a BatchingPolicy or a callable returning one")
+
+
+class Scheduler:
+    """The policy a driver talks to: ``handle(event) -> list[Action]``.
+
+    Composes one placement policy (which executor gets a request), one
+    batching policy per executor queue (when a queue becomes a batch), and an
+    optional planner (re-tuning both from telemetry). It is a pure state
+    machine: deterministic for a given event sequence, with time only from
+    the events' ``now_s``.
+
+    ``batching`` is a policy object used as a prototype (copied for each
+    executor), a callable returning a fresh policy (a Hydra ``_partial_``),
+    or a mapping from executor name to either.
+
+    Errors: ``DriverError`` when the driver reports something impossible (a
+    batch never dispatched, a timer not running, time going backwards, a
+    request id seen twice); ``PolicyError`` when a sub-policy misbehaves.
+    """
+
+    def __init__(
+        self,
+        *,
+        cluster: Cluster,
+        placement: PlacementPolicy,
+        batching: BatchingFactory | Mapping[str, BatchingFactory],
+        planner: Planner | None = None,
+        gateway: str = "edge",
+    ):
+        if not isinstance(cluster, Cluster):
+            raise ConfigError("scheduler.cluster", type(cluster).__name__, "a spec.topology.Cluster")
+        if not isinstance(placement, PlacementPolicy):
+            raise ConfigError("scheduler.placement", type(placement).__name__, "a PlacementPolicy")
+        if planner is not None and not isinstance(planner, Planner):
+            raise ConfigError("scheduler.planner", type(planner).__name__, "a Planner or null")
+        names = cluster.reachable(gateway)
+        if not names:
+            raise ConfigError("scheduler.gateway", gateway, "a gateway that reaches at least one executor")
+        if isinstance(batching, Mapping):
+            unknown = set(batching) - set(names)
+            if unknown:
+                raise ConfigError("batching", sorted(unknown), "executor names among " + ", ".join(names))
+            missing = [n for n in names if n not in batching]
+            if missing:
+                raise ConfigError("batching", sorted(batching), "a policy for every executor, missing " + ", ".join(missing))
+            factories = {n: batching[n] for n in names}
+        else:
+            factories = {n: batching for n in names}
+        self.gateway = gateway
+        self.cluster = cluster
+        self.batchers: dict[str, BatchingPolicy] = {}
+        for name in names:
+            batcher = _make_batcher(factories[name], name)
+            batcher.bind(cluster.executors[name])
+            self.batchers[name] = batcher
+        links = {n: cluster.link(gateway, n) for n in names}
+        self.view = ClusterView(
+            gateway=gateway,
+            executors={n: cluster.executors[n] for n in names},
+            links=links,
+            batchers=self.batchers,
+            bandwidth_MBps={n: link.mean_bandwidth_MBps() for n, link in links.items() if link is not None},
+        )
+        self.placement = placement
+        placement.bind(self.view)
+        self.planner = planner
+        if planner is not None:
+            planner.bind(self.view)
+        self.plan: Plan | None = None
+        self._requests: dict[int, Request] = {}
+        self._in_flight: dict[int, tuple[str, tuple[Request, ...]]] = {}
+        self._timers: dict[str, float] = {}
+        self._next_batch_id = 0
+        self._now_s = -math.inf
+        self._started = False
+        self._handlers = {
+            RequestArrived: self._on_arrived,
+            TimerFired: self._on_timer,
+            BatchFinished: self._on_finished,
+            BatchFailed: self._on_failed,
+            BandwidthMeasured: self._on_bandwidth,
+            ArrivalRateMeasured: self._on_rate,
+            InstanceStateChanged: self._on_instances,
+        }
+
+    # -- the one entry point ------------------------------------------------
+    def handle(self, event: Event) -> list[Action]:
+        """Feed one event; return the actions the driver must carry out, in order."""
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise DriverError(f"unknown event type {type(event).__name__}; expected one of policies.events")
+        now_s = event.now_s
+        if now_s < self._now_s:
+            raise DriverError(f"time went backwards: {type(event).__name__} at now_s={now_s} after {self._now_s}")
+        self._now_s = now_s
+        actions: list[Action] = []
+        if not self._started:
+            self._started = True
+            if self.planner is not None:
+                self._adopt(self.planner.initial_plan(now_s), now_s, actions)
+        handler(event, actions)
+        planner = self.planner
+        if planner is not None:
+            self._adopt(planner.observe(event), now_s, actions)
+            self._set_timer(_PLAN_TIMER, planner.wake_at_s, actions)
+        return actions
+
+    def close(self, now_s: float) -> list[Action]:
+        """End of run: drop whatever is still queued (reason ``run_ended``).
+
+        Batches in flight are left to finish; the driver reports them.
+        """
+        actions: list[Action] = []
+        for name, batcher in self.batchers.items():
+            while batcher.queue:
+                request = batcher.queue.popleft()
+                del self._requests[request.request_id]
+                actions.append(DropRequest(request_id=request.request_id, reason=DropReason.RUN_ENDED))
+            self._set_timer(_BATCH_TIMER + name, None, actions)
+        self._set_timer(_PLAN_TIMER, None, actions)
+        return actions
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests queued or in flight: neither completed nor dropped yet."""
+        return len(self._requests)
+
+    # -- one place per transition ---------------------------------------------
+    def _on_arrived(self, event: RequestArrived, actions: list[Action]) -> None:
+        request = event.request
+        request_id = request.request_id
+        if request_id in self._requests:
+            raise DriverError(f"request {request_id} arrived twice (still pending)")
+        now_s = event.now_s
+        executor = self.placement.choose(now_s, request)
+        if executor is None:
+            actions.append(DropRequest(request_id=request_id, reason=DropReason.NO_EXECUTOR))
+            return
+        batcher = self.batchers.get(executor)
+        if batcher is None:
+            raise PolicyError(f"{type(self.placement).__name__} chose {executor!r}, not one of {list(self.batchers)}")
+        if not batcher.admit(request):
+            actions.append(DropRequest(request_id=request_id, reason=DropReason.QUEUE_FULL))
+            return
+        self._requests[request_id] = request
+        self._decide(executor, batcher, now_s, actions)
+
+    def _on_timer(self, event: TimerFired, actions: list[Action]) -> None:
+        timer_id = event.timer_id
+        due_s = self._timers.pop(timer_id, None)
+        if due_s is None:
+            raise DriverError(f"timer {timer_id!r} fired but is not running (never started, cancelled or fired)")
+        if event.now_s < due_s - _EARLY_TOLERANCE_S:
+            raise DriverError(f"timer {timer_id!r} fired at {event.now_s}, before its time {due_s}")
+        if timer_id == _PLAN_TIMER:
+            self._adopt(self.planner.on_wake(event.now_s), event.now_s, actions)
+            return
+        executor = timer_id[len(_BATCH_TIMER):]
+        self._decide(executor, self.batchers[executor], event.now_s, actions)
+
+    def _pop_batch(self, batch_id: int, executor: str) -> tuple[Request, ...]:
+        entry = self._in_flight.pop(batch_id, None)
+        if entry is None:
+            raise DriverError(f"batch {batch_id} reported by {executor!r} was never dispatched or already ended")
+        if entry[0] != executor:
+            self._in_flight[batch_id] = entry
+            raise DriverError(f"batch {batch_id} was dispatched to {entry[0]!r}, not {executor!r}")
+        requests = self._requests
+        for request in entry[1]:
+            del requests[request.request_id]
+        return entry[1]
+
+    def _on_finished(self, event: BatchFinished, actions: list[Action]) -> None:
+        batch = self._pop_batch(event.batch_id, event.executor)
+        batcher = self.batchers[event.executor]
+        batcher.finished(event.now_s, len(batch), event.service_s)
+        self._decide(event.executor, batcher, event.now_s, actions)
+
+    def _on_failed(self, event: BatchFailed, actions: list[Action]) -> None:
+        batch = self._pop_batch(event.batch_id, event.executor)
+        for request in batch:
+            actions.append(DropRequest(request_id=request.request_id, reason=event.reason))
+        batcher = self.batchers[event.executor]
+        batcher.finished(event.now_s, len(batch), None)
+        self._decide(event.executor, batcher, event.now_s, actions)
+
+    def _check_executor(self, event: Event, executor: str) -> None:
+        if executor not in self.batchers:
+            raise DriverError(f"{type(event).__name__} names executor {executor!r}, not one of {list(self.batchers)}")
+
+    def _on_bandwidth(self, event: BandwidthMeasured, actions: list[Action]) -> None:
+        self._check_executor(event, event.executor)
+        self.view.bandwidth_MBps[event.executor] = event.bandwidth_MBps
+
+    def _on_rate(self, event: ArrivalRateMeasured, actions: list[Action]) -> None:
+        pass  # only the planner uses it, and it sees every event
+
+    def _on_instances(self, event: InstanceStateChanged, actions: list[Action]) -> None:
+        self._check_executor(event, event.executor)
+        self.view.warm_instances[event.executor] = event.warm_instances
+
+    # -- helpers ---------------------------------------------------------------
+    def _decide(self, executor: str, batcher: BatchingPolicy, now_s: float, actions: list[Action]) -> None:
+        decision: Decision = batcher.decide(now_s)
+        if decision.drops:
+            for request, reason in decision.drops:
+                batcher.remove(request)
+                del self._requests[request.request_id]
+                actions.append(DropRequest(request_id=request.request_id, reason=reason))
+        for size in decision.batches:
+            if not 1 <= size <= len(batcher.queue):
+                raise PolicyError(f"{batcher!r} asked for a batch of {size} with {len(batcher.queue)} queued")
+            batch = batcher.take(size)
+            batch_id = self._next_batch_id
+            self._next_batch_id = batch_id + 1
+            self._in_flight[batch_id] = (executor, batch)
+            actions.append(
+                DispatchBatch(
+                    batch_id=batch_id,
+                    executor=executor,
+                    request_ids=tuple([r.request_id for r in batch]),
+                    memory_mb=batcher.memory_mb,
+                )
+            )
+        wake_at_s = decision.wake_at_s
+        if wake_at_s is None and batcher.queue and not batcher.batches_in_flight:
+            # nothing would ever wake this queue again: its requests would be lost
+            raise PolicyError(f"{batcher!r} holds {len(batcher.queue)} requests with no wake-up time and no batch in flight")
+        self._set_timer(_BATCH_TIMER + executor, wake_at_s, actions)
+
+    def _set_timer(self, timer_id: str, at_s: float | None, actions: list[Action]) -> None:
+        current = self._timers.get(timer_id)
+        if at_s == current:
+            return
+        if at_s is None:
+            del self._timers[timer_id]
+            actions.append(CancelTimer(timer_id=timer_id))
+        else:
+            self._timers[timer_id] = at_s
+            actions.append(StartTimer(timer_id=timer_id, at_s=at_s))
+
+    def _adopt(self, plan: Plan | None, now_s: float, actions: list[Action]) -> None:
+        if plan is None:
+            return
+        if not isinstance(plan, Plan):
+            raise PolicyError(f"{type(self.planner).__name__} returned {type(plan).__name__}, not a Plan")
+        for name in set(plan.batch_size) | set(plan.memory_mb) | set(plan.weights):
+            if name not in self.batchers:
+                raise PolicyError(f"plan names executor {name!r}, not one of {list(self.batchers)}")
+        self.plan = plan
+        for name, batcher in self.batchers.items():
+            if name in plan.batch_size or name in plan.memory_mb:
+                batcher.apply_plan(batch_size=plan.batch_size.get(name), memory_mb=plan.memory_mb.get(name))
+        if plan.weights:
+            self.placement.apply_plan(weights=plan.weights)
+        actions.append(NotePlan(at_s=now_s, plan=plan, trigger=plan.trigger))
+        for name, batcher in self.batchers.items():
+            self._decide(name, batcher, now_s, actions)

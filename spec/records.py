@@ -1,0 +1,86 @@
+"""The record schema shared by the simulator and the live harness, and the summary.
+
+One row per request and one per batch, with the same columns in both
+backends, so every downstream command works on either. Times are seconds from
+the start of the run; costs are in the pricing config's currency.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["REQUEST_COLUMNS", "BATCH_COLUMNS", "DropReason", "summarize", "empty_requests", "empty_batches"]
+
+REQUEST_COLUMNS = (
+    "request_id", "source", "arrival_s", "dispatched_s", "executor", "executor_kind", "batch_id",
+    "batch_size", "memory_mb", "transfer_s", "queue_s", "cold_start_s", "service_s", "completed_s",
+    "latency_s", "deadline_s", "met_slo", "dropped", "drop_reason", "cost",
+)  # fmt: skip
+
+BATCH_COLUMNS = ("batch_id", "executor", "size", "memory_mb", "start_s", "end_s", "cold", "cost")
+
+
+class DropReason:
+    """The reasons a request can end without a result."""
+
+    QUEUE_FULL = "queue_full"
+    DEADLINE = "deadline"
+    INFEASIBLE = "infeasible"
+    NO_EXECUTOR = "no_executor"
+    EXECUTOR_FAILED = "executor_failed"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    RUN_ENDED = "run_ended"
+    STALE = "stale"
+
+
+def empty_requests() -> pd.DataFrame:
+    """A request table with no rows and the schema's columns."""
+    return pd.DataFrame({c: [] for c in REQUEST_COLUMNS})
+
+
+def empty_batches() -> pd.DataFrame:
+    """A batch table with no rows and the schema's columns."""
+    return pd.DataFrame({c: [] for c in BATCH_COLUMNS})
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+def summarize(requests: pd.DataFrame, batches: pd.DataFrame, *, span_s: float, standing_cost: float = 0.0) -> dict:
+    """The summary of a run, from its two tables.
+
+    ``span_s`` is the run's length (first arrival to last completion) used for
+    throughput; ``standing_cost`` is what idle servers cost on top of batches.
+    SLO attainment counts dropped requests as misses.
+    """
+    count = int(len(requests))
+    dropped_mask = requests["dropped"].to_numpy(dtype=bool) if count else np.zeros(0, bool)
+    completed = requests.loc[~dropped_mask] if count else requests
+    latency = completed["latency_s"].to_numpy(dtype=float) if len(completed) else np.zeros(0)
+    met = requests["met_slo"].to_numpy(dtype=bool) if count else np.zeros(0, bool)
+    batch_cost = float(batches["cost"].sum()) if len(batches) else 0.0
+    total_cost = batch_cost + standing_cost
+    reasons = requests.loc[dropped_mask, "drop_reason"].value_counts() if count else pd.Series(dtype=int)
+    return {
+        "count": count,
+        "completed": int(len(completed)),
+        "dropped": int(dropped_mask.sum()),
+        "drops_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        "span_s": float(span_s),
+        "throughput_rps": float(len(completed) / span_s) if span_s > 0 else math.nan,
+        "latency_mean_s": float(latency.mean()) if len(latency) else math.nan,
+        "latency_p50_s": _percentile(latency, 50),
+        "latency_p95_s": _percentile(latency, 95),
+        "latency_p99_s": _percentile(latency, 99),
+        "slo_attainment": float(met.mean()) if count else math.nan,
+        "batch_cost": batch_cost,
+        "total_cost": total_cost,
+        "cost_per_1k": float(total_cost / count * 1000) if count else math.nan,
+        "cold_starts": int(batches["cold"].sum()) if len(batches) else 0,
+        "batches": int(len(batches)),
+        "mean_batch_size": float(batches["size"].mean()) if len(batches) else math.nan,
+    }

@@ -1,0 +1,143 @@
+"""Topology: executors (edge devices, cloud servers, serverless pools) and links.
+
+Gateways are the edge nodes whose schedulers receive requests; every source
+names one. An executor either sits at a gateway (no link) or is remote, and
+each gateway reaches a remote executor over its own uplink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from spec.links import Link
+from spec.noise import Delay, NoiseModel, NoNoise
+from spec.pricing import FreePricing, Pricing
+from spec.profiles import LatencyProfile
+from spec.validation import ConfigError, check_choice, check_int_at_least, check_non_negative
+
+__all__ = ["ExecutorSpec", "ServerSpec", "ServerlessSpec", "Cluster", "EXECUTOR_KINDS"]
+
+EXECUTOR_KINDS = ("edge", "cloud", "serverless")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSpec:
+    """What every executor has: a name, a kind, a latency profile, noise and a price."""
+
+    name: str
+    kind: str
+    profile: LatencyProfile
+    noise: NoiseModel = field(default_factory=NoNoise)
+    pricing: Pricing = field(default_factory=FreePricing)
+    #: the gateway an edge executor sits at; None for remote executors
+    gateway: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
+            raise ConfigError("executor.name", self.name, "a non-empty string without '/'")
+        check_choice(f"executors.{self.name}.kind", self.kind, EXECUTOR_KINDS)
+        if not isinstance(self.profile, LatencyProfile):
+            raise ConfigError(f"executors.{self.name}.profile", type(self.profile).__name__, "a LatencyProfile")
+        if not isinstance(self.noise, NoiseModel):
+            raise ConfigError(f"executors.{self.name}.noise", type(self.noise).__name__, "a NoiseModel")
+        if not isinstance(self.pricing, Pricing):
+            raise ConfigError(f"executors.{self.name}.pricing", type(self.pricing).__name__, "a Pricing")
+
+    @property
+    def remote(self) -> bool:
+        """True when requests reach it over a link."""
+        return self.gateway is None
+
+    def mean_service_s(self, batch_size: int, memory_mb: int | None = None) -> float:
+        """The profile's mean for this executor."""
+        return self.profile.mean_s(batch_size, memory_mb)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSpec(ExecutorSpec):
+    """An edge device or cloud server running up to ``slots`` batches at once."""
+
+    slots: int = 1
+
+    def __post_init__(self):
+        ExecutorSpec.__post_init__(self)
+        check_int_at_least(f"executors.{self.name}.slots", self.slots, 1)
+        if self.kind == "serverless":
+            raise ConfigError(f"executors.{self.name}.kind", self.kind, "'edge' or 'cloud' for a server")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerlessSpec(ExecutorSpec):
+    """A pool of function instances.
+
+    Each instance runs one batch at a time. An instance starts cold (a
+    ``cold_start`` delay), stays warm for ``keep_alive_s`` after its last
+    batch, then is reclaimed (scale to zero). At most ``max_instances`` exist;
+    batches beyond that wait in FIFO order. ``memory_mb`` is the default
+    configured memory; a dispatch may name another, which selects the profile.
+    """
+
+    kind: str = "serverless"
+    cold_start: Delay | None = None
+    keep_alive_s: float = 600.0
+    max_instances: int = 1000
+    memory_mb: int = 1024
+    memory_options_mb: Sequence[int] = ()
+
+    def __post_init__(self):
+        ExecutorSpec.__post_init__(self)
+        if self.kind != "serverless":
+            raise ConfigError(f"executors.{self.name}.kind", self.kind, "'serverless' for a serverless pool")
+        if self.cold_start is not None and not isinstance(self.cold_start, Delay):
+            raise ConfigError(f"executors.{self.name}.cold_start", type(self.cold_start).__name__, "a Delay")
+        check_non_negative(f"executors.{self.name}.keep_alive_s", self.keep_alive_s)
+        check_int_at_least(f"executors.{self.name}.max_instances", self.max_instances, 1)
+        check_int_at_least(f"executors.{self.name}.memory_mb", self.memory_mb, 1)
+        for value in self.memory_options_mb:
+            check_int_at_least(f"executors.{self.name}.memory_options_mb", value, 1)
+
+
+class Cluster:
+    """Executors and the uplinks from each gateway to each remote executor.
+
+    ``links`` maps ``"gateway/executor"`` (or just ``"executor"``, for the
+    same link from every gateway) to a ``Link``. A remote executor with no
+    link is reached instantly (a zero-delay, infinite-bandwidth link).
+    """
+
+    def __init__(self, *, executors: Sequence[ExecutorSpec], links: Mapping[str, Link] | None = None):
+        if not executors:
+            raise ConfigError("cluster.executors", [], "at least one executor")
+        names = [e.name for e in executors]
+        if len(set(names)) != len(names):
+            raise ConfigError("cluster.executors", names, "executors with distinct names")
+        for e in executors:
+            if not isinstance(e, ExecutorSpec):
+                raise ConfigError("cluster.executors", type(e).__name__, "ServerSpec or ServerlessSpec entries")
+        self.executors: dict[str, ExecutorSpec] = {e.name: e for e in executors}
+        self.links: dict[str, Link] = dict(links or {})
+        for key, link in self.links.items():
+            executor = key.split("/")[-1]
+            if executor not in self.executors:
+                raise ConfigError(f"cluster.links.{key}", key, "'executor' or 'gateway/executor' naming one of " + ", ".join(names))
+            if not isinstance(link, Link):
+                raise ConfigError(f"cluster.links.{key}", type(link).__name__, "a spec.links.Link")
+            if not self.executors[executor].remote:
+                raise ConfigError(f"cluster.links.{key}", key, "a link only to a remote executor (gateway unset)")
+
+    def link(self, gateway: str, executor: str) -> Link | None:
+        """The uplink from ``gateway`` to ``executor``; None when local or unlinked."""
+        spec = self.executors[executor]
+        if not spec.remote:
+            return None
+        return self.links.get(f"{gateway}/{executor}", self.links.get(executor))
+
+    def reachable(self, gateway: str) -> list[str]:
+        """Executors a gateway can use: its own edge devices and every remote one."""
+        return [name for name, e in self.executors.items() if e.remote or e.gateway == gateway]
+
+    @property
+    def gateways(self) -> list[str]:
+        """Gateways named by edge executors."""
+        return sorted({e.gateway for e in self.executors.values() if e.gateway is not None})

@@ -1,0 +1,253 @@
+"""Workloads: arrival processes and sources, as numpy arrays of arrival times.
+
+The simulator and the live source both call ``Workload.generate(seed)`` and so
+replay exactly the same arrivals for a given seed.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spec.traces import load_series
+from spec.validation import ConfigError, check_int_at_least, check_non_negative, check_positive
+
+__all__ = [
+    "ArrivalProcess",
+    "PoissonArrivals",
+    "GammaArrivals",
+    "MMPPArrivals",
+    "TraceArrivals",
+    "Source",
+    "Workload",
+    "Arrivals",
+]
+
+
+class ArrivalProcess(abc.ABC):
+    """A renewal or modulated process producing arrival times in seconds."""
+
+    @abc.abstractmethod
+    def times_s(self, rng: np.random.Generator, *, count: int | None, duration_s: float | None) -> np.ndarray:
+        """Increasing arrival times from 0, stopping at ``count`` arrivals or
+        before ``duration_s``, whichever is given (at least one must be)."""
+
+    @property
+    @abc.abstractmethod
+    def mean_rate_rps(self) -> float:
+        """Long-run mean arrival rate in requests per second."""
+
+
+def _take(gap_sampler, rng, count, duration_s, mean_gap_s) -> np.ndarray:
+    """Draw gaps in blocks until ``count`` arrivals or ``duration_s`` is covered."""
+    if count is not None:
+        return np.cumsum(gap_sampler(rng, count))
+    parts, total, end = [], 0, 0.0
+    block = max(1024, int(duration_s / mean_gap_s * 1.1) + 16)
+    while end < duration_s:
+        times = end + np.cumsum(gap_sampler(rng, block))
+        parts.append(times)
+        end = float(times[-1])
+        total += block
+    times = np.concatenate(parts)
+    return times[times < duration_s]
+
+
+class PoissonArrivals(ArrivalProcess):
+    """Exponential gaps at ``rate_rps``."""
+
+    def __init__(self, *, rate_rps: float):
+        self.rate_rps = check_positive("arrivals.rate_rps", rate_rps)
+
+    @property
+    def mean_rate_rps(self) -> float:
+        return self.rate_rps
+
+    def times_s(self, rng, *, count=None, duration_s=None):
+        return _take(lambda r, n: r.exponential(1.0 / self.rate_rps, n), rng, count, duration_s, 1 / self.rate_rps)
+
+
+class GammaArrivals(ArrivalProcess):
+    """Gamma-distributed gaps with mean ``1/rate_rps`` and coefficient of
+    variation ``cv`` (cv > 1 is burstier than Poisson, cv = 1 is Poisson)."""
+
+    def __init__(self, *, rate_rps: float, cv: float):
+        self.rate_rps = check_positive("arrivals.rate_rps", rate_rps)
+        self.cv = check_positive("arrivals.cv", cv)
+        self._shape = 1.0 / self.cv**2
+
+    @property
+    def mean_rate_rps(self) -> float:
+        return self.rate_rps
+
+    def times_s(self, rng, *, count=None, duration_s=None):
+        scale = 1.0 / (self.rate_rps * self._shape)
+        return _take(lambda r, n: r.gamma(self._shape, scale, n), rng, count, duration_s, 1 / self.rate_rps)
+
+
+class MMPPArrivals(ArrivalProcess):
+    """Two-state Markov-modulated Poisson process.
+
+    The process stays in the high state for an exponential time with mean
+    ``mean_high_s`` at ``rate_high_rps``, then in the low state for mean
+    ``mean_low_s`` at ``rate_low_rps``, and so on, starting high.
+    """
+
+    def __init__(self, *, rate_high_rps: float, rate_low_rps: float, mean_high_s: float, mean_low_s: float):
+        self.rate_high_rps = check_positive("arrivals.rate_high_rps", rate_high_rps)
+        self.rate_low_rps = check_non_negative("arrivals.rate_low_rps", rate_low_rps)
+        self.mean_high_s = check_positive("arrivals.mean_high_s", mean_high_s)
+        self.mean_low_s = check_positive("arrivals.mean_low_s", mean_low_s)
+
+    @property
+    def mean_rate_rps(self) -> float:
+        weight = self.mean_high_s / (self.mean_high_s + self.mean_low_s)
+        return weight * self.rate_high_rps + (1 - weight) * self.rate_low_rps
+
+    def times_s(self, rng, *, count=None, duration_s=None):
+        out: list[np.ndarray] = []
+        produced, start, high = 0, 0.0, True
+        while True:
+            rate = self.rate_high_rps if high else self.rate_low_rps
+            length = rng.exponential(self.mean_high_s if high else self.mean_low_s)
+            if rate > 0:
+                n = rng.poisson(rate * length)
+                # given the count, Poisson arrivals in an interval are uniform order statistics
+                times = start + np.sort(rng.uniform(0.0, length, n))
+                out.append(times)
+                produced += n
+            start += length
+            high = not high
+            if count is not None and produced >= count:
+                return np.concatenate(out)[:count]
+            if duration_s is not None and start >= duration_s:
+                times = np.concatenate(out) if out else np.empty(0)
+                return times[times < duration_s]
+
+
+class TraceArrivals(ArrivalProcess):
+    """Replay inter-arrival gaps (seconds) from a JSON list or CSV column.
+
+    ``time_scale`` stretches the gaps (0.5 doubles the rate). The trace is
+    looped when more arrivals are asked for than it holds; ``offset`` starts
+    the replay at that gap, and a seed picks a random offset when
+    ``random_offset`` is set.
+    """
+
+    def __init__(self, *, path: str | Path, time_scale: float = 1.0, offset: int = 0, random_offset: bool = False):
+        self.path = str(path)
+        self.gaps_s = load_series("arrivals.path", path, allow_zero=True)
+        if self.gaps_s.sum() <= 0:
+            raise ConfigError("arrivals.path", self.path, "a trace whose gaps sum to more than 0 s")
+        self.time_scale = check_positive("arrivals.time_scale", time_scale)
+        self.offset = check_int_at_least("arrivals.offset", offset, 0)
+        self.random_offset = bool(random_offset)
+
+    @property
+    def mean_rate_rps(self) -> float:
+        return len(self.gaps_s) / (self.gaps_s.sum() * self.time_scale)
+
+    @property
+    def length_s(self) -> float:
+        return float(self.gaps_s.sum() * self.time_scale)
+
+    def times_s(self, rng, *, count=None, duration_s=None):
+        gaps = self.gaps_s * self.time_scale
+        start = int(rng.integers(len(gaps))) if self.random_offset else self.offset % len(gaps)
+        gaps = np.roll(gaps, -start)
+        if count is None:
+            count = int(math.ceil(duration_s / gaps.sum() * len(gaps))) + 1
+        repeats = -(-count // len(gaps))
+        times = np.cumsum(np.tile(gaps, repeats)[:count])
+        if duration_s is not None:
+            times = times[times < duration_s]
+        return times
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
+    """One edge device's stream of requests.
+
+    ``slo_s`` sets each request's deadline (arrival + slo_s); ``inf`` for none.
+    ``gateway`` names the edge node whose scheduler receives it (several
+    sources may share one).
+    """
+
+    name: str
+    arrivals: ArrivalProcess
+    size_bytes: int = 200 * 1024
+    slo_s: float = math.inf
+    gateway: str = "edge"
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("source.name", self.name, "a non-empty string")
+        if not isinstance(self.arrivals, ArrivalProcess):
+            raise ConfigError(f"sources.{self.name}.arrivals", type(self.arrivals).__name__, "an ArrivalProcess")
+        check_int_at_least(f"sources.{self.name}.size_bytes", self.size_bytes, 0)
+        check_positive(f"sources.{self.name}.slo_s", self.slo_s, finite=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arrivals:
+    """Merged arrivals of all sources, sorted by time: what a driver replays."""
+
+    arrival_s: np.ndarray  # float64, increasing
+    source_index: np.ndarray  # int16 index into ``sources``
+    sources: tuple[Source, ...]
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def size_bytes(self) -> np.ndarray:
+        return np.array([s.size_bytes for s in self.sources], dtype=np.int64)[self.source_index]
+
+    @property
+    def deadline_s(self) -> np.ndarray:
+        return self.arrival_s + np.array([s.slo_s for s in self.sources])[self.source_index]
+
+
+class Workload:
+    """Several sources, each with its own arrival process, over a common span.
+
+    Give either ``num_requests`` (per source) or ``duration_s``; a workload
+    whose sources are all traces may give neither and replays each trace once.
+    """
+
+    def __init__(self, *, sources: Sequence[Source], num_requests: int | None = None, duration_s: float | None = None):
+        if not sources:
+            raise ConfigError("workload.sources", [], "at least one source")
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ConfigError("workload.sources", names, "sources with distinct names")
+        if len(sources) > np.iinfo(np.int16).max:
+            raise ConfigError("workload.sources", len(sources), f"at most {np.iinfo(np.int16).max} sources")
+        self.sources = tuple(sources)
+        self.num_requests = None if num_requests is None else check_int_at_least("workload.num_requests", num_requests, 1)
+        self.duration_s = None if duration_s is None else check_positive("workload.duration_s", duration_s)
+        if self.num_requests is None and self.duration_s is None:
+            if not all(isinstance(s.arrivals, TraceArrivals) for s in self.sources):
+                raise ConfigError("workload.num_requests", None, "an integer >= 1, or set workload.duration_s")
+
+    def generate(self, seed: int) -> Arrivals:
+        """Arrival times of every source merged in time order, for ``seed``."""
+        children = np.random.SeedSequence(seed).spawn(len(self.sources))
+        times, index = [], []
+        for i, (source, child) in enumerate(zip(self.sources, children)):
+            rng = np.random.default_rng(child)
+            count, duration = self.num_requests, self.duration_s
+            if count is None and duration is None:
+                count = len(source.arrivals.gaps_s)
+            t = source.arrivals.times_s(rng, count=count if duration is None else None, duration_s=duration)
+            times.append(t)
+            index.append(np.full(len(t), i, dtype=np.int16))
+        arrival_s = np.concatenate(times)
+        source_index = np.concatenate(index)
+        order = np.argsort(arrival_s, kind="stable")
+        return Arrivals(arrival_s=arrival_s[order], source_index=source_index[order], sources=self.sources)

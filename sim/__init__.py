@@ -1,0 +1,6 @@
+"""The discrete-event simulator: the policies of ``policies`` on a SimPy clock."""
+
+from sim.config import build_simulation, simulate
+from sim.simulation import SimResult, Simulation
+
+__all__ = ["simulate", "build_simulation", "Simulation", "SimResult"]

@@ -21,6 +21,7 @@ __all__ = [
     "NoiseModel",
     "NoNoise",
     "LognormalNoise",
+    "GammaNoise",
     "ResidualNoise",
     "Delay",
     "ConstantDelay",
@@ -59,6 +60,20 @@ class LognormalNoise(NoiseModel):
             return np.ones(count)
         # mean of lognormal(mu, sigma) is exp(mu + sigma^2 / 2); mu makes it 1
         return rng.lognormal(mean=-0.5 * self._sigma**2, sigma=self._sigma, size=count)
+
+
+class GammaNoise(NoiseModel):
+    """Gamma factors with mean 1 and coefficient of variation ``cv``.
+
+    ``cv=1`` makes service times exponential: the M/M/1 case.
+    """
+
+    def __init__(self, *, cv: float):
+        self.cv = check_positive("noise.cv", cv)
+        self._shape = 1.0 / self.cv**2
+
+    def factors(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.gamma(shape=self._shape, scale=1.0 / self._shape, size=count)
 
 
 class ResidualNoise(NoiseModel):

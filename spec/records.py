@@ -69,7 +69,7 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, *, span_s: float, s
         "count": count,
         "completed": int(len(completed)),
         "dropped": int(dropped_mask.sum()),
-        "drops_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        "drops_by_reason": {str(k): int(v) for k, v in reasons.items() if v},
         "span_s": float(span_s),
         "throughput_rps": float(len(completed) / span_s) if span_s > 0 else math.nan,
         "latency_mean_s": float(latency.mean()) if len(latency) else math.nan,

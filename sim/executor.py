@@ -1,0 +1,77 @@
+"""Executors in the simulation: the shared base of servers and serverless pools."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from sim.batch import SimBatch
+from spec.noise import BlockSampler, NoNoise
+from spec.topology import ExecutorSpec
+
+__all__ = ["SimExecutor"]
+
+
+class SimExecutor(abc.ABC):
+    """Runs batches and reports each one finished to ``on_done(batch)``.
+
+    Service time is the profile's mean for the batch size (and memory size)
+    times a noise factor. A subclass fills one hook, ``submit``, which decides
+    when and where a batch starts, and calls ``run`` to start it.
+    """
+
+    def __init__(self, env: simpy.Environment, spec: ExecutorSpec, rng: np.random.Generator, on_done: Callable[[SimBatch], None]):
+        self.env = env
+        self.spec = spec
+        self.on_done = on_done
+        self.rng = rng
+        self._noise = None if isinstance(spec.noise, NoNoise) else BlockSampler(spec.noise.factors, rng)
+        self._means: dict[tuple[int, int | None], float] = {}
+        self.batches_run = 0
+        self.busy_s = 0.0
+
+    def service_s(self, size: int, memory_mb: int | None) -> float:
+        """Draw one service time for a batch of ``size`` at ``memory_mb``."""
+        key = (size, memory_mb)
+        mean_s = self._means.get(key)
+        if mean_s is None:
+            mean_s = self._means[key] = self.spec.profile.mean_s(size, memory_mb)
+        return mean_s if self._noise is None else mean_s * self._noise()
+
+    @abc.abstractmethod
+    def submit(self, batch: SimBatch) -> None:
+        """A batch has arrived at the executor."""
+
+    def run(self, batch: SimBatch, cold_start_s: float = 0.0) -> None:
+        """Start ``batch`` now (after ``cold_start_s``); finish it after its service time."""
+        env = self.env
+        service_s = self.service_s(batch.size, batch.memory_mb)
+        batch.cold_start_s = cold_start_s
+        batch.start_s = env.now + cold_start_s
+        batch.end_s = batch.start_s + service_s
+        event = env.timeout(cold_start_s + service_s, batch)
+        event.callbacks.append(self._finished)
+
+    def _finished(self, event) -> None:
+        batch: SimBatch = event._value
+        self.batches_run += 1
+        duration_s = batch.end_s - batch.start_s
+        self.busy_s += duration_s
+        batch.cost = self.batch_cost(batch, duration_s)
+        self.release(batch)
+        self.on_done(batch)
+
+    def batch_cost(self, batch: SimBatch, duration_s: float) -> float:
+        """What one batch costs (pricing hook)."""
+        return self.spec.pricing.batch_cost(duration_s=duration_s, memory_mb=batch.memory_mb)
+
+    @abc.abstractmethod
+    def release(self, batch: SimBatch) -> None:
+        """``batch`` has left the executor: free its place."""
+
+    def standing_cost(self, span_s: float) -> float:
+        """Cost beyond the batches' own (idle time of servers paid by the hour)."""
+        return 0.0

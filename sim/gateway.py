@@ -1,0 +1,133 @@
+"""A gateway in the simulation: carries out one scheduler's actions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import simpy
+
+from policies.actions import CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
+from policies.events import BatchFinished, Event, TimerFired
+from policies.scheduler import Scheduler
+from sim.batch import SimBatch
+from sim.executor import SimExecutor
+from sim.link import LinkChannel
+
+__all__ = ["GatewayDriver"]
+
+
+class GatewayDriver:
+    """Feeds one gateway's scheduler its events and carries out its actions.
+
+    Timers fire at exactly their time (a cancelled or restarted timer's old
+    SimPy event is left in the queue and ignored by its generation number).
+    A dispatched batch crosses the gateway's link to a remote executor (FIFO
+    per link), runs there, and its result comes back after the link's delay;
+    only then does the scheduler hear that it finished.
+    """
+
+    def __init__(
+        self,
+        sim,
+        name: str,
+        scheduler: Scheduler,
+        executors: Mapping[str, SimExecutor],
+        channels: Mapping[str, LinkChannel | None],
+    ):
+        self.sim = sim
+        self.env: simpy.Environment = sim.env
+        self.name = name
+        self.scheduler = scheduler
+        self.executors = executors
+        self.channels = channels
+        self.executor_index = {n: sim.executor_names.index(n) for n in executors}
+        self._timer_generation: dict[str, int] = {}
+        self._generation = 0
+        self.plans: list[dict] = []
+        self._act = {
+            DispatchBatch: self._dispatch,
+            StartTimer: self._start_timer,
+            CancelTimer: self._cancel_timer,
+            DropRequest: self._drop,
+            NotePlan: self._note_plan,
+        }
+
+    def handle(self, event: Event) -> None:
+        """Give ``event`` to the scheduler and carry out what it asks."""
+        act = self._act
+        for action in self.scheduler.handle(event):
+            act[type(action)](action)
+
+    # -- actions ------------------------------------------------------------
+    def _dispatch(self, action: DispatchBatch) -> None:
+        sim = self.sim
+        now_s = self.env.now
+        executor = action.executor
+        ids = action.request_ids
+        batch_id = sim.recorder.batch_dispatched(now_s, self.executor_index[executor], ids, action.memory_mb)
+        channel = self.channels[executor]
+        size_bytes = sim.payload_bytes(ids) if channel is not None else 0
+        return_delay_s = channel.link.delay_s if channel is not None else 0.0
+        batch = SimBatch(batch_id, action.batch_id, self, executor, len(ids), size_bytes, action.memory_mb, now_s, return_delay_s)
+        if channel is None:
+            self.executors[executor].submit(batch)
+        else:
+            channel.send(size_bytes, batch, self._arrived)
+
+    def _arrived(self, event) -> None:
+        batch: SimBatch = event._value
+        batch.arrived_s = self.env.now
+        self.executors[batch.executor].submit(batch)
+
+    def batch_done(self, batch: SimBatch) -> None:
+        """The executor finished ``batch``; its result travels back, then the scheduler hears."""
+        if batch.return_delay_s > 0:
+            event = self.env.timeout(batch.return_delay_s, batch)
+            event.callbacks.append(self._result_back)
+        else:
+            self._complete(batch)
+
+    def _result_back(self, event) -> None:
+        self._complete(event._value)
+
+    def _complete(self, batch: SimBatch) -> None:
+        now_s = self.env.now
+        sim = self.sim
+        sim.recorder.batch_finished(
+            batch.batch_id,
+            arrived_s=batch.arrived_s,
+            start_s=batch.start_s,
+            end_s=batch.end_s,
+            completed_s=now_s,
+            cold_start_s=batch.cold_start_s,
+            cost=batch.cost,
+        )
+        self.handle(
+            BatchFinished(now_s=now_s, batch_id=batch.local_id, executor=batch.executor, service_s=batch.end_s - batch.start_s)
+        )
+        sim.requests_ended(batch.size)
+
+    def _start_timer(self, action: StartTimer) -> None:
+        self._generation += 1
+        generation = self._generation
+        self._timer_generation[action.timer_id] = generation
+        now_s = self.env.now
+        event = self.env.timeout(action.at_s - now_s if action.at_s > now_s else 0.0, (action.timer_id, generation))
+        event.callbacks.append(self._timer_fired)
+
+    def _cancel_timer(self, action: CancelTimer) -> None:
+        self._timer_generation.pop(action.timer_id, None)
+
+    def _timer_fired(self, event) -> None:
+        timer_id, generation = event._value
+        if self._timer_generation.get(timer_id) != generation:
+            return  # cancelled or restarted since
+        del self._timer_generation[timer_id]
+        self.handle(TimerFired(now_s=self.env.now, timer_id=timer_id))
+
+    def _drop(self, action: DropRequest) -> None:
+        self.sim.recorder.dropped(action.request_id, action.reason)
+        self.sim.requests_ended(1)
+
+    def _note_plan(self, action: NotePlan) -> None:
+        self.plans.append({"at_s": action.at_s, "gateway": self.name, **action.plan.as_dict()})

@@ -1,0 +1,197 @@
+"""Records of a simulated run, kept as compact columns until the end.
+
+Per request only what differs between requests of one batch is stored while
+the run goes (dispatch time, batch, drop reason); per batch the rest. The
+request table of DESIGN.md's schema is expanded from these at the end, so a
+run of a million requests costs a few tens of bytes per request until then.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+import numpy as np
+import pandas as pd
+
+from spec.records import BATCH_COLUMNS, REQUEST_COLUMNS, DropReason
+from spec.workload import Arrivals
+
+__all__ = ["Recorder", "DROP_REASONS"]
+
+#: drop reasons by code; code 0 means not dropped
+DROP_REASONS = (
+    "",
+    DropReason.QUEUE_FULL,
+    DropReason.DEADLINE,
+    DropReason.INFEASIBLE,
+    DropReason.NO_EXECUTOR,
+    DropReason.EXECUTOR_FAILED,
+    DropReason.RETRIES_EXHAUSTED,
+    DropReason.RUN_ENDED,
+    DropReason.STALE,
+)
+
+
+class Recorder:
+    """Collects what happens to every request and batch of one run.
+
+    Batch ids are global (the driver maps each gateway's own ids onto them).
+    A request ends either completed (its batch finished) or dropped with a
+    reason; ``unfinished`` counts those that did neither, which must be 0.
+    """
+
+    def __init__(self, arrivals: Arrivals, executor_names: list[str], executor_kinds: list[str]):
+        count = len(arrivals)
+        self.arrivals = arrivals
+        self.executor_names = executor_names
+        self.executor_kinds = executor_kinds
+        self.dispatched_s = np.full(count, np.nan)
+        self.batch_of = np.full(count, -1, dtype=np.int32)
+        self.drop_code = np.zeros(count, dtype=np.int8)
+        self._reason_code = {reason: code for code, reason in enumerate(DROP_REASONS) if code}
+        # batch columns, appended at dispatch and filled in as the batch goes
+        self.b_executor = array("h")
+        self.b_size = array("i")
+        self.b_memory_mb = array("i")
+        self.b_dispatched_s = array("d")
+        self.b_arrived_s = array("d")  # at the executor, after the uplink
+        self.b_start_s = array("d")
+        self.b_end_s = array("d")
+        self.b_completed_s = array("d")  # result back at the gateway
+        self.b_cold_start_s = array("d")
+        self.b_cost = array("d")
+        self.b_state = array("b")  # 0 in flight, 1 finished, 2 failed
+
+    # -- during the run ------------------------------------------------------
+    def batch_dispatched(self, now_s: float, executor_index: int, request_ids, memory_mb: int | None) -> int:
+        batch_id = len(self.b_size)
+        self.b_executor.append(executor_index)
+        self.b_size.append(len(request_ids))
+        self.b_memory_mb.append(memory_mb or 0)
+        self.b_dispatched_s.append(now_s)
+        for column in (self.b_arrived_s, self.b_start_s, self.b_end_s, self.b_completed_s):
+            column.append(math.nan)
+        self.b_cold_start_s.append(0.0)
+        self.b_cost.append(0.0)
+        self.b_state.append(0)
+        dispatched_s, batch_of = self.dispatched_s, self.batch_of
+        for request_id in request_ids:
+            dispatched_s[request_id] = now_s
+            batch_of[request_id] = batch_id
+        return batch_id
+
+    def batch_finished(self, batch_id: int, *, arrived_s, start_s, end_s, completed_s, cold_start_s, cost) -> None:
+        self.b_arrived_s[batch_id] = arrived_s
+        self.b_start_s[batch_id] = start_s
+        self.b_end_s[batch_id] = end_s
+        self.b_completed_s[batch_id] = completed_s
+        self.b_cold_start_s[batch_id] = cold_start_s
+        self.b_cost[batch_id] = cost
+        self.b_state[batch_id] = 1
+
+    def batch_failed(self, batch_id: int, *, cost: float = 0.0) -> None:
+        self.b_cost[batch_id] = cost
+        self.b_state[batch_id] = 2
+
+    def dropped(self, request_id: int, reason: str) -> None:
+        code = self._reason_code.get(reason)
+        if code is None:
+            code = len(DROP_REASONS)  # an unlisted reason from a user's policy: kept by name
+            self._reason_code[reason] = code
+        self.drop_code[request_id] = code
+
+    # -- at the end --------------------------------------------------------------
+    def _reasons(self) -> list[str]:
+        names = list(DROP_REASONS)
+        extra = sorted((code, reason) for reason, code in self._reason_code.items() if code >= len(DROP_REASONS))
+        return names + [reason for _, reason in extra]
+
+    def unfinished(self) -> np.ndarray:
+        """Request ids that neither completed nor were dropped (must be empty)."""
+        state = np.frombuffer(self.b_state, dtype=np.int8) if len(self.b_state) else np.zeros(0, np.int8)
+        has_batch = self.batch_of >= 0
+        finished = np.zeros(len(self.batch_of), dtype=bool)
+        finished[has_batch] = state[self.batch_of[has_batch]] == 1
+        return np.flatnonzero(~finished & (self.drop_code == 0))
+
+    def batches(self) -> pd.DataFrame:
+        """One row per batch (DESIGN.md's batch columns)."""
+        executor = pd.Categorical.from_codes(np.frombuffer(self.b_executor, np.int16).astype(np.int16), self.executor_names)
+        memory = np.frombuffer(self.b_memory_mb, np.int32)
+        table = {
+            "batch_id": np.arange(len(self.b_size), dtype=np.int32),
+            "executor": executor,
+            "size": np.frombuffer(self.b_size, np.int32),
+            "memory_mb": memory,
+            "start_s": np.frombuffer(self.b_start_s, np.float64),
+            "end_s": np.frombuffer(self.b_end_s, np.float64),
+            "cold": np.frombuffer(self.b_cold_start_s, np.float64) > 0,
+            "cost": np.frombuffer(self.b_cost, np.float64),
+        }
+        frame = pd.DataFrame(table, copy=True)
+        return frame[list(BATCH_COLUMNS)]
+
+    def requests(self) -> pd.DataFrame:
+        """One row per request (DESIGN.md's request columns), expanded from the batches."""
+        arrivals = self.arrivals
+        batch = self.batch_of
+        has_batch = batch >= 0
+        index = np.where(has_batch, batch, 0)
+
+        def per_batch(column: array, dtype, missing):
+            values = np.frombuffer(column, dtype) if len(column) else np.zeros(1, dtype)
+            out = values[index]
+            out[~has_batch] = missing
+            return out
+
+        arrival_s = arrivals.arrival_s
+        size = per_batch(self.b_size, np.int32, 0)
+        executor_codes = per_batch(self.b_executor, np.int16, -1)
+        state = per_batch(self.b_state, np.int8, 0)
+        completed = (state == 1) & (self.drop_code == 0)
+        arrived_s = per_batch(self.b_arrived_s, np.float64, np.nan)
+        start_s = per_batch(self.b_start_s, np.float64, np.nan)
+        end_s = per_batch(self.b_end_s, np.float64, np.nan)
+        completed_s = per_batch(self.b_completed_s, np.float64, np.nan)
+        cold_start_s = per_batch(self.b_cold_start_s, np.float64, np.nan)
+        memory_mb = per_batch(self.b_memory_mb, np.int32, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cost = per_batch(self.b_cost, np.float64, 0.0) / np.maximum(size, 1)
+        del index
+        completed_s[~completed] = np.nan
+        # uplink (incl. waiting for the link) plus the result's way back
+        transfer_s = (arrived_s - self.dispatched_s) + (completed_s - end_s)
+        service_s = end_s - start_s
+        latency_s = completed_s - arrival_s
+        queue_s = latency_s - transfer_s - cold_start_s - service_s
+        del arrived_s, end_s, start_s
+        deadline_s = arrivals.deadline_s
+        sources = [s.name for s in arrivals.sources]
+        kinds = sorted(set(self.executor_kinds))
+        kind_codes = np.array([kinds.index(k) for k in self.executor_kinds] + [-1], dtype=np.int8)[executor_codes]
+        table = {
+            "request_id": np.arange(len(arrival_s), dtype=np.int64),
+            "source": pd.Categorical.from_codes(arrivals.source_index, sources),
+            "arrival_s": arrival_s,
+            "dispatched_s": self.dispatched_s,
+            "executor": pd.Categorical.from_codes(executor_codes, self.executor_names),
+            "executor_kind": pd.Categorical.from_codes(kind_codes, kinds),
+            "batch_id": batch,
+            "batch_size": size,
+            "memory_mb": memory_mb,
+            "transfer_s": transfer_s,
+            "queue_s": queue_s,
+            "cold_start_s": cold_start_s,
+            "service_s": service_s,
+            "completed_s": completed_s,
+            "latency_s": latency_s,
+            "deadline_s": deadline_s,
+            "met_slo": completed & (completed_s <= deadline_s),
+            "dropped": self.drop_code != 0,
+            "drop_reason": pd.Categorical.from_codes(self.drop_code.astype(np.int16) - 1, self._reasons()[1:]),
+            "cost": cost,
+        }
+        # copy=False: hand the columns over instead of holding two copies at the peak
+        frame = pd.DataFrame(table, copy=False)
+        return frame[list(REQUEST_COLUMNS)]

@@ -1,0 +1,171 @@
+"""Build workloads, clusters and policies from plain config mappings.
+
+A component is given either by ``kind`` (a short name for a built-in class)
+or by ``_target_`` (the dotted path of any class, the Hydra convention, so a
+user's own class plugs in without editing a registry). Every error names the
+full field path and what is allowed, before any simulation starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from spec.links import Link
+from spec.noise import ConstantDelay, EmpiricalDelay, GammaNoise, LognormalDelay, LognormalNoise, NoNoise, ResidualNoise
+from spec.pricing import FreePricing, HourlyPricing, ServerlessPricing
+from spec.profiles import LinearMemoryProfile, LinearProfile, TableProfile
+from spec.topology import Cluster, ServerlessSpec, ServerSpec
+from spec.validation import ConfigError, check_int_at_least
+from spec.workload import GammaArrivals, MMPPArrivals, PoissonArrivals, Source, TraceArrivals, Workload
+
+__all__ = ["instantiate", "build_workload", "build_cluster", "build_component", "locate"]
+
+ARRIVAL_KINDS = {"poisson": PoissonArrivals, "gamma": GammaArrivals, "mmpp": MMPPArrivals, "trace": TraceArrivals}
+PROFILE_KINDS = {"linear": LinearProfile, "linear_memory": LinearMemoryProfile, "table": TableProfile}
+NOISE_KINDS = {"none": NoNoise, "lognormal": LognormalNoise, "gamma": GammaNoise, "residual": ResidualNoise}
+DELAY_KINDS = {"constant": ConstantDelay, "lognormal": LognormalDelay, "empirical": EmpiricalDelay}
+PRICING_KINDS = {"free": FreePricing, "hourly": HourlyPricing, "serverless": ServerlessPricing}
+EXECUTOR_CLASSES = {"edge": ServerSpec, "cloud": ServerSpec, "serverless": ServerlessSpec}
+
+
+def locate(field: str, path: Any) -> Any:
+    """Import the object named by a dotted ``path`` ("package.module.Name")."""
+    if not isinstance(path, str) or "." not in path:
+        raise ConfigError(f"{field}._target_", path, "a dotted path 'package.module.Class'")
+    module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"{field}._target_", path, f"an importable module ({error})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        public = sorted(n for n in dir(module) if not n.startswith("_"))
+        raise ConfigError(f"{field}._target_", path, f"a name in {module_name}: " + ", ".join(public)) from None
+
+
+def _call(field: str, factory: Any, params: dict) -> Any:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None and not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        accepted = [n for n, p in signature.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        for name in params:
+            if name not in accepted:
+                raise ConfigError(f"{field}.{name}", params[name], "a parameter of " + _name(factory) + ": " + ", ".join(accepted))
+        missing = [
+            n for n, p in signature.parameters.items()
+            if p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in params
+        ]  # fmt: skip
+        if missing:
+            raise ConfigError(f"{field}.{missing[0]}", None, "a value (required by " + _name(factory) + ")")
+    try:
+        return factory(**params)
+    except ConfigError as error:
+        # constructors name their own field ("arrivals.rate_rps"); give the full path
+        leaf = error.field.split(".")[-1]
+        raise ConfigError(f"{field}.{leaf}", error.value, error.allowed) from None
+
+
+def _name(factory: Any) -> str:
+    return getattr(factory, "__qualname__", repr(factory))
+
+
+def build_component(field: str, config: Any, kinds: Mapping[str, Any] | None = None, **extra) -> Any:
+    """Build one component from ``{"kind": ..., ...}`` or ``{"_target_": ..., ...}``.
+
+    Anything that is not a mapping is returned as is (already built).
+    """
+    if not isinstance(config, Mapping):
+        return config
+    params = dict(config)
+    target = params.pop("_target_", None)
+    kind = params.pop("kind", None)
+    if target is not None:
+        factory = locate(field, target)
+    elif kinds is not None and kind is not None:
+        if kind not in kinds:
+            raise ConfigError(f"{field}.kind", kind, "one of " + ", ".join(map(repr, kinds)) + " (or a _target_ class)")
+        factory = kinds[kind]
+    else:
+        allowed = ("'kind' (one of " + ", ".join(map(repr, kinds)) + ") or ") if kinds else ""
+        raise ConfigError(field, dict(config), allowed + "'_target_' naming a class")
+    params.update(extra)
+    return _call(field, factory, params)
+
+
+def instantiate(field: str, config: Any) -> Any:
+    """Build a ``_target_`` object, recursively (nested ``_target_`` mappings first).
+
+    Mappings without ``_target_`` are plain data; None stays None.
+    """
+    if isinstance(config, Mapping):
+        built = {k: instantiate(f"{field}.{k}", v) for k, v in config.items() if k != "_target_"}
+        if "_target_" in config:
+            return _call(field, locate(field, config["_target_"]), built)
+        return built
+    if isinstance(config, (list, tuple)):
+        return [instantiate(f"{field}[{i}]", v) for i, v in enumerate(config)]
+    return config
+
+
+def build_workload(config: Mapping) -> Workload:
+    """``{"sources": [...], "num_requests": N | "duration_s": D}`` to a ``Workload``."""
+    if not isinstance(config, Mapping):
+        raise ConfigError("workload", type(config).__name__, "a mapping with sources and num_requests or duration_s")
+    params = dict(config)
+    raw_sources = params.pop("sources", None)
+    if isinstance(raw_sources, Mapping):  # Hydra-friendly: sources keyed by name
+        raw_sources = [{"name": name, **dict(s)} for name, s in raw_sources.items()]
+    if not isinstance(raw_sources, Sequence) or isinstance(raw_sources, str) or not raw_sources:
+        raise ConfigError("workload.sources", raw_sources, "a non-empty list (or mapping by name) of sources")
+    sources = []
+    for i, raw in enumerate(raw_sources):
+        field = f"workload.sources[{i}]"
+        if not isinstance(raw, Mapping):
+            raise ConfigError(field, raw, "a mapping with name, arrivals, size_bytes, slo_s, gateway")
+        raw = dict(raw)
+        arrivals = build_component(f"{field}.arrivals", raw.pop("arrivals", None), ARRIVAL_KINDS)
+        sources.append(_call(field, Source, {**raw, "arrivals": arrivals}))
+    return _call("workload", Workload, {**params, "sources": sources})
+
+
+def build_cluster(config: Mapping) -> Cluster:
+    """``{"executors": [...], "links": {...}}`` to a ``Cluster``."""
+    if not isinstance(config, Mapping):
+        raise ConfigError("cluster", type(config).__name__, "a mapping with executors and links")
+    raw_executors = config.get("executors")
+    if isinstance(raw_executors, Mapping):
+        raw_executors = [{"name": name, **dict(e)} for name, e in raw_executors.items()]
+    if not isinstance(raw_executors, Sequence) or isinstance(raw_executors, str) or not raw_executors:
+        raise ConfigError("cluster.executors", raw_executors, "a non-empty list (or mapping by name) of executors")
+    executors = []
+    for i, raw in enumerate(raw_executors):
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"cluster.executors[{i}]", raw, "a mapping with name, kind, profile, ...")
+        raw = dict(raw)
+        field = f"cluster.executors.{raw.get('name', i)}"
+        kind = raw.get("kind")
+        if kind not in EXECUTOR_CLASSES:
+            raise ConfigError(f"{field}.kind", kind, "one of " + ", ".join(map(repr, EXECUTOR_CLASSES)))
+        raw["profile"] = build_component(f"{field}.profile", raw.get("profile"), PROFILE_KINDS)
+        if "noise" in raw:
+            raw["noise"] = build_component(f"{field}.noise", raw["noise"] or {"kind": "none"}, NOISE_KINDS)
+        if "pricing" in raw:
+            raw["pricing"] = build_component(f"{field}.pricing", raw["pricing"] or {"kind": "free"}, PRICING_KINDS)
+        if raw.get("cold_start") is not None:
+            raw["cold_start"] = build_component(f"{field}.cold_start", raw["cold_start"], DELAY_KINDS)
+        if "slots" in raw:
+            check_int_at_least(f"{field}.slots", raw["slots"], 1)
+        executors.append(_call(field, EXECUTOR_CLASSES[kind], raw))
+    links = {}
+    for key, raw in dict(config.get("links") or {}).items():
+        links[key] = raw if isinstance(raw, Link) else _call(f"cluster.links.{key}", Link, dict(raw))
+    extra = set(config) - {"executors", "links"}
+    if extra:
+        raise ConfigError(f"cluster.{sorted(extra)[0]}", None, "only 'executors' and 'links' in cluster")
+    return Cluster(executors=executors, links=links)

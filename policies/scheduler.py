@@ -111,6 +111,7 @@ class Scheduler:
             batchers=self.batchers,
             bandwidth_MBps={n: link.mean_bandwidth_MBps() for n, link in links.items() if link is not None},
         )
+        self._batch_timer_ids = {n: _BATCH_TIMER + n for n in names}
         self.placement = placement
         placement.bind(self.view)
         self.planner = planner
@@ -252,12 +253,13 @@ class Scheduler:
     # -- helpers ---------------------------------------------------------------
     def _decide(self, executor: str, batcher: BatchingPolicy, now_s: float, actions: list[Action]) -> None:
         decision: Decision = batcher.decide(now_s)
-        if decision.drops:
-            for request, reason in decision.drops:
+        sizes, wake_at_s, drops = decision
+        if drops:
+            for request, reason in drops:
                 batcher.remove(request)
                 del self._requests[request.request_id]
                 actions.append(DropRequest(request_id=request.request_id, reason=reason))
-        for size in decision.batches:
+        for size in sizes or ():
             if not 1 <= size <= len(batcher.queue):
                 raise PolicyError(f"{batcher!r} asked for a batch of {size} with {len(batcher.queue)} queued")
             batch = batcher.take(size)
@@ -272,11 +274,12 @@ class Scheduler:
                     memory_mb=batcher.memory_mb,
                 )
             )
-        wake_at_s = decision.wake_at_s
         if wake_at_s is None and batcher.queue and not batcher.batches_in_flight:
             # nothing would ever wake this queue again: its requests would be lost
             raise PolicyError(f"{batcher!r} holds {len(batcher.queue)} requests with no wake-up time and no batch in flight")
-        self._set_timer(_BATCH_TIMER + executor, wake_at_s, actions)
+        timer_id = self._batch_timer_ids[executor]
+        if self._timers.get(timer_id) != wake_at_s:
+            self._set_timer(timer_id, wake_at_s, actions)
 
     def _set_timer(self, timer_id: str, at_s: float | None, actions: list[Action]) -> None:
         current = self._timers.get(timer_id)

@@ -23,13 +23,24 @@ class SimExecutor(abc.ABC):
     when and where a batch starts, and calls ``run`` to start it.
     """
 
-    def __init__(self, env: simpy.Environment, spec: ExecutorSpec, rng: np.random.Generator, on_done: Callable[[SimBatch], None]):
+    def __init__(
+        self,
+        env: simpy.Environment,
+        spec: ExecutorSpec,
+        rng: np.random.Generator,
+        on_done: Callable[[SimBatch], None],
+        on_failed: Callable[[SimBatch], None] | None = None,
+    ):
         self.env = env
         self.spec = spec
         self.on_done = on_done
+        self.on_failed = on_failed
         self.rng = rng
         self._noise = None if isinstance(spec.noise, NoNoise) else BlockSampler(spec.noise.factors, rng)
         self._means: dict[tuple[int, int | None], float] = {}
+        self.failure_probability = getattr(spec, "failure_probability", 0.0)
+        self._uniform = BlockSampler(lambda n, g: g.random(n), rng) if self.failure_probability > 0 else None
+        self.batches_failed = 0
         self.batches_run = 0
         self.busy_s = 0.0
 
@@ -52,6 +63,13 @@ class SimExecutor(abc.ABC):
         batch.cold_start_s = cold_start_s
         batch.start_s = env.now + cold_start_s
         batch.end_s = batch.start_s + service_s
+        if self._uniform is not None and self._uniform() < self.failure_probability:
+            # the instance dies part-way through its cold start and service
+            fail_after_s = (cold_start_s + service_s) * self._uniform()
+            batch.end_s = env.now + fail_after_s
+            event = env.timeout(fail_after_s, batch)
+            event.callbacks.append(self._failed)
+            return
         event = env.timeout(cold_start_s + service_s, batch)
         event.callbacks.append(self._finished)
 
@@ -64,13 +82,21 @@ class SimExecutor(abc.ABC):
         self.release(batch)
         self.on_done(batch)
 
+    def _failed(self, event) -> None:
+        batch: SimBatch = event._value
+        self.batches_failed += 1
+        started_s = min(batch.start_s, batch.end_s)
+        batch.cost = self.batch_cost(batch, max(0.0, batch.end_s - started_s))
+        self.release(batch, failed=True)
+        self.on_failed(batch)
+
     def batch_cost(self, batch: SimBatch, duration_s: float) -> float:
         """What one batch costs (pricing hook)."""
         return self.spec.pricing.batch_cost(duration_s=duration_s, memory_mb=batch.memory_mb)
 
     @abc.abstractmethod
-    def release(self, batch: SimBatch) -> None:
-        """``batch`` has left the executor: free its place."""
+    def release(self, batch: SimBatch, failed: bool = False) -> None:
+        """``batch`` has left the executor (``failed``: its instance died): free its place."""
 
     def standing_cost(self, span_s: float) -> float:
         """Cost beyond the batches' own (idle time of servers paid by the hour)."""

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import simpy
 
 from policies.actions import CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
-from policies.events import BatchFinished, Event, TimerFired
+from policies.events import BatchFailed, BatchFinished, Event, TimerFired
+from spec.records import DropReason
 from policies.scheduler import Scheduler
 from sim.batch import SimBatch
 from sim.executor import SimExecutor
@@ -89,6 +90,16 @@ class GatewayDriver:
 
     def _result_back(self, event) -> None:
         self._complete(event._value)
+
+    def batch_failed(self, batch: SimBatch) -> None:
+        """The executor lost ``batch``; the failure is reported back after the link's delay."""
+        event = self.env.timeout(batch.return_delay_s, batch)
+        event.callbacks.append(self._failure_back)
+
+    def _failure_back(self, event) -> None:
+        batch: SimBatch = event._value
+        self.sim.recorder.batch_failed(batch.batch_id, cost=batch.cost)
+        self.handle(BatchFailed(now_s=self.env.now, batch_id=batch.local_id, executor=batch.executor, reason=DropReason.EXECUTOR_FAILED))
 
     def _complete(self, batch: SimBatch) -> None:
         now_s = self.env.now

@@ -70,8 +70,10 @@ class Recorder:
         self.b_size.append(len(request_ids))
         self.b_memory_mb.append(memory_mb or 0)
         self.b_dispatched_s.append(now_s)
-        for column in (self.b_arrived_s, self.b_start_s, self.b_end_s, self.b_completed_s):
-            column.append(math.nan)
+        self.b_arrived_s.append(now_s)
+        self.b_start_s.append(math.nan)
+        self.b_end_s.append(math.nan)
+        self.b_completed_s.append(math.nan)
         self.b_cold_start_s.append(0.0)
         self.b_cost.append(0.0)
         self.b_state.append(0)

@@ -29,7 +29,7 @@ class SlotServer(SimExecutor):
         else:
             self.waiting.append(batch)
 
-    def release(self, batch: SimBatch) -> None:
+    def release(self, batch: SimBatch, failed: bool = False) -> None:
         if self.waiting:
             self.run(self.waiting.popleft())
         else:

@@ -113,8 +113,18 @@ class ServerlessPool(SimExecutor):
             duration_s += batch.cold_start_s
         return pricing.batch_cost(duration_s=duration_s, memory_mb=batch.memory_mb)
 
-    def release(self, batch: SimBatch) -> None:
+    def release(self, batch: SimBatch, failed: bool = False) -> None:
         instance = self._running.pop(batch.batch_id)
+        if failed:
+            # a crashed instance is gone; a waiting batch gets a fresh one
+            if instance.alive and batch.cold_start_s and batch.end_s < batch.start_s:
+                instance.alive = False  # died in its cold start: never became warm
+                self.instances -= 1
+            else:
+                self._retire(instance)
+            if self.waiting:
+                self._run_cold(self.waiting.popleft())
+            return
         while self.waiting:
             nxt = self.waiting.popleft()
             if self._memory(nxt) == instance.memory_mb:

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from policies.events import ArrivalRateMeasured, BandwidthMeasured, InstanceStateChanged, Request, RequestArrived
+from policies.events import ArrivalRateMeasured, BandwidthMeasured, InstanceStateChanged
 from policies.scheduler import Scheduler
+from sim.arrivals import ArrivalFeed
 from sim.gateway import GatewayDriver
 from sim.link import LinkChannel
 from sim.recorder import Recorder
@@ -24,8 +25,6 @@ from spec.validation import ConfigError, check_positive
 from spec.workload import Arrivals, Workload
 
 __all__ = ["Simulation", "SimResult"]
-
-_CHUNK = 4096  # arrivals converted to Python floats this many at a time
 
 
 @dataclass
@@ -81,9 +80,9 @@ class Simulation:
             spec = cluster.executors[name]
             rng = np.random.default_rng(stream)
             if isinstance(spec, ServerlessSpec):
-                executor = ServerlessPool(self.env, spec, rng, self._batch_done, on_instances=self._instances_changed)
+                executor = ServerlessPool(self.env, spec, rng, self._batch_done, self._batch_failed, on_instances=self._instances_changed)
             else:
-                executor = SlotServer(self.env, spec, rng, self._batch_done)
+                executor = SlotServer(self.env, spec, rng, self._batch_done, self._batch_failed)
             self.executors[name] = executor
         gateway_of = [s.gateway for s in arrivals.sources]
         gateways = sorted(set(gateway_of) | set(cluster.gateways))
@@ -101,9 +100,7 @@ class Simulation:
                 channels[name] = None if link is None else LinkChannel(self.env, link)
             self.gateways[gateway] = GatewayDriver(self, gateway, scheduler, {n: self.executors[n] for n in reachable}, channels)
         self._source_gateway = [self.gateways[g] for g in gateway_of]
-        self._source_names = [s.name for s in arrivals.sources]
         self._source_sizes = [s.size_bytes for s in arrivals.sources]
-        self._source_slo = [s.slo_s for s in arrivals.sources]
         self._uniform_size = self._source_sizes[0] if len(set(self._source_sizes)) == 1 else None
         self.count = len(arrivals)
         self.ended = 0
@@ -129,6 +126,9 @@ class Simulation:
     def _batch_done(self, batch) -> None:
         batch.gateway.batch_done(batch)
 
+    def _batch_failed(self, batch) -> None:
+        batch.gateway.batch_failed(batch)
+
     def _instances_changed(self, executor: str, now_s: float, warm: int) -> None:
         # delivered as its own SimPy event, never inside another event's action loop
         event = self.env.timeout(0, (executor, warm))
@@ -142,46 +142,7 @@ class Simulation:
             if executor in driver.executors:
                 driver.handle(InstanceStateChanged(now_s=self.env.now, executor=executor, warm_instances=warm))
 
-    # -- arrivals ---------------------------------------------------------------
-    def _arrival_chunk(self, start: int):
-        stop = min(start + _CHUNK, self.count)
-        return (
-            self.arrivals.arrival_s[start:stop].tolist(),
-            self.arrivals.source_index[start:stop].tolist(),
-        )
-
-    def _schedule_arrivals(self):
-        """One SimPy process replaying the arrival arrays in order."""
-        env = self.env
-        names, sizes, slos, drivers = self._source_names, self._source_sizes, self._source_slo, self._source_gateway
-        since = self._arrived_since
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.count, unit="req", desc="simulating", mininterval=1.0)
-        request_id = 0
-        while request_id < self.count:
-            times, sources = self._arrival_chunk(request_id)
-            for arrival_s, source in zip(times, sources):
-                delay_s = arrival_s - env.now
-                if delay_s > 0:
-                    yield env.timeout(delay_s)
-                driver = drivers[source]
-                request = Request(
-                    request_id=request_id,
-                    source=names[source],
-                    arrival_s=arrival_s,
-                    size_bytes=sizes[source],
-                    deadline_s=arrival_s + slos[source],
-                )
-                since[driver.name] += 1
-                driver.handle(RequestArrived(now_s=arrival_s, request=request))
-                request_id += 1
-            if bar is not None:
-                bar.update(len(times))
-        if bar is not None:
-            bar.close()
+    def _arrivals_finished(self) -> None:
         self._arrivals_done = True
         self.requests_ended(0)
 
@@ -208,11 +169,9 @@ class Simulation:
         """Run to the end (or the horizon) and return the records and summary."""
         started = time.perf_counter()
         env = self.env
-        env.process(self._schedule_arrivals())
+        ArrivalFeed(self, on_done=self._arrivals_finished, progress=self.progress).start()
         if self._telemetry:
             env.process(self._telemetry_loop())
-        if self.count == 0:
-            self.done.succeed()
         if self.horizon_s is None:
             try:
                 env.run(until=self.done)

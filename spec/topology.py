@@ -14,7 +14,7 @@ from spec.links import Link
 from spec.noise import Delay, NoiseModel, NoNoise
 from spec.pricing import FreePricing, Pricing
 from spec.profiles import LatencyProfile
-from spec.validation import ConfigError, check_choice, check_int_at_least, check_non_negative
+from spec.validation import ConfigError, check_choice, check_int_at_least, check_non_negative, check_probability
 
 __all__ = ["ExecutorSpec", "ServerSpec", "ServerlessSpec", "Cluster", "EXECUTOR_KINDS"]
 
@@ -84,6 +84,8 @@ class ServerlessSpec(ExecutorSpec):
     max_instances: int = 1000
     memory_mb: int = 1024
     memory_options_mb: Sequence[int] = ()
+    #: chance that a batch's instance fails (during cold start or execution)
+    failure_probability: float = 0.0
 
     def __post_init__(self):
         ExecutorSpec.__post_init__(self)
@@ -94,6 +96,7 @@ class ServerlessSpec(ExecutorSpec):
         check_non_negative(f"executors.{self.name}.keep_alive_s", self.keep_alive_s)
         check_int_at_least(f"executors.{self.name}.max_instances", self.max_instances, 1)
         check_int_at_least(f"executors.{self.name}.memory_mb", self.memory_mb, 1)
+        check_probability(f"executors.{self.name}.failure_probability", self.failure_probability)
         for value in self.memory_options_mb:
             check_int_at_least(f"executors.{self.name}.memory_options_mb", value, 1)
 

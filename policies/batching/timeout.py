@@ -57,6 +57,11 @@ class TimeoutBatching(BatchingPolicy):
         if not queued:
             return NOTHING
         limit = self.max_batch_size
+        if queued < limit and self.max_inflight is None:
+            # the common case: a partial batch waits for its oldest request's bound
+            due_s = queue[0].arrival_s + self.max_wait_s
+            if now_s < due_s:
+                return Decision((), due_s, ())
         slots = None if self.max_inflight is None else self.max_inflight - self.batches_in_flight
         sizes: list[int] = []
         # full batches go at once

@@ -1,0 +1,46 @@
+"""Least-loaded placement: join the shortest queue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from policies.events import Request
+from policies.placement_base import ClusterView, PlacementPolicy
+from spec.validation import ConfigError
+
+__all__ = ["LeastLoadedPlacement"]
+
+
+class LeastLoadedPlacement(PlacementPolicy):
+    """Join-the-shortest-queue (JSQ; Winston 1977, the classic load balancer).
+
+    Each request goes to the executor with the fewest outstanding requests
+    (queued at the scheduler plus running, ``ClusterView.outstanding``);
+    ties go to the executor listed first. ``executors`` restricts the choice
+    (default: every executor the gateway reaches, in the cluster's order).
+    """
+
+    def __init__(self, *, executors: Sequence[str] | None = None):
+        super().__init__()
+        if executors is not None and (isinstance(executors, str) or not len(executors)):
+            raise ConfigError("placement.executors", executors, "a non-empty list of executor names, or null for all")
+        self.executors = None if executors is None else list(executors)
+
+    def bind(self, view: ClusterView) -> None:
+        super().bind(view)
+        names = list(view.executors)
+        if self.executors is None:
+            self.executors = names
+        for name in self.executors:
+            if name not in names:
+                raise ConfigError("placement.executors", name, "one of " + ", ".join(names))
+
+    def choose(self, now_s: float, request: Request) -> str | None:
+        view = self.view
+        best = None
+        best_load = None
+        for name in self.executors:
+            load = view.outstanding(name)
+            if best_load is None or load < best_load:
+                best, best_load = name, load
+        return best

@@ -1,0 +1,86 @@
+"""Replaying a workload's arrival arrays into the gateways, on the SimPy clock."""
+
+from __future__ import annotations
+
+from policies.events import Request, RequestArrived
+
+__all__ = ["ArrivalFeed"]
+
+_CHUNK = 4096  # arrivals converted to Python floats this many at a time
+
+
+class ArrivalFeed:
+    """Hands each request to its source's gateway at its arrival time.
+
+    One SimPy timeout per arrival, chained by callback (no process per
+    request); the arrays are read a chunk at a time so that a long run never
+    holds a Python object per request. ``on_done`` runs after the last one.
+    """
+
+    def __init__(self, sim, *, on_done, progress: bool = False):
+        self.env = sim.env
+        self.arrivals = sim.arrivals
+        self.count = len(sim.arrivals)
+        self.drivers = sim._source_gateway
+        self.names = [s.name for s in sim.arrivals.sources]
+        self.sizes = [s.size_bytes for s in sim.arrivals.sources]
+        self.slos = [s.slo_s for s in sim.arrivals.sources]
+        self.arrived_since = sim._arrived_since
+        self.on_done = on_done
+        self.next_id = 0
+        self._times: list[float] = []
+        self._sources: list[int] = []
+        self._offset = 0
+        self._bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.count, unit="req", desc="simulating", mininterval=1.0)
+
+    def start(self) -> None:
+        if self.count == 0:
+            self.on_done()
+            return
+        self._load()
+        self._schedule()
+
+    def _load(self) -> None:
+        start = self.next_id
+        stop = min(start + _CHUNK, self.count)
+        self._times = self.arrivals.arrival_s[start:stop].tolist()
+        self._sources = self.arrivals.source_index[start:stop].tolist()
+        self._offset = start
+        if self._bar is not None and start:
+            self._bar.update(start - self._bar.n)
+
+    def _schedule(self) -> None:
+        env = self.env
+        delay_s = self._times[self.next_id - self._offset] - env.now
+        event = env.timeout(delay_s if delay_s > 0 else 0.0)
+        event.callbacks.append(self._arrive)
+
+    def _arrive(self, event) -> None:
+        request_id = self.next_id
+        index = request_id - self._offset
+        arrival_s = self._times[index]
+        source = self._sources[index]
+        driver = self.drivers[source]
+        self.arrived_since[driver.name] += 1
+        request = Request(
+            request_id=request_id,
+            source=self.names[source],
+            arrival_s=arrival_s,
+            size_bytes=self.sizes[source],
+            deadline_s=arrival_s + self.slos[source],
+        )
+        self.next_id = request_id + 1
+        driver.handle(RequestArrived(now_s=arrival_s, request=request))
+        if self.next_id >= self.count:
+            if self._bar is not None:
+                self._bar.update(self.count - self._bar.n)
+                self._bar.close()
+            self.on_done()
+            return
+        if index + 1 >= len(self._times):
+            self._load()
+        self._schedule()

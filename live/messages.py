@@ -1,0 +1,471 @@
+"""Wire format of the live harness: a versioned binary header plus raw payload bytes.
+
+No pickle, ever: a message from the network must not be able to run code. The
+only parsers used are ``struct`` and ``json``.
+
+Layout (big-endian)::
+
+    offset 0   2 bytes  magic b"EB"
+    offset 2   1 byte   version (VERSION)
+    offset 3   1 byte   kind (Kind: REQUEST, BATCH, RESULT, CONTROL)
+    offset 4   4 bytes  header length H (uint32)
+    offset 8   H bytes  header: UTF-8 JSON object
+    offset 8+H ...      payload: the per-request payloads, concatenated in ``ids`` order
+
+Header fields (all kinds):
+
+    ids         list[str]            request ids (one for REQUEST, >=1 for BATCH/RESULT, any for CONTROL)
+    sizes       list[int >= 0]       payload bytes per request, same length as ids
+    size_bytes  int                  sum(sizes) == len(payload)
+    source      str                  who sent it (source / gateway / worker name)
+    trace_id    str                  trace context, carried end to end
+    ts          {str: number}        message-level timestamps in seconds (e.g. sent_s)
+optional:
+    req_ts      list[{str: number}]  per-request timestamps, same length as ids
+    batch_id    str                  required for BATCH and RESULT
+    labels      list[int]            RESULT only: one predicted label per request
+    meta        {str: any JSON}      anything else (model, executor, op of a CONTROL message ...)
+
+Anything malformed raises :class:`DecodeError` with a ``reason`` code (one of
+:data:`REASONS`) and a human-readable ``detail``. A consumer that gets one sends
+the raw bytes to a dead-letter topic (:func:`dead_letter`) and goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "HEADER",
+    "MAX_HEADER_BYTES",
+    "REASONS",
+    "Kind",
+    "Message",
+    "DecodeError",
+    "encode",
+    "encode_request",
+    "encode_batch",
+    "encode_result",
+    "encode_control",
+    "decode",
+    "dead_letter",
+    "decode_or_dead_letter",
+]
+
+MAGIC = b"EB"
+VERSION = 1
+HEADER = struct.Struct(">2sBBI")  # magic, version, kind, header length
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+
+REASONS = (
+    "not_bytes",       # not a bytes-like object
+    "too_short",       # shorter than the fixed header
+    "bad_magic",       # first two bytes are not b"EB"
+    "bad_version",     # a version this code does not read
+    "bad_kind",        # unknown kind byte
+    "header_length",   # declared header length runs past the buffer or the limit
+    "header_json",     # header is not UTF-8 JSON, or not a JSON object
+    "header_field",    # a field is missing, of the wrong type, or inconsistent
+    "payload_length",  # payload length differs from the declared sizes
+)
+
+
+class Kind(enum.IntEnum):
+    REQUEST = 1
+    BATCH = 2
+    RESULT = 3
+    CONTROL = 4
+
+
+class DecodeError(ValueError):
+    """A malformed message. ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        assert reason in REASONS, reason
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: Kind
+    ids: tuple[str, ...]
+    sizes: tuple[int, ...]
+    source: str
+    trace_id: str
+    ts: Mapping[str, float] = field(default_factory=dict)
+    payload: bytes = b""
+    req_ts: Optional[tuple[Mapping[str, float], ...]] = None
+    batch_id: Optional[str] = None
+    labels: Optional[tuple[int, ...]] = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    version: int = VERSION
+
+    # -- views ------------------------------------------------------------
+    @property
+    def size_bytes(self) -> int:
+        return len(self.payload)
+
+    @property
+    def request_id(self) -> str:
+        if len(self.ids) != 1:
+            raise ValueError(f"{self.kind.name} message carries {len(self.ids)} requests, not one")
+        return self.ids[0]
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Start offset of each request's payload in ``payload``."""
+        out, pos = [], 0
+        for s in self.sizes:
+            out.append(pos)
+            pos += s
+        return tuple(out)
+
+    def payloads(self) -> list[bytes]:
+        """The per-request payloads (slices of ``payload``)."""
+        mv = memoryview(self.payload)
+        return [bytes(mv[o:o + s]) for o, s in zip(self.offsets, self.sizes)]
+
+    def with_ts(self, **stamps: float) -> "Message":
+        """A copy with message-level timestamps added or replaced."""
+        return dataclasses.replace(self, ts={**self.ts, **stamps})
+
+    def to_bytes(self) -> bytes:
+        return encode(self)
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------
+
+
+def _ts_dict(d: Optional[Mapping[str, float]]) -> dict[str, float]:
+    out = {}
+    for k, v in (d or {}).items():
+        if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"timestamps must map str to numbers, got {k!r}: {v!r}")
+        if not math.isfinite(v):
+            raise ValueError(f"timestamp {k!r} is not finite: {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def encode(msg: Message) -> bytes:
+    """Serialize a :class:`Message`; the inverse of :func:`decode`."""
+    ids = [str(i) for i in msg.ids]
+    sizes = [int(s) for s in msg.sizes]
+    if len(ids) != len(sizes):
+        raise ValueError("ids and sizes differ in length")
+    if sum(sizes) != len(msg.payload):
+        raise ValueError(f"payload is {len(msg.payload)} bytes but sizes sum to {sum(sizes)}")
+    head: dict[str, Any] = {
+        "ids": ids,
+        "sizes": sizes,
+        "size_bytes": len(msg.payload),
+        "source": str(msg.source),
+        "trace_id": str(msg.trace_id),
+        "ts": _ts_dict(msg.ts),
+    }
+    if msg.req_ts is not None:
+        if len(msg.req_ts) != len(ids):
+            raise ValueError("req_ts and ids differ in length")
+        head["req_ts"] = [_ts_dict(d) for d in msg.req_ts]
+    if msg.batch_id is not None:
+        head["batch_id"] = str(msg.batch_id)
+    if msg.labels is not None:
+        if len(msg.labels) != len(ids):
+            raise ValueError("labels and ids differ in length")
+        head["labels"] = [int(x) for x in msg.labels]
+    if msg.meta:
+        head["meta"] = dict(msg.meta)
+    body = json.dumps(head, separators=(",", ":"), allow_nan=False, sort_keys=True).encode("utf-8")
+    if len(body) > MAX_HEADER_BYTES:
+        raise ValueError(f"header of {len(body)} bytes exceeds {MAX_HEADER_BYTES}")
+    return b"".join((HEADER.pack(MAGIC, msg.version, int(msg.kind), len(body)), body, bytes(msg.payload)))
+
+
+def _concat(payloads: Sequence[bytes]) -> tuple[tuple[int, ...], bytes]:
+    payloads = [bytes(p) for p in payloads]
+    return tuple(len(p) for p in payloads), b"".join(payloads)
+
+
+def encode_request(
+    request_id: str,
+    payload: bytes,
+    *,
+    source: str,
+    sent_s: float,
+    trace_id: Optional[str] = None,
+    ts: Optional[Mapping[str, float]] = None,
+    meta: Optional[Mapping[str, Any]] = None,
+) -> bytes:
+    """One request from a source: its id, raw payload, and when it was sent."""
+    payload = bytes(payload)
+    return encode(Message(
+        kind=Kind.REQUEST,
+        ids=(str(request_id),),
+        sizes=(len(payload),),
+        source=source,
+        trace_id=str(trace_id if trace_id is not None else request_id),
+        ts={**(ts or {}), "sent_s": sent_s},
+        payload=payload,
+        meta=dict(meta or {}),
+    ))
+
+
+def encode_batch(
+    batch_id: str,
+    ids: Sequence[str],
+    payloads: Sequence[bytes],
+    *,
+    source: str,
+    req_ts: Optional[Sequence[Mapping[str, float]]] = None,
+    ts: Optional[Mapping[str, float]] = None,
+    trace_id: Optional[str] = None,
+    meta: Optional[Mapping[str, Any]] = None,
+) -> bytes:
+    """Several requests, their payloads concatenated (offsets follow from the sizes)."""
+    if len(ids) != len(payloads):
+        raise ValueError("ids and payloads differ in length")
+    if not ids:
+        raise ValueError("a batch carries at least one request")
+    sizes, blob = _concat(payloads)
+    return encode(Message(
+        kind=Kind.BATCH,
+        ids=tuple(str(i) for i in ids),
+        sizes=sizes,
+        source=source,
+        trace_id=str(trace_id if trace_id is not None else batch_id),
+        ts=dict(ts or {}),
+        payload=blob,
+        req_ts=tuple(dict(d) for d in req_ts) if req_ts is not None else None,
+        batch_id=str(batch_id),
+        meta=dict(meta or {}),
+    ))
+
+
+def encode_result(
+    batch_id: str,
+    ids: Sequence[str],
+    outputs: Optional[Sequence[bytes]] = None,
+    *,
+    source: str,
+    labels: Optional[Sequence[int]] = None,
+    req_ts: Optional[Sequence[Mapping[str, float]]] = None,
+    ts: Optional[Mapping[str, float]] = None,
+    trace_id: Optional[str] = None,
+    meta: Optional[Mapping[str, Any]] = None,
+) -> bytes:
+    """Results of one batch: per-request output bytes (may be empty) and labels."""
+    if not ids:
+        raise ValueError("a result carries at least one request")
+    if outputs is None:
+        outputs = [b""] * len(ids)
+    if len(outputs) != len(ids):
+        raise ValueError("ids and outputs differ in length")
+    sizes, blob = _concat(outputs)
+    return encode(Message(
+        kind=Kind.RESULT,
+        ids=tuple(str(i) for i in ids),
+        sizes=sizes,
+        source=source,
+        trace_id=str(trace_id if trace_id is not None else batch_id),
+        ts=dict(ts or {}),
+        payload=blob,
+        req_ts=tuple(dict(d) for d in req_ts) if req_ts is not None else None,
+        batch_id=str(batch_id),
+        labels=tuple(int(x) for x in labels) if labels is not None else None,
+        meta=dict(meta or {}),
+    ))
+
+
+def encode_control(
+    op: str,
+    *,
+    source: str,
+    ts: Optional[Mapping[str, float]] = None,
+    trace_id: str = "",
+    meta: Optional[Mapping[str, Any]] = None,
+) -> bytes:
+    """A control message (e.g. op="eos", end of stream); ``meta["op"]`` holds the op."""
+    return encode(Message(
+        kind=Kind.CONTROL,
+        ids=(),
+        sizes=(),
+        source=source,
+        trace_id=trace_id,
+        ts=dict(ts or {}),
+        meta={**(meta or {}), "op": str(op)},
+    ))
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"non-finite number {name} in header")
+
+
+def _field_error(detail: str) -> DecodeError:
+    return DecodeError("header_field", detail)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v))
+
+
+def _get(head: dict, key: str, typ: type, required: bool = True):
+    if key not in head:
+        if required:
+            raise _field_error(f"missing field {key!r}")
+        return None
+    v = head[key]
+    if not isinstance(v, typ) or isinstance(v, bool) and typ is not bool:
+        raise _field_error(f"field {key!r} must be {typ.__name__}, got {type(v).__name__}")
+    return v
+
+
+def _ts(v: Any, where: str) -> dict[str, float]:
+    if not isinstance(v, dict):
+        raise _field_error(f"{where} must be an object, got {type(v).__name__}")
+    for k, x in v.items():
+        if not _is_num(x):
+            raise _field_error(f"{where}[{k!r}] must be a finite number, got {x!r}")
+    return {k: float(x) for k, x in v.items()}
+
+
+def decode(data: bytes | bytearray | memoryview) -> Message:
+    """Parse bytes from the network. Raises :class:`DecodeError` and nothing else."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError("not_bytes", f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    n = len(data)
+    if n < HEADER.size:
+        raise DecodeError("too_short", f"{n} bytes, the fixed header alone is {HEADER.size}")
+    magic, version, kind_b, hlen = HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise DecodeError("bad_magic", f"expected {MAGIC!r}, got {magic!r}")
+    if version != VERSION:
+        raise DecodeError("bad_version", f"version {version}, this code reads {VERSION}")
+    try:
+        kind = Kind(kind_b)
+    except ValueError:
+        raise DecodeError("bad_kind", f"unknown kind byte {kind_b}") from None
+    if hlen > MAX_HEADER_BYTES:
+        raise DecodeError("header_length", f"header length {hlen} exceeds the limit {MAX_HEADER_BYTES}")
+    if HEADER.size + hlen > n:
+        raise DecodeError("header_length",
+                          f"header length {hlen} runs past the end of a {n}-byte message")
+    raw_head = data[HEADER.size:HEADER.size + hlen]
+    try:
+        head = json.loads(raw_head.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DecodeError("header_json", f"header is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(head, dict):
+        raise DecodeError("header_json", f"header must be a JSON object, got {type(head).__name__}")
+    payload = data[HEADER.size + hlen:]
+
+    ids = _get(head, "ids", list)
+    if not all(isinstance(i, str) for i in ids):
+        raise _field_error("every entry of 'ids' must be a string")
+    sizes = _get(head, "sizes", list)
+    if not all(_is_int(s) and s >= 0 for s in sizes):
+        raise _field_error("every entry of 'sizes' must be a non-negative integer")
+    if len(sizes) != len(ids):
+        raise _field_error(f"'sizes' has {len(sizes)} entries but 'ids' has {len(ids)}")
+    size_bytes = _get(head, "size_bytes", int)
+    if size_bytes < 0:
+        raise _field_error("'size_bytes' must be non-negative")
+    source = _get(head, "source", str)
+    trace_id = _get(head, "trace_id", str)
+    ts = _ts(_get(head, "ts", dict), "ts")
+
+    req_ts = head.get("req_ts")
+    if req_ts is not None:
+        if not isinstance(req_ts, list):
+            raise _field_error(f"field 'req_ts' must be list, got {type(req_ts).__name__}")
+        if len(req_ts) != len(ids):
+            raise _field_error(f"'req_ts' has {len(req_ts)} entries but 'ids' has {len(ids)}")
+        req_ts = tuple(_ts(d, f"req_ts[{i}]") for i, d in enumerate(req_ts))
+    batch_id = _get(head, "batch_id", str, required=kind in (Kind.BATCH, Kind.RESULT))
+    labels = head.get("labels")
+    if labels is not None:
+        if kind is not Kind.RESULT:
+            raise _field_error(f"'labels' only belongs in RESULT messages, not {kind.name}")
+        if not isinstance(labels, list) or not all(_is_int(x) for x in labels):
+            raise _field_error("'labels' must be a list of integers")
+        if len(labels) != len(ids):
+            raise _field_error(f"'labels' has {len(labels)} entries but 'ids' has {len(ids)}")
+        labels = tuple(labels)
+    meta = _get(head, "meta", dict, required=False) or {}
+
+    if kind is Kind.REQUEST and len(ids) != 1:
+        raise _field_error(f"a REQUEST carries exactly one id, got {len(ids)}")
+    if kind in (Kind.BATCH, Kind.RESULT) and not ids:
+        raise _field_error(f"a {kind.name} carries at least one id")
+    if kind is Kind.CONTROL and not isinstance(meta.get("op"), str):
+        raise _field_error("a CONTROL message needs a string meta['op']")
+
+    total = sum(sizes)
+    if size_bytes != total:
+        raise DecodeError("payload_length", f"'size_bytes' is {size_bytes} but 'sizes' sum to {total}")
+    if len(payload) != total:
+        raise DecodeError("payload_length",
+                          f"payload is {len(payload)} bytes but the header declares {total}")
+
+    return Message(
+        kind=kind,
+        ids=tuple(ids),
+        sizes=tuple(sizes),
+        source=source,
+        trace_id=trace_id,
+        ts=ts,
+        payload=payload,
+        req_ts=req_ts,
+        batch_id=batch_id,
+        labels=labels,
+        meta=meta,
+        version=version,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Dead letters
+# ---------------------------------------------------------------------------
+
+
+def dead_letter(producer, raw: bytes, reason: str, source_topic: str) -> None:
+    """Publish ``raw`` unchanged to the dead-letter topic ``producer`` writes to.
+
+    Properties: ``reason`` (the error text) and ``source_topic``. ``producer`` is
+    any object with a pulsar-style ``send(content, properties=...)``.
+    """
+    producer.send(bytes(raw), properties={"reason": str(reason), "source_topic": str(source_topic)})
+
+
+def decode_or_dead_letter(raw: bytes, dlq_producer, source_topic: str) -> Optional[Message]:
+    """:func:`decode`; on a :class:`DecodeError` send ``raw`` to the dead-letter producer and return None.
+
+    The caller acknowledges the original message either way and goes on.
+    """
+    try:
+        return decode(raw)
+    except DecodeError as e:
+        dead_letter(dlq_producer, raw, str(e), source_topic)
+        return None

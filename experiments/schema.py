@@ -1,0 +1,121 @@
+"""Structured-config schemas: a typo or a wrong type fails at composition, naming the field.
+
+Registered in Hydra's ConfigStore as ``schema``; ``conf/config.yaml`` lists it
+first in its defaults, so every composed config is checked against it.
+Policy and profile parameters are open mappings (a user's class has its own);
+those are checked against the class's signature before the run starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+__all__ = ["ExperimentConf", "register_schema"]
+
+
+@dataclass
+class SourceConf:
+    """One edge device's request stream."""
+
+    arrivals: Dict[str, Any] = MISSING
+    gateway: str = "edge"
+    size_bytes: int = 200 * 1024
+    slo_s: float = math.inf
+
+
+@dataclass
+class WorkloadConf:
+    sources: Dict[str, SourceConf] = MISSING
+    num_requests: Optional[int] = None
+    duration_s: Optional[float] = None
+
+
+@dataclass
+class ExecutorConf:
+    """A server (edge/cloud, ``slots``) or a serverless pool; unset fields take the class defaults."""
+
+    kind: str = MISSING
+    profile: Dict[str, Any] = MISSING
+    gateway: Optional[str] = None
+    slots: Optional[int] = None
+    # not Optional: OmegaConf would resolve an interpolation into an Optional
+    # node while merging its file alone; empty means "the class default"
+    noise: Dict[str, Any] = field(default_factory=dict)
+    pricing: Dict[str, Any] = field(default_factory=dict)
+    cold_start: Dict[str, Any] = field(default_factory=dict)
+    keep_alive_s: Optional[float] = None
+    max_instances: Optional[int] = None
+    memory_mb: Optional[int] = None
+    memory_options_mb: Optional[List[int]] = None
+    failure_probability: Optional[float] = None
+
+
+@dataclass
+class LinkConf:
+    delay_s: float = 0.0
+    bandwidth_MBps: Optional[float] = None
+    bandwidth_trace: Optional[str] = None
+    bandwidth_scale: float = 1.0
+    trace_offset_s: int = 0
+
+
+@dataclass
+class ClusterConf:
+    executors: Dict[str, ExecutorConf] = MISSING
+    links: Dict[str, LinkConf] = field(default_factory=dict)
+
+
+@dataclass
+class PolicyConf:
+    placement: Dict[str, Any] = MISSING
+    batching: Dict[str, Any] = MISSING
+    planner: Optional[Dict[str, Any]] = None
+    batching_per_executor: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SimConf:
+    telemetry_period_s: float = 1.0
+    horizon_s: Optional[float] = None
+    progress: bool = False
+    #: one scheduler for every gateway (central) instead of one per gateway (EdgeServe's decentralized placement)
+    central_scheduler: bool = False
+
+
+@dataclass
+class BackendConf:
+    kind: str = "sim"
+
+
+@dataclass
+class ExperimentConf:
+    """The whole composed configuration of one run."""
+
+    name: str = "run"
+    seed: int = 0
+    #: knobs the workload and policy files interpolate, so that sweeps name them plainly
+    rate_rps: float = 50.0
+    slo_s: float = 0.8
+    num_requests: int = 10_000
+    backend: BackendConf = field(default_factory=BackendConf)
+    workload: WorkloadConf = MISSING
+    cluster: ClusterConf = MISSING
+    policy: PolicyConf = MISSING
+    profile: Dict[str, Any] = field(default_factory=dict)
+    cost: Dict[str, Any] = field(default_factory=dict)
+    sim: SimConf = field(default_factory=SimConf)
+    live: Dict[str, Any] = field(default_factory=dict)
+    #: free-form labels copied into the summary (for collect and plot)
+    tags: Dict[str, Any] = field(default_factory=dict)
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="schema", node=ExperimentConf)
+
+
+register_schema()

@@ -51,7 +51,7 @@ def _overrides(run: Path) -> dict:
 
 
 def _label(params: dict, summary: dict, axes: set[str]) -> str:
-    parts = [f"{k.split('/')[-1]}={v}" for k, v in params.items() if k not in axes and k != "seed"]
+    parts = [f"{k.split('/')[-1]}={v}" for k, v in params.items() if k not in axes and k not in ("seed", "name")]
     return ", ".join(parts) if parts else str(summary.get("name", "run"))
 
 

@@ -35,7 +35,8 @@ class ArrivalFeed:
         if progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.count, unit="req", desc="simulating", mininterval=1.0)
+            # disable=None: a bar on a terminal, silence in logs and CI
+            self._bar = tqdm(total=self.count, unit="req", desc="simulating", mininterval=1.0, disable=None)
 
     def start(self) -> None:
         if self.count == 0:

@@ -23,7 +23,7 @@ from spec.validation import ConfigError, check_int_at_least
 
 __all__ = ["simulate", "build_simulation", "make_scheduler_factory"]
 
-_TOP_LEVEL = ("seed", "workload", "cluster", "policy", "sim")
+_TOP_LEVEL = ("seed", "workload", "cluster", "policy", "sim", "live")  # "live" is read by the live harness only
 _POLICY_KEYS = ("placement", "batching", "planner", "batching_per_executor")
 
 
@@ -74,16 +74,17 @@ def build_simulation(config: Mapping) -> Simulation:
     seed = check_int_at_least("seed", config.get("seed", 0), 0)
     workload = build_workload(config.get("workload"))
     cluster = build_cluster(config.get("cluster"))
+    options = dict(config.get("sim") or {})
+    central = bool(options.get("central_scheduler", False))
     for source in workload.sources:
-        if not cluster.reachable(source.gateway):
+        if not central and not cluster.reachable(source.gateway):
             raise ConfigError(
                 f"workload.sources.{source.name}.gateway", source.gateway, "a gateway with executors: " + ", ".join(cluster.gateways)
             )
     factory = make_scheduler_factory(config.get("policy"))
-    for gateway in {s.gateway for s in workload.sources}:
+    for gateway in [Cluster.CENTRAL] if central else sorted({s.gateway for s in workload.sources}):
         factory(gateway, cluster)  # a trial build: placement names, batching maps
-    options = dict(config.get("sim") or {})
-    allowed = {"telemetry_period_s", "horizon_s", "progress"}
+    allowed = {"telemetry_period_s", "horizon_s", "progress", "central_scheduler"}
     if set(options) - allowed:
         raise ConfigError(f"sim.{sorted(set(options) - allowed)[0]}", None, "one of " + ", ".join(sorted(allowed)))
     arrivals = workload.generate(seed)

@@ -63,6 +63,7 @@ class Simulation:
         telemetry_period_s: float = 1.0,
         horizon_s: float | None = None,
         progress: bool = False,
+        central_scheduler: bool = False,
     ):
         self.env = simpy.Environment()
         self.arrivals = arrivals
@@ -85,7 +86,9 @@ class Simulation:
                 executor = SlotServer(self.env, spec, rng, self._batch_done, self._batch_failed)
             self.executors[name] = executor
         gateway_of = [s.gateway for s in arrivals.sources]
-        gateways = sorted(set(gateway_of) | set(cluster.gateways))
+        if central_scheduler:
+            gateway_of = [Cluster.CENTRAL] * len(gateway_of)
+        gateways = sorted(set(gateway_of) | (set() if central_scheduler else set(cluster.gateways)))
         self.gateways: dict[str, GatewayDriver] = {}
         for gateway in gateways:
             reachable = cluster.reachable(gateway)

@@ -136,8 +136,19 @@ class Cluster:
             return None
         return self.links.get(f"{gateway}/{executor}", self.links.get(executor))
 
+    #: the gateway name of a central scheduler, which reaches every executor
+    CENTRAL = "central"
+
     def reachable(self, gateway: str) -> list[str]:
-        """Executors a gateway can use: its own edge devices and every remote one."""
+        """Executors a gateway can use: its own edge devices and every remote one.
+
+        The central scheduler (``Cluster.CENTRAL``) reaches every executor; it
+        places requests from all gateways, with no coordination delay (the
+        idealized centralized baseline that EdgeServe's decentralized
+        placement is compared with).
+        """
+        if gateway == self.CENTRAL:
+            return list(self.executors)
         return [name for name, e in self.executors.items() if e.remote or e.gateway == gateway]
 
     @property

@@ -198,11 +198,13 @@ class Scheduler:
 
     def _on_timer(self, event: TimerFired, actions: list[Action]) -> None:
         timer_id = event.timer_id
-        due_s = self._timers.pop(timer_id, None)
+        due_s = self._timers.get(timer_id)
         if due_s is None:
             raise DriverError(f"timer {timer_id!r} fired but is not running (never started, cancelled or fired)")
         if event.now_s < due_s - _EARLY_TOLERANCE_S:
+            # the timer stays running: the driver may still deliver it on time
             raise DriverError(f"timer {timer_id!r} fired at {event.now_s}, before its time {due_s}")
+        del self._timers[timer_id]
         if timer_id == _PLAN_TIMER:
             self._adopt(self.planner.on_wake(event.now_s), event.now_s, actions)
             return

@@ -30,12 +30,15 @@ class AIMDBatching(BatchingPolicy):
     A batch is dispatched when ``batch_size`` requests are queued, or when
     the oldest queued request has waited ``max_wait_s`` since its arrival.
     A plan's ``batch_size`` replaces ``max_batch_size`` (the current size is
-    clipped to it).
+    clipped to it). With ``max_inflight`` set, no batch is formed while that
+    many are running, as in Clipper, where a batch is taken from the queue
+    when the model container is free (``max_inflight=1``); the requests
+    wait in the queue meanwhile, beyond ``max_wait_s`` if need be.
 
     Parameters: ``slo_s`` (seconds, > 0), ``max_batch_size`` (>= 1),
     ``initial_batch_size`` (>= 1, <= max_batch_size), ``increase`` (requests,
     > 0), ``decrease`` (factor in (0, 1)), ``max_wait_s`` (seconds, > 0),
-    ``max_queue`` (base class).
+    ``max_inflight`` (>= 1, or None for unbounded), ``max_queue`` (base class).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class AIMDBatching(BatchingPolicy):
         increase: float = 1.0,
         decrease: float = 0.9,
         max_wait_s: float = 0.01,
+        max_inflight: int | None = None,
         max_queue: int | None = None,
     ):
         super().__init__(max_queue=max_queue)
@@ -62,6 +66,7 @@ class AIMDBatching(BatchingPolicy):
         if self.decrease >= 1.0:
             raise PolicyConfigError(f"batching.decrease={decrease!r} is not allowed: a factor in (0, 1)")
         self.max_wait_s = check_positive("batching.max_wait_s", max_wait_s)
+        self.max_inflight = None if max_inflight is None else check_int_at_least("batching.max_inflight", max_inflight, 1)
         self.size = float(initial)
         #: how many times the size was cut and grown
         self.cuts = 0
@@ -91,14 +96,20 @@ class AIMDBatching(BatchingPolicy):
         queued = len(queue)
         if not queued:
             return NOTHING
+        slots = None if self.max_inflight is None else self.max_inflight - self.batches_in_flight
+        if slots is not None and slots <= 0:
+            return NOTHING  # the next finished batch calls decide again
         size = self.batch_size
         full = queued // size
+        if slots is not None:
+            full = min(full, slots)
+            slots -= full
         sizes = [size] * full
         rest = queued - full * size
-        if not rest:
+        if not rest or (slots is not None and slots <= 0):
             return Decision(batches=tuple(sizes))
         due_s = queue[full * size].arrival_s + self.max_wait_s
         if now_s >= due_s:
-            sizes.append(rest)
+            sizes.append(min(rest, size))
             return Decision(batches=tuple(sizes))
         return Decision(batches=tuple(sizes), wake_at_s=due_s)

@@ -38,7 +38,7 @@ class TimeoutBatching(BatchingPolicy):
         super().__init__(max_queue=max_queue)
         self.max_batch_size = check_int_at_least("batching.max_batch_size", max_batch_size, 1)
         self.max_wait_s = check_non_negative("batching.max_wait_s", max_wait_s)
-        preferred = sorted({check_int_at_least("batching.preferred_batch_sizes", int(b), 1) for b in preferred_batch_sizes})
+        preferred = sorted({check_int_at_least("batching.preferred_batch_sizes", b, 1) for b in preferred_batch_sizes})
         if preferred and preferred[-1] > self.max_batch_size:
             raise PolicyConfigError(
                 f"batching.preferred_batch_sizes: {preferred} must all be <= max_batch_size={self.max_batch_size}"

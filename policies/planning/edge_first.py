@@ -126,8 +126,8 @@ class EdgeFirstAlgorithm:
         """Run the algorithm for arrival rate ``rate_rps`` and uplink ``bandwidth_MBps``."""
         rate = float(rate_rps)
         bandwidth = float(bandwidth_MBps)
-        if math.isnan(rate) or rate < 0:
-            raise ConfigError("planner.rate_rps", rate_rps, "a rate >= 0")
+        if not math.isfinite(rate) or rate < 0:
+            raise ConfigError("planner.rate_rps", rate_rps, "a finite rate >= 0")
         if math.isnan(bandwidth) or bandwidth < 0:
             raise ConfigError("planner.bandwidth_MBps", bandwidth_MBps, "a bandwidth >= 0 (inf: no link)")
         T = self.slo_s

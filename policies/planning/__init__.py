@@ -1,0 +1,17 @@
+"""Planners: re-tuning batch sizes, memory sizes and the traffic split from telemetry."""
+
+from policies.planning.changepoint import ChangepointDetector
+from policies.planning.edge_first import EdgeFirstAlgorithm, EdgeFirstDecision, EdgeFirstPlanner
+from policies.planning.p95 import TailAwareDecision, TailAwarePlanner
+from policies.planning.triggers import TRIGGERS, ReplanningPlanner
+
+__all__ = [
+    "ChangepointDetector",
+    "EdgeFirstAlgorithm",
+    "EdgeFirstDecision",
+    "EdgeFirstPlanner",
+    "TailAwareDecision",
+    "TailAwarePlanner",
+    "ReplanningPlanner",
+    "TRIGGERS",
+]

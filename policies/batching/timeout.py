@@ -23,7 +23,10 @@ class TimeoutBatching(BatchingPolicy):
     queue. A plan's ``batch_size`` replaces ``max_batch_size``.
 
     ``max_inflight`` (default unbounded) stops forming batches while that many
-    are running, so requests keep accumulating into larger batches.
+    are running, so requests keep accumulating into larger batches, as
+    Triton forms a batch only when a model instance is free; ``"executor"``
+    sets it to the executor's parallelism (a server's ``slots``, a pool's
+    ``max_instances``). While it holds, a request may wait past ``max_wait_s``.
     """
 
     def __init__(
@@ -44,7 +47,15 @@ class TimeoutBatching(BatchingPolicy):
                 f"batching.preferred_batch_sizes: {preferred} must all be <= max_batch_size={self.max_batch_size}"
             )
         self.preferred_batch_sizes = tuple(preferred)
-        self.max_inflight = None if max_inflight is None else check_int_at_least("batching.max_inflight", max_inflight, 1)
+        if max_inflight is None or max_inflight == "executor":
+            self.max_inflight = max_inflight
+        else:
+            self.max_inflight = check_int_at_least("batching.max_inflight", max_inflight, 1)
+
+    def bind(self, executor) -> None:
+        super().bind(executor)
+        if self.max_inflight == "executor":
+            self.max_inflight = getattr(executor, "slots", None) or getattr(executor, "max_instances", None)
 
     def apply_plan(self, *, batch_size: int | None = None, memory_mb: int | None = None) -> None:
         super().apply_plan(memory_mb=memory_mb)

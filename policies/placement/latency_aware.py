@@ -33,8 +33,12 @@ class LatencyAwarePlacement(PlacementPolicy):
 
     For each executor ``e`` the predicted completion is
     ``transfer + queued work + service`` where
-    ``transfer = size_bytes / (bandwidth_MBps[e] * MB) + link.delay_s``
-    (0 for a local executor; a bandwidth of 0 means unreachable: infinite),
+    ``transfer = (1 + outstanding(e)) * size_bytes / (bandwidth_MBps[e] * MB) + link.delay_s``
+    (0 for a local executor; a bandwidth of 0 means unreachable: infinite).
+    The link is FIFO, so requests already sent its way may still hold it;
+    counting all of them is conservative (some have crossed already) but
+    keeps a slow uplink from being flooded when the executor behind it has
+    many parallel instances.
     ``queued work = floor(outstanding(e) / b) / parallel * mean_s(b, memory)``
     rounded down to whole rounds (full batches ahead of this request, run
     ``parallel`` at a time: a server's ``slots``, a serverless pool's
@@ -79,8 +83,8 @@ class LatencyAwarePlacement(PlacementPolicy):
             return self.batch_size_estimate
         return batch_size_of(self.view.batchers[name])
 
-    def transfer_s(self, name: str, size_bytes: float) -> float:
-        """Predicted upload time of ``size_bytes`` to ``name`` (inf when the link is down)."""
+    def transfer_s(self, name: str, size_bytes: float, ahead: int = 0) -> float:
+        """Predicted upload time of ``size_bytes`` to ``name`` behind ``ahead`` requests of that size (inf when down)."""
         view = self.view
         link = view.links.get(name)
         if link is None:
@@ -88,12 +92,12 @@ class LatencyAwarePlacement(PlacementPolicy):
         bandwidth = view.bandwidth_MBps.get(name, link.mean_bandwidth_MBps())
         if not bandwidth > 0:
             return math.inf
-        return size_bytes / (bandwidth * MB) + link.delay_s
+        return (1 + ahead) * size_bytes / (bandwidth * MB) + link.delay_s
 
     def estimate_s(self, name: str, request: Request) -> float:
         """Predicted seconds from now until ``request`` completes on ``name``."""
         view = self.view
-        transfer = self.transfer_s(name, request.size_bytes)
+        transfer = self.transfer_s(name, request.size_bytes, view.outstanding(name))
         if math.isinf(transfer):
             return math.inf
         executor = view.executors[name]

@@ -81,8 +81,8 @@ def test_latency_aware_counts_queued_work():
     s = Scheduler(cluster=H.seed_cluster(with_cloud=True), placement=placement, batching=FixedBatching(batch_size=1000))
     for i in range(3):
         s.batchers["cloud"].admit(req(100 + i))
-    # cloud: 3 batches of one ahead, 4 * 0.012 + transfer 0.0198 = 0.0678 > edge 0.0505
-    assert placement.estimate_s("cloud", req(1)) == pytest.approx(4 * 0.012 + 200 / 1024 / 20 + 0.01)
+    # cloud: 3 batches of one ahead, 4 * 0.012; the FIFO uplink carries those 3 before this one
+    assert placement.estimate_s("cloud", req(1)) == pytest.approx(4 * 0.012 + 4 * 200 / 1024 / 20 + 0.01)
     assert placement.choose(0.0, req(1)) == "edge"
 
 

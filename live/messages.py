@@ -55,6 +55,7 @@ __all__ = [
     "encode_batch",
     "encode_result",
     "encode_control",
+    "encode_drop",
     "decode",
     "dead_letter",
     "decode_or_dead_letter",
@@ -305,6 +306,33 @@ def encode_control(
         trace_id=trace_id,
         ts=dict(ts or {}),
         meta={**(meta or {}), "op": str(op)},
+    ))
+
+
+def encode_drop(
+    request_ids: Sequence[str],
+    reason: str,
+    *,
+    source: str,
+    ts: Optional[Mapping[str, float]] = None,
+    meta: Optional[Mapping[str, Any]] = None,
+) -> bytes:
+    """A drop record: these requests ended without a result, for ``reason``.
+
+    A CONTROL message with ``meta["op"] == "drop"`` and ``meta["reason"]``,
+    carrying the request ids (no payload).
+    """
+    ids = tuple(str(i) for i in request_ids)
+    if not ids:
+        raise ValueError("a drop record names at least one request")
+    return encode(Message(
+        kind=Kind.CONTROL,
+        ids=ids,
+        sizes=(0,) * len(ids),
+        source=source,
+        trace_id="",
+        ts=dict(ts or {}),
+        meta={**(meta or {}), "op": "drop", "reason": str(reason)},
     ))
 
 

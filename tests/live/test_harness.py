@@ -58,7 +58,7 @@ def cloud_config() -> dict:
     config = edge_config()
     config["workload"]["sources"][0]["size_bytes"] = CLOUD_SIZE
     config["cluster"] = {
-        "executors": [{"name": "cloud", "kind": "cloud", "profile": {"kind": "linear", "per_item_s": 0.0005, "base_s": 0.002},
+        "executors": [{"name": "cloud", "kind": "cloud", "slots": 2, "profile": {"kind": "linear", "per_item_s": 0.0005, "base_s": 0.002},
                        "pricing": {"kind": "hourly", "price_per_hour": 0.5}}],
         "links": {"cloud": {"delay_s": DELAY_S, "bandwidth_MBps": BANDWIDTH_MBPS}},
     }  # fmt: skip
@@ -232,6 +232,14 @@ def test_cloud_run_pays_the_link(cloud_run):
     assert gateway["link_bytes"]["cloud"] == 150 * CLOUD_SIZE
 
 
+def test_cloud_replicas_share_one_subscription(cloud_run):
+    _, result, _ = cloud_run
+    roles = result.extra["roles"]
+    done = [roles[f"worker-cloud-{k}"]["batches"] for k in range(2)]  # replicas default to the executor's slots
+    assert sum(done) == len(result.batches)
+    assert min(done) >= 1
+
+
 def test_cloud_run_started_and_stopped_its_broker(cloud_run):
     _, result, out = cloud_run
     assert (out / "broker" / "pulsar-lite.log").is_file()
@@ -395,7 +403,6 @@ def test_live_section_is_checked_with_field_names():
 
 def test_roles_and_defaults_of_a_run():
     config = cloud_config()
-    config["cluster"]["executors"][0]["slots"] = 2
     config["cluster"]["executors"].append({"name": "fn", "kind": "serverless", "memory_mb": 2048,
                                            "profile": {"kind": "linear", "per_item_s": 0.001, "base_s": 0.0}})  # fmt: skip
     spec = build_run(config)
@@ -403,6 +410,7 @@ def test_roles_and_defaults_of_a_run():
     assert spec.settings.executors["fn"].threads >= 1
     names = [name for name, _, _ in role_commands(spec)]
     assert names == ["sink", "worker-cloud-0", "worker-cloud-1", "pool-fn", "gateway-edge", "source-cam"]
+    assert [extra for name, _, extra in role_commands(spec) if name == "worker-cloud-1"] == [["--executor", "cloud", "--replica", "1"]]
     clock = RunClock(time.time() - 5.0)
     assert 4.9 < clock.now() < 6.0
 
@@ -474,3 +482,58 @@ def test_a_crashing_role_ends_the_run_with_its_log(broker, tmp_path):
     assert time.monotonic() - started < 25
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert leftover == []
+
+
+def test_pool_keeps_instances_warm_and_fails_batches_of_a_crashed_one():
+    import os
+    import queue
+    import signal
+
+    from live.pool import Pool
+
+    config = pool_config()
+    config["cluster"]["executors"][0]["keep_alive_s"] = 30
+    spec = build_run(config)
+    inbox = queue.SimpleQueue()
+    sent, acked = [], []
+    pool = Pool(spec, "lambda", Topics("unit"), RunClock(time.time()), inbox, send=lambda t, d: sent.append((t, decode(d))), ack=acked.append)
+
+    def batch(n: int):
+        return decode(encode_batch(f"edge:{n}", [str(n)], [bytes([n]) * 256], source="edge", meta={"executor": "lambda", "memory_mb": 1024}))
+
+    def pump(until, timeout_s=60.0):
+        deadline = time.monotonic() + timeout_s
+        while not until():
+            assert time.monotonic() < deadline, "the pool did not get there in time"
+            try:
+                kind, a, b = inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            pool.on_frame(a, b) if kind == "frame" else pool.on_exit(a, b)
+
+    def results():
+        return [m for _, m in sent if m.kind is Kind.RESULT]
+
+    try:
+        pool.submit("m0", batch(0))
+        pump(lambda: len(results()) == 1)
+        first = results()[0]
+        assert first.meta["cold_start_s"] > 0 and acked == ["m0"] and pool.warm == 1
+        pool.submit("m1", batch(1))  # the warm instance takes it: no second cold start
+        pump(lambda: len(results()) == 2)
+        second = results()[1]
+        assert second.meta["cold_start_s"] == 0.0 and pool.spawned == 1
+        assert second.labels is not None and len(second.labels) == 1
+        instances = [m.meta["warm"] for _, m in sent if m.kind is Kind.CONTROL]
+        assert instances == [1]  # InstanceStateChanged for the gateways
+        # an instance that dies with a batch in hand fails it (its requests are dropped, not lost)
+        instance = pool.idle[1024][-1]
+        os.kill(instance.proc.pid, signal.SIGKILL)
+        instance.proc.wait(timeout=10)
+        pool.submit("m2", batch(2))  # the pool has not heard yet: it hands the batch to the dead instance
+        pump(lambda: len(results()) == 3)
+        failed = results()[2]
+        assert failed.meta["failed"] is True and failed.meta["reason"] == "executor_failed"
+        assert acked == ["m0", "m1", "m2"] and pool.warm == 0 and not pool.instances
+    finally:
+        pool.shutdown()

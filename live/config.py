@@ -1,0 +1,392 @@
+"""The live harness's view of a run config: checking it, building it, and naming its topics.
+
+A live run reads the same mapping as the simulator (``seed``, ``workload``,
+``cluster``, ``policy``) plus a ``live`` section, all optional::
+
+    live:
+      broker: {url: null, auth_token: null, tls_trust_certs_file: null}
+      model: mlp                      # default PyTorch model of every executor (live.models)
+      executors:                      # per executor, all optional
+        edge: {model: cnn, threads: 1, replicas: 2}       # a server: worker processes
+        lambda: {threads: null, mb_per_thread: 1024}      # a serverless pool
+      timeout_s: 120                  # the run's own time limit, from its start
+      startup_timeout_s: 60           # for every role to connect and say it is ready
+      emulate_links: true             # hold batches for the link's delay and bandwidth
+      telemetry_period_s: null        # default: sim.telemetry_period_s, else 1.0
+
+``url: null`` means: start an embedded pulsar-lite broker. A server's
+``replicas`` defaults to its ``slots``; a serverless instance gets
+``threads`` threads, or ``memory_mb / mb_per_thread`` (at least 1, at most
+the machine's cores). Every role process reads the whole config and checks
+it the same way, so that a bad setting fails before anything runs, with the
+field's full path.
+
+This module imports neither torch nor ``sim``: the gateway, source and sink
+do not need torch, and ``live`` never imports ``sim`` (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from live.broker import topic
+from policies.scheduler import Scheduler
+from spec.build import build_cluster, build_workload, instantiate
+from spec.topology import Cluster, ServerlessSpec
+from spec.validation import ConfigError, check_int_at_least, check_positive
+from spec.workload import Arrivals, Workload
+
+__all__ = [
+    "LIVE_DEFAULTS",
+    "ExecutorSettings",
+    "LiveSettings",
+    "RunSpec",
+    "RunClock",
+    "build_run",
+    "live_settings",
+    "load_config",
+    "make_scheduler_factory",
+    "Topics",
+]
+
+_TOP_LEVEL = ("seed", "workload", "cluster", "policy", "sim", "live")
+_POLICY_KEYS = ("placement", "batching", "planner", "batching_per_executor")
+
+LIVE_DEFAULTS: dict[str, Any] = {
+    "broker": {"url": None, "auth_token": None, "tls_trust_certs_file": None},
+    "model": "mlp",
+    "executors": {},
+    "timeout_s": 120.0,
+    "startup_timeout_s": 60.0,
+    "emulate_links": True,
+    "telemetry_period_s": None,
+}
+_BROKER_KEYS = ("url", "auth_token", "tls_trust_certs_file")
+_SERVER_KEYS = ("model", "threads", "replicas")
+_SERVERLESS_KEYS = ("model", "threads", "mb_per_thread")
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """A run config from a JSON file (what every role's ``--config`` names)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError("--config", str(path), f"a readable JSON file ({error.strerror})") from None
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise ConfigError("--config", str(path), f"valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ConfigError("--config", str(path), "a JSON object at the top level")
+    return config
+
+
+# ---------------------------------------------------------------------------
+# The scheduler factory (the same construction as the simulator's)
+# ---------------------------------------------------------------------------
+
+
+def make_scheduler_factory(policy: Mapping):
+    """A function ``factory(gateway, cluster) -> Scheduler`` from the ``policy`` section.
+
+    Builds exactly what ``sim.config.make_scheduler_factory`` builds (kept in
+    step with it by a test): live may not import sim.
+    """
+    if not isinstance(policy, Mapping):
+        raise ConfigError("policy", type(policy).__name__, "a mapping with placement, batching and planner")
+    unknown = set(policy) - set(_POLICY_KEYS)
+    if unknown:
+        raise ConfigError(f"policy.{sorted(unknown)[0]}", None, "one of " + ", ".join(_POLICY_KEYS))
+    for key in ("placement", "batching"):
+        if not isinstance(policy.get(key), Mapping) or "_target_" not in policy[key]:
+            raise ConfigError(f"policy.{key}", policy.get(key), "a mapping with a _target_ class")
+    instantiate("policy.placement", policy["placement"])
+    instantiate("policy.batching", policy["batching"])
+    if policy.get("planner") is not None:
+        instantiate("policy.planner", policy["planner"])
+    per_executor = dict(policy.get("batching_per_executor") or {})
+
+    def factory(gateway: str, cluster: Cluster) -> Scheduler:
+        batching = instantiate("policy.batching", policy["batching"])
+        if per_executor:
+            batching = {
+                name: instantiate(f"policy.batching_per_executor.{name}", per_executor[name]) if name in per_executor else batching
+                for name in cluster.reachable(gateway)
+            }
+        planner = policy.get("planner")
+        return Scheduler(
+            cluster=cluster,
+            placement=instantiate("policy.placement", policy["placement"]),
+            batching=batching,
+            planner=None if planner is None else instantiate("policy.planner", planner),
+            gateway=gateway,
+        )
+
+    return factory
+
+
+# ---------------------------------------------------------------------------
+# The live section
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """How one executor runs live."""
+
+    name: str
+    kind: str
+    model: str
+    threads: int
+    replicas: int  # worker processes of a server; 0 for a serverless pool (instances on demand)
+    serverless: bool
+    #: serverless: MB of memory per thread when ``threads`` is not set (0: threads is fixed)
+    mb_per_thread: float = 0.0
+
+    def threads_for(self, memory_mb: int | None) -> int:
+        """Threads of an instance of ``memory_mb`` (``threads`` unless it follows memory)."""
+        if not self.mb_per_thread or not memory_mb:
+            return self.threads
+        return max(1, min(os.cpu_count() or 1, int(memory_mb // self.mb_per_thread)))
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    broker_url: str | None
+    auth_token: str | None
+    tls_trust_certs_file: str | None
+    model: str
+    executors: dict[str, ExecutorSettings]
+    timeout_s: float
+    startup_timeout_s: float
+    emulate_links: bool
+    telemetry_period_s: float
+
+
+def _mapping(field_name: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(field_name, value, "a mapping")
+    return dict(value)
+
+
+def _optional_str(field_name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(field_name, value, "a non-empty string or null")
+    return value
+
+
+def _model_name(field_name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(field_name, value, "a model name (see live.models.MODEL_NAMES)")
+    return value
+
+
+def live_settings(config: Mapping, cluster: Cluster) -> LiveSettings:
+    """The ``live`` section with defaults filled in, checked against ``cluster``."""
+    raw = _mapping("live", config.get("live"))
+    unknown = set(raw) - set(LIVE_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"live.{sorted(unknown)[0]}", raw[sorted(unknown)[0]], "one of " + ", ".join(LIVE_DEFAULTS))
+    merged = {**copy.deepcopy(LIVE_DEFAULTS), **raw}
+    broker = _mapping("live.broker", merged["broker"])
+    if set(broker) - set(_BROKER_KEYS):
+        key = sorted(set(broker) - set(_BROKER_KEYS))[0]
+        raise ConfigError(f"live.broker.{key}", broker[key], "one of " + ", ".join(_BROKER_KEYS))
+    url = _optional_str("live.broker.url", broker.get("url"))
+    if url is not None and not url.startswith(("pulsar://", "pulsar+ssl://")):
+        raise ConfigError("live.broker.url", url, "a pulsar:// or pulsar+ssl:// service URL, or null for an embedded broker")
+    model = _model_name("live.model", merged["model"])
+    per_executor = _mapping("live.executors", merged["executors"])
+    for name in per_executor:
+        if name not in cluster.executors:
+            raise ConfigError(f"live.executors.{name}", name, "an executor of the cluster: " + ", ".join(cluster.executors))
+    cores = os.cpu_count() or 1
+    executors = {}
+    for name, spec in cluster.executors.items():
+        where = f"live.executors.{name}"
+        entry = _mapping(where, per_executor.get(name))
+        serverless = isinstance(spec, ServerlessSpec)
+        allowed = _SERVERLESS_KEYS if serverless else _SERVER_KEYS
+        extra = set(entry) - set(allowed)
+        if extra:
+            key = sorted(extra)[0]
+            raise ConfigError(f"{where}.{key}", entry[key], f"one of {', '.join(allowed)} for a {spec.kind} executor")
+        exec_model = _model_name(f"{where}.model", entry.get("model", model))
+        threads = entry.get("threads")
+        mb_per_thread = 0.0
+        if serverless:
+            mb_per_thread = check_positive(f"{where}.mb_per_thread", entry.get("mb_per_thread", 1024))
+            if threads is None:
+                threads = max(1, min(cores, int(spec.memory_mb // mb_per_thread)))
+            else:
+                mb_per_thread = 0.0
+            replicas = 0
+        else:
+            replicas = check_int_at_least(f"{where}.replicas", entry.get("replicas", spec.slots), 1)
+        threads = check_int_at_least(f"{where}.threads", 1 if threads is None else threads, 1)
+        executors[name] = ExecutorSettings(name, spec.kind, exec_model, threads, replicas, serverless, mb_per_thread)
+    telemetry = merged["telemetry_period_s"]
+    if telemetry is None:
+        telemetry = _mapping("sim", config.get("sim")).get("telemetry_period_s", 1.0)
+        telemetry = check_positive("sim.telemetry_period_s", telemetry)
+    else:
+        telemetry = check_positive("live.telemetry_period_s", telemetry)
+    emulate = merged["emulate_links"]
+    if not isinstance(emulate, bool):
+        raise ConfigError("live.emulate_links", emulate, "true or false")
+    return LiveSettings(
+        broker_url=url,
+        auth_token=_optional_str("live.broker.auth_token", broker.get("auth_token")),
+        tls_trust_certs_file=_optional_str("live.broker.tls_trust_certs_file", broker.get("tls_trust_certs_file")),
+        model=model,
+        executors=executors,
+        timeout_s=check_positive("live.timeout_s", merged["timeout_s"]),
+        startup_timeout_s=check_positive("live.startup_timeout_s", merged["startup_timeout_s"]),
+        emulate_links=emulate,
+        telemetry_period_s=telemetry,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Topics
+# ---------------------------------------------------------------------------
+
+
+def _name_part(field_name: str, value: str) -> str:
+    if not value or "/" in value or any(c.isspace() for c in value):
+        raise ConfigError(field_name, value, "a name without '/' or whitespace (it becomes part of a topic name)")
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one run (``live.broker.topic(run_id, name)``)."""
+
+    run_id: str
+
+    def _t(self, name: str) -> str:
+        return topic(self.run_id, name)
+
+    def requests(self, gateway: str) -> str:
+        return self._t(f"requests-{gateway}")
+
+    def batches(self, executor: str) -> str:
+        return self._t(f"batches-{executor}")
+
+    def results(self, gateway: str) -> str:
+        return self._t(f"results-{gateway}")
+
+    @property
+    def records(self) -> str:
+        return self._t("records")
+
+    @property
+    def control(self) -> str:
+        return self._t("control")
+
+    @property
+    def ready(self) -> str:
+        return self._t("ready")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._t("dead-letter")
+
+
+# ---------------------------------------------------------------------------
+# Everything built
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunSpec:
+    """A checked, built run config: what every role works from."""
+
+    config: dict
+    seed: int
+    workload: Workload
+    cluster: Cluster
+    arrivals: Arrivals
+    settings: LiveSettings
+    make_scheduler: Any
+    gateways: list[str] = field(default_factory=list)  # gateways that receive requests
+
+    def expected_at(self, gateway: str) -> int:
+        """How many requests ``gateway`` receives in the run."""
+        index = [i for i, s in enumerate(self.arrivals.sources) if s.gateway == gateway]
+        if not index:
+            return 0
+        return int(sum(int((self.arrivals.source_index == i).sum()) for i in index))
+
+
+def build_run(config: Mapping) -> RunSpec:
+    """Check and build a run config (raises ``ConfigError`` naming the field)."""
+    if not isinstance(config, Mapping):
+        raise ConfigError("config", type(config).__name__, "a mapping")
+    unknown = set(config) - set(_TOP_LEVEL)
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], None, "a top-level key among " + ", ".join(_TOP_LEVEL))
+    seed = check_int_at_least("seed", config.get("seed", 0), 0)
+    workload = build_workload(config.get("workload"))
+    cluster = build_cluster(config.get("cluster"))
+    for source in workload.sources:
+        _name_part(f"workload.sources.{source.name}.name", source.name)
+        _name_part(f"workload.sources.{source.name}.gateway", source.gateway)
+        if not cluster.reachable(source.gateway):
+            raise ConfigError(
+                f"workload.sources.{source.name}.gateway", source.gateway, "a gateway with executors: " + ", ".join(cluster.gateways)
+            )
+    for name in cluster.executors:
+        _name_part(f"cluster.executors.{name}.name", name)
+    factory = make_scheduler_factory(config.get("policy"))
+    gateways = sorted({s.gateway for s in workload.sources})
+    for gateway in gateways:
+        factory(gateway, cluster)  # a trial build: placement names, batching maps
+    settings = live_settings(config, cluster)
+    arrivals = workload.generate(seed)
+    return RunSpec(dict(config), seed, workload, cluster, arrivals, settings, factory, gateways)
+
+
+# ---------------------------------------------------------------------------
+# The run's clock
+# ---------------------------------------------------------------------------
+
+
+class RunClock:
+    """Seconds since the run's start (``epoch_unix``, a wall-clock time shared by every role).
+
+    Read from the monotonic clock, aligned once with the wall clock at
+    construction, so that it never goes backwards within a process. Roles on
+    different machines need synchronized wall clocks (NTP/PTP) for their
+    timestamps to compare.
+    """
+
+    def __init__(self, epoch_unix: float):
+        if not math.isfinite(epoch_unix):
+            raise ValueError(f"epoch must be finite, got {epoch_unix!r}")
+        self.epoch_unix = float(epoch_unix)
+        self._base = time.monotonic() - (time.time() - self.epoch_unix)
+
+    def now(self) -> float:
+        return time.monotonic() - self._base
+
+    def __repr__(self) -> str:
+        return f"RunClock(epoch_unix={self.epoch_unix!r}, now={self.now():.3f})"

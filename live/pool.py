@@ -1,0 +1,368 @@
+"""The serverless pool role: function instances as real processes, started on demand.
+
+One pool process per serverless executor consumes ``batches-<executor>``
+and hands each batch to an instance: a ``python -m live.worker --stdio``
+subprocess, fed over its stdin and read from its stdout in the binary codec
+(length-prefixed frames; never pickle). It follows the simulator's pool
+(``sim/serverless.py``):
+
+- an idle warm instance of the batch's memory size (the most recently used)
+  runs it; else a new instance starts, so the cold start is real: process
+  start, imports (torch), model load, measured from spawn to the instance's
+  ``ready``; else, at ``max_instances``, an idle instance of another size is
+  reclaimed to make room; else the batch waits in FIFO order;
+- an instance runs one batch at a time; when it finishes, a waiting batch
+  of its size runs on it at once, else it stays warm for ``keep_alive_s``
+  and is then stopped (scale to zero; ``keep_alive_s = 0`` stops it at once);
+- an instance has ``threads`` threads, or one per ``mb_per_thread`` MB of
+  its memory size (``live.executors.<name>``);
+- each batch is billed its measured duration (plus its cold start when the
+  pricing says ``bill_cold_start``) with the executor's pricing config;
+- a crashed instance fails its batch (``executor_failed``);
+- the number of warm instances goes to the gateways (CONTROL ``instances``,
+  read as ``InstanceStateChanged``).
+
+The result (with ``meta.cold_start_s``, ``meta.cost``, ``meta.memory_mb``)
+is published to the sending gateway's results topic before the batch is
+acknowledged::
+
+    python -m live.pool --broker URL --run-id RUN --config run.json --executor lambda
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+
+from live.config import ExecutorSettings, RunClock, RunSpec, Topics
+from live.messages import DecodeError, Kind, Message, decode, encode_control, encode_result
+from live.role import percentiles
+from live.worker import check_batch, failure_result, read_frame, write_frame
+from spec.records import DropReason
+from spec.topology import ServerlessSpec
+
+__all__ = ["Instance", "Pool", "main"]
+
+log = logging.getLogger("edgebatch.live")
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class Instance:
+    """One function instance: a worker subprocess of a fixed memory size."""
+
+    def __init__(self, name: str, memory_mb: int, threads: int, proc: subprocess.Popen, spawned_s: float):
+        self.name = name
+        self.memory_mb = memory_mb
+        self.threads = threads
+        self.proc = proc
+        self.spawned_s = spawned_s
+        self.ready_s: float | None = None
+        self.cold_start_s = 0.0
+        self.state = "starting"  # starting -> busy <-> idle -> retired
+        self.job = None  # (pulsar message, Message, received_s, cold_start_s) of the batch it runs
+        self.idle_until = 0.0
+        self.batches = 0
+
+
+class Pool:
+    """The pool's state machine; ``send(topic, data)`` publishes, ``ack(msg)`` acknowledges.
+
+    Everything runs on one thread: batches, instance frames and instance
+    exits come in through ``inbox`` (see ``main``).
+    """
+
+    def __init__(self, spec: RunSpec, executor: str, topics: Topics, clock: RunClock, inbox, send, ack, name: str = "pool"):
+        self.spec = spec
+        self.executor = executor
+        self.espec: ServerlessSpec = spec.cluster.executors[executor]
+        self.settings: ExecutorSettings = spec.settings.executors[executor]
+        self.topics = topics
+        self.clock = clock
+        self.inbox = inbox
+        self.send = send
+        self.ack = ack
+        self.name = name
+        self.gateways = [g for g in spec.gateways if executor in spec.cluster.reachable(g)]
+        self.idle: dict[int, list[Instance]] = {}
+        self.instances: list[Instance] = []  # alive: starting, busy or idle
+        self.warm = 0
+        self.waiting: deque = deque()
+        self.spawned = 0
+        self.cold_starts: list[float] = []
+        self.services: list[float] = []
+        self.billed = 0.0
+        self.failed = 0
+        self.peak = 0
+
+    # -- batches in --------------------------------------------------------------------
+    def submit(self, msg, message: Message) -> None:
+        received_s = self.clock.now()
+        memory_mb = message.meta.get("memory_mb")
+        if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb <= 0:
+            memory_mb = self.espec.memory_mb
+        job = (msg, message, received_s, memory_mb)
+        idle = self.idle.get(memory_mb)
+        if idle:
+            self._run(idle.pop(), job)
+        elif len(self.instances) < self.espec.max_instances:
+            self._spawn(job)
+        elif self._reclaim_other(memory_mb):
+            self._spawn(job)
+        else:
+            self.waiting.append(job)
+
+    def _spawn(self, job) -> None:
+        memory_mb = job[3]
+        threads = self.settings.threads_for(memory_mb)
+        self.spawned += 1
+        name = f"{self.executor}-i{self.spawned}"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [
+            sys.executable, "-m", "live.worker", "--stdio", "--model", self.settings.model, "--threads", str(threads),
+            "--seed", str(self.spec.seed), "--epoch", repr(self.clock.epoch_unix), "--name", name,
+        ]  # fmt: skip
+        spawned_s = self.clock.now()
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT)
+        instance = Instance(name, memory_mb, threads, proc, spawned_s)
+        instance.job = job
+        self.instances.append(instance)
+        self.peak = max(self.peak, len(self.instances))
+        threading.Thread(target=self._read, args=(instance,), daemon=True, name=f"read-{name}").start()
+
+    def _read(self, instance: Instance) -> None:
+        out = instance.proc.stdout
+        while True:
+            raw = read_frame(out)
+            if raw is None:
+                break
+            self.inbox.put(("frame", instance, raw))
+        self.inbox.put(("exit", instance, instance.proc.wait()))
+
+    def _run(self, instance: Instance, job, cold_start_s: float = 0.0) -> None:
+        instance.state = "busy"
+        instance.job = job
+        instance.cold_start_s = cold_start_s
+        try:
+            write_frame(instance.proc.stdin, job[1].to_bytes())
+        except OSError as error:  # it died: its exit comes through the inbox and fails the batch
+            log.error("%s: cannot hand over batch %s: %s", instance.name, job[1].batch_id, error)
+
+    def _reclaim_other(self, memory_mb: int) -> bool:
+        for size, idle in self.idle.items():
+            if size != memory_mb and idle:
+                self._retire(idle.pop(0))  # the least recently used
+                return True
+        return False
+
+    # -- instances out ---------------------------------------------------------------------
+    def on_frame(self, instance: Instance, raw: bytes) -> None:
+        try:
+            message = decode(raw)
+        except DecodeError as error:
+            log.error("%s sent a bad frame (%s); stopping it", instance.name, error)
+            instance.proc.kill()
+            return
+        if message.kind is Kind.CONTROL and message.meta.get("op") == "ready":
+            now_s = self.clock.now()
+            instance.ready_s = now_s
+            cold_s = now_s - instance.spawned_s
+            self.cold_starts.append(cold_s)
+            self._set_warm(self.warm + 1)
+            self._run(instance, instance.job, cold_start_s=cold_s)
+        elif message.kind is Kind.RESULT and instance.state == "busy":
+            self._finished(instance, message)
+
+    def _finished(self, instance: Instance, result: Message) -> None:
+        msg, batch, received_s, memory_mb = instance.job
+        gateway = batch.source
+        cold_s = instance.cold_start_s
+        if result.meta.get("failed"):
+            data = failure_result(batch, source=instance.name, executor=self.executor, reason=str(result.meta.get("reason")),
+                                  detail=str(result.meta.get("error", "")), ts={"received_s": received_s})  # fmt: skip
+            self.failed += 1
+        else:
+            service_s = float(result.ts.get("service_s", 0.0))
+            billed_s = service_s + (cold_s if getattr(self.espec.pricing, "bill_cold_start", False) else 0.0)
+            cost = self.espec.pricing.batch_cost(duration_s=billed_s, memory_mb=memory_mb)
+            self.billed += cost
+            self.services.append(service_s)
+            data = encode_result(
+                batch.batch_id, batch.ids, result.payloads(), source=instance.name, labels=result.labels,
+                ts={**result.ts, "received_s": received_s},
+                meta={"executor": self.executor, "cost": cost, "cold_start_s": cold_s, "memory_mb": memory_mb,
+                      "instance": instance.name, "threads": instance.threads},
+            )  # fmt: skip
+        instance.batches += 1
+        instance.job = None
+        self.send(self.topics.results(gateway), data)  # published, then acked
+        self.ack(msg)
+        self._release(instance)
+
+    def _release(self, instance: Instance) -> None:
+        if self.waiting:
+            job = self.waiting.popleft()
+            if job[3] == instance.memory_mb:
+                self._run(instance, job)
+            else:  # another memory size cannot reuse this instance: replace it
+                self._retire(instance)
+                self._spawn(job)
+            return
+        if self.espec.keep_alive_s <= 0:
+            self._retire(instance)
+            return
+        instance.state = "idle"
+        instance.idle_until = self.clock.now() + self.espec.keep_alive_s
+        self.idle.setdefault(instance.memory_mb, []).append(instance)
+
+    def _retire(self, instance: Instance) -> None:
+        if instance.state == "retired":
+            return
+        was_warm = instance.ready_s is not None
+        instance.state = "retired"
+        if instance in self.instances:
+            self.instances.remove(instance)
+        try:
+            instance.proc.stdin.close()  # end of stdin: the instance exits
+        except OSError:
+            pass
+        if was_warm:
+            self._set_warm(self.warm - 1)
+
+    def on_exit(self, instance: Instance, returncode: int) -> None:
+        """An instance process ended: expected after retiring, a crash otherwise."""
+        if instance.state == "retired":
+            return
+        log.error("%s exited with code %s while %s", instance.name, returncode, instance.state)
+        job = instance.job
+        if instance in self.idle.get(instance.memory_mb, []):
+            self.idle[instance.memory_mb].remove(instance)
+        self._retire(instance)
+        if job is not None:
+            msg, batch, received_s, _ = job
+            self.failed += 1
+            self.send(self.topics.results(batch.source), failure_result(
+                batch, source=instance.name, executor=self.executor, reason=DropReason.EXECUTOR_FAILED,
+                detail=f"instance exited with code {returncode}", ts={"received_s": received_s},
+            ))  # fmt: skip
+            self.ack(msg)
+        if self.waiting and len(self.instances) < self.espec.max_instances:
+            self._spawn(self.waiting.popleft())
+
+    def _set_warm(self, count: int) -> None:
+        self.warm = count
+        data = encode_control("instances", source=self.name, meta={"executor": self.executor, "warm": count})
+        for gateway in self.gateways:
+            self.send(self.topics.results(gateway), data)
+
+    # -- time ------------------------------------------------------------------------------
+    def expire(self) -> float | None:
+        """Stop instances idle past their keep-alive; return the next expiry (None: none idle)."""
+        now_s = self.clock.now()
+        next_s = None
+        for size, idle in self.idle.items():
+            for instance in list(idle):
+                if instance.idle_until <= now_s:
+                    idle.remove(instance)
+                    self._retire(instance)
+                elif next_s is None or instance.idle_until < next_s:
+                    next_s = instance.idle_until
+        return next_s
+
+    def shutdown(self, grace_s: float = 5.0) -> None:
+        """Stop every instance (end of stdin, then kill after ``grace_s``)."""
+        procs = [i.proc for i in self.instances]
+        for instance in list(self.instances):
+            self._retire(instance)
+        for proc in procs:
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stats(self) -> dict:
+        return {
+            "executor": self.executor,
+            "instances_started": self.spawned,
+            "peak_instances": self.peak,
+            "cold_start_s": percentiles(self.cold_starts),
+            "cold_starts_list_s": self.cold_starts[:100],
+            "service_s": percentiles(self.services),
+            "batches": len(self.services) + self.failed,
+            "failed": self.failed,
+            "billed": self.billed,
+        }
+
+
+def main(argv=None) -> int:
+    from live.messages import dead_letter
+    from live.role import Role, common_parser
+
+    parser = common_parser("A serverless pool: instances as processes started on demand.")
+    parser.add_argument("--executor", required=True)
+    args = parser.parse_args(argv)
+    role = None
+    pool = None
+    try:
+        role = Role(args, "pool", f"pool-{args.executor}")
+        spec = role.spec
+        settings = spec.settings.executors.get(args.executor)
+        if settings is None or not settings.serverless:
+            raise SystemExit(f"--executor must name a serverless executor of the config, not {args.executor!r}")
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        in_topic = role.topics.batches(args.executor)
+        consumer = role.subscribe(in_topic, "pool", receiver_queue_size=100,
+                                  message_listener=lambda c, m: inbox.put(("batch", c, m)))  # fmt: skip
+        dlq = role.producer(role.topics.dead_letter)
+        for gateway in spec.gateways:
+            role.producer(role.topics.results(gateway))
+        role.announce_ready()
+        clock = role.wait_start()
+        if clock is None:
+            return 0
+        pool = Pool(spec, args.executor, role.topics, clock, inbox,
+                    send=lambda topic, data: role.producer(topic).send(data), ack=consumer.acknowledge, name=role.name)  # fmt: skip
+        gateways = set(spec.gateways)
+        dead = 0
+        while not role.should_stop():
+            next_s = pool.expire()
+            wait_s = 0.2 if next_s is None else min(0.2, max(0.001, next_s - clock.now()))
+            try:
+                kind, a, b = inbox.get(timeout=wait_s)
+            except queue.Empty:
+                continue
+            if kind == "batch":
+                raw = b.data()
+                try:
+                    message = decode(raw)
+                    problem = check_batch(message, gateways, args.executor)
+                except DecodeError as error:
+                    message, problem = None, str(error)
+                if problem is not None:
+                    dead_letter(dlq, raw, problem, in_topic)
+                    dead += 1
+                    a.acknowledge(b)
+                    continue
+                pool.submit(b, message)
+            elif kind == "frame":
+                pool.on_frame(a, b)
+            else:
+                pool.on_exit(a, b)
+        role.stats.update(pool.stats(), dead_letters=dead)
+        return 0
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        if role is not None:
+            role.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""What every live role process shares: its command line, its broker connection, and the run's control topic.
+
+Each role (source, gateway, worker, pool, sink) is a process that may run on
+its own machine of a testbed::
+
+    python -m live.<role> --broker pulsar://host:6650 --run-id RUN --config run.json [--name NAME] ...
+
+The run's start is broadcast on the control topic as ``CONTROL op="start"``
+with ``meta.epoch_unix`` (the wall-clock time of ``now_s = 0``); ``--epoch``
+gives it directly instead. ``op="stop"`` ends every role. Each role
+subscribes to the control topic under its own subscription name, from the
+earliest message, so a role started late still sees the start (and a stop).
+A role announces itself on the ``ready`` topic once it is connected and
+subscribed, so that the orchestrator starts the clock only when every
+consumer is in place.
+
+The auth token is read from ``--auth-token``, else the environment variable
+``EDGEBATCH_PULSAR_TOKEN`` (which keeps it off the process list), else the
+config's ``live.broker.auth_token``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from live.broker import connect
+from live.config import RunClock, RunSpec, Topics, build_run, load_config
+from live.messages import DecodeError, Kind, decode, encode_control
+
+__all__ = ["Role", "common_parser", "TOKEN_ENV", "percentiles"]
+
+TOKEN_ENV = "EDGEBATCH_PULSAR_TOKEN"
+log = logging.getLogger("edgebatch.live")
+
+
+def common_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every role takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--broker", help="Pulsar service URL (default: the config's live.broker.url)")
+    parser.add_argument("--run-id", required=True, help="the run's id: part of every topic name")
+    parser.add_argument("--config", required=True, help="the run config (JSON)")
+    parser.add_argument("--name", help="this process's name (unique in the run; default from role, host and pid)")
+    parser.add_argument("--epoch", type=float, help="wall-clock time (unix s) of the run's start; default: wait for it on the control topic")
+    parser.add_argument("--auth-token", help=f"broker token (better: the {TOKEN_ENV} environment variable)")
+    parser.add_argument("--tls-trust-certs-file", help="CA file for pulsar+ssl://")
+    parser.add_argument("--stats", help="write this role's statistics (JSON) here on exit")
+    parser.add_argument("--exit-after-s", type=float, help="give up and exit this long after starting (a safety net)")
+    parser.add_argument("--log-level", default="WARNING")
+    return parser
+
+
+def percentiles(values) -> dict[str, float]:
+    """count, p50, p99, max, mean of a list of numbers (empty: count 0)."""
+    values = sorted(float(v) for v in values)
+    if not values:
+        return {"count": 0}
+    n = len(values)
+    return {
+        "count": n,
+        "p50": values[min(n - 1, int(0.5 * n))],
+        "p99": values[min(n - 1, int(0.99 * n))],
+        "max": values[-1],
+        "mean": sum(values) / n,
+    }
+
+
+class Role:
+    """A role's connection to the run: client, control topic, producers, stats."""
+
+    def __init__(self, args: argparse.Namespace, kind: str, default_name: str):
+        logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                            format=f"%(asctime)s {kind} %(levelname)s %(message)s", stream=sys.stderr)
+        self.args = args
+        self.started_at = time.monotonic()
+        self.name = args.name or f"{default_name}-{os.uname().nodename}-{os.getpid()}"
+        self.spec: RunSpec = build_run(load_config(args.config))
+        self.topics = Topics(args.run_id)
+        settings = self.spec.settings
+        url = args.broker or settings.broker_url
+        if not url:
+            raise SystemExit("--broker is required (the config's live.broker.url is null)")
+        token = args.auth_token or os.environ.get(TOKEN_ENV) or settings.auth_token
+        self.client, _ = connect(url, auth_token=token, tls_trust_certs_file=args.tls_trust_certs_file or settings.tls_trust_certs_file)
+        self.stop = threading.Event()
+        self._epoch: float | None = args.epoch
+        self._started = threading.Event()
+        if self._epoch is not None:
+            self._started.set()
+        self._producers: dict[str, Any] = {}
+        self.stats: dict[str, Any] = {"role": kind, "name": self.name}
+        self._send_errors = 0
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        import pulsar
+
+        self._control = self.client.subscribe(
+            self.topics.control,
+            f"control-{self.name}",
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            message_listener=self._on_control,
+        )
+
+    # -- control -----------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        self.stop.set()
+        self._started.set()
+
+    def _on_control(self, consumer, msg) -> None:
+        try:
+            message = decode(msg.data())
+        except DecodeError:
+            consumer.acknowledge(msg)
+            return
+        if message.kind is Kind.CONTROL:
+            op = message.meta.get("op")
+            if op == "start" and self._epoch is None:
+                epoch = message.meta.get("epoch_unix")
+                if isinstance(epoch, (int, float)) and not isinstance(epoch, bool):
+                    self._epoch = float(epoch)
+                    self._started.set()
+            elif op == "stop":
+                self.stop.set()
+                self._started.set()
+        consumer.acknowledge(msg)
+
+    def announce_ready(self) -> None:
+        """Tell the orchestrator that this role is connected and subscribed."""
+        producer = self.producer(self.topics.ready)
+        producer.send(encode_control("ready", source=self.name, meta={"role": self.stats["role"], "pid": os.getpid()}))
+
+    def wait_start(self) -> RunClock | None:
+        """Block until the run starts; None when told to stop (or out of time) first."""
+        while not self._started.wait(0.1):
+            if self.expired():
+                return None
+        if self._epoch is None or self.stop.is_set():
+            return None
+        return RunClock(self._epoch)
+
+    def expired(self) -> bool:
+        limit = self.args.exit_after_s
+        return limit is not None and time.monotonic() - self.started_at > limit
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set() or self.expired()
+
+    # -- broker ----------------------------------------------------------------------
+    def producer(self, topic: str):
+        """A producer for ``topic`` (one per topic): unbatched, chunking large messages."""
+        producer = self._producers.get(topic)
+        if producer is None:
+            producer = self.client.create_producer(
+                topic, batching_enabled=False, chunking_enabled=True, block_if_queue_full=True, send_timeout_millis=0
+            )
+            self._producers[topic] = producer
+        return producer
+
+    def send_async(self, topic: str, data: bytes, properties: dict | None = None) -> None:
+        """Publish without waiting; a failure is logged and counted in the stats."""
+        if properties:
+            self.producer(topic).send_async(data, self._sent, properties=properties)
+        else:
+            self.producer(topic).send_async(data, self._sent)
+
+    def _sent(self, result, msg_id) -> None:
+        import pulsar
+
+        if result != pulsar.Result.Ok:
+            self._send_errors += 1
+            log.error("%s: a send failed: %s", self.name, result)
+
+    def skip_consumer_ids(self, count: int) -> None:
+        """Advance this client's consumer ids by ``count`` (a pulsar-lite workaround).
+
+        pulsar-lite (0.2) refuses a consumer joining a subscription while
+        another connection's consumer with the same client-side consumer id
+        is in it ("Consumer 1 already exists"); a real Pulsar keys consumers
+        per connection. Replicas sharing one subscription therefore skip
+        ``replica`` ids first (a throwaway subscribe and unsubscribe each),
+        so that each joins with its own id. Harmless on a real Pulsar.
+        """
+        import pulsar
+
+        for i in range(int(count)):
+            consumer = self.client.subscribe(self.topics.control, f"skip-{self.name}-{i}", consumer_type=pulsar.ConsumerType.Shared)
+            consumer.unsubscribe()
+
+    def subscribe(self, topic: str, subscription: str, **kwargs):
+        import pulsar
+
+        kwargs.setdefault("consumer_type", pulsar.ConsumerType.Shared)
+        kwargs.setdefault("initial_position", pulsar.InitialPosition.Earliest)
+        kwargs.setdefault("consumer_name", self.name)
+        return self.client.subscribe(topic, subscription, **kwargs)
+
+    # -- the end ---------------------------------------------------------------------
+    def write_stats(self) -> None:
+        self.stats["send_errors"] = self._send_errors
+        if self.args.stats:
+            path = Path(self.args.stats)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(json.dumps(self.stats, indent=1, default=str))
+            os.replace(tmp, path)
+
+    def close(self) -> None:
+        """Flush what is being sent, write the stats, and disconnect."""
+        for producer in self._producers.values():
+            try:
+                producer.flush()
+            except Exception as error:  # the broker may already be gone at the very end
+                log.warning("%s: flush failed: %s", self.name, error)
+        self.write_stats()
+        try:
+            self.client.close()
+        except Exception:
+            pass

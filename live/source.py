@@ -1,0 +1,89 @@
+"""The source role: replays one workload source's arrival schedule in real time.
+
+It publishes exactly the arrivals ``Workload.generate(seed)`` gives the
+simulator (request ids are indices into the merged arrival arrays, as in the
+simulator's records), each as a REQUEST message to its gateway's requests
+topic at its arrival time, with a payload of the source's ``size_bytes``
+(deterministic bytes drawn from ``(seed, request_id)``)::
+
+    python -m live.source --broker URL --run-id RUN --config run.json --source camera
+
+Each request carries ``ts.arrival_s`` (its scheduled time on the run's clock)
+and ``ts.sent_s`` (when it was actually sent); the lag between them is in
+the stats.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from live.messages import encode_request
+from live.role import Role, common_parser, percentiles
+
+__all__ = ["payload_for", "schedule", "main"]
+
+log = logging.getLogger("edgebatch.live")
+
+
+def payload_for(seed: int, request_id: int, size_bytes: int) -> bytes:
+    """The payload of one request: ``size_bytes`` bytes drawn from ``(seed, request_id)``."""
+    if size_bytes <= 0:
+        return b""
+    return np.random.default_rng([int(seed), 0x50, int(request_id)]).bytes(int(size_bytes))
+
+
+def schedule(arrivals, source_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Request ids and arrival times of one source, in time order."""
+    ids = np.flatnonzero(arrivals.source_index == source_index)
+    return ids, arrivals.arrival_s[ids]
+
+
+def main(argv=None) -> int:
+    parser = common_parser("Replay one workload source's arrivals in real time.")
+    parser.add_argument("--source", help="the source's name (default: the only one)")
+    args = parser.parse_args(argv)
+    sources = None
+    role = None
+    try:
+        role = Role(args, "source", f"source-{args.source or 'all'}")
+        spec = role.spec
+        sources = [s.name for s in spec.arrivals.sources]
+        name = args.source or (sources[0] if len(sources) == 1 else None)
+        if name not in sources:
+            raise SystemExit(f"--source must be one of {', '.join(sources)}")
+        index = sources.index(name)
+        source = spec.arrivals.sources[index]
+        ids, times = schedule(spec.arrivals, index)
+        topic = role.topics.requests(source.gateway)
+        role.producer(topic)  # connect before saying ready
+        role.announce_ready()
+        clock = role.wait_start()
+        if clock is None:
+            return 0
+        lags = []
+        ids_list, times_list = ids.tolist(), times.tolist()
+        payload = payload_for(spec.seed, ids_list[0], source.size_bytes) if ids_list else b""
+        for k, (request_id, arrival_s) in enumerate(zip(ids_list, times_list)):
+            while True:
+                wait_s = arrival_s - clock.now()
+                if wait_s <= 0 or role.should_stop():
+                    break
+                role.stop.wait(min(wait_s, 0.5))
+            if role.should_stop():
+                break
+            sent_s = clock.now()
+            role.send_async(topic, encode_request(str(request_id), payload, source=name, sent_s=sent_s, ts={"arrival_s": arrival_s}))
+            lags.append(sent_s - arrival_s)
+            if k + 1 < len(ids_list):
+                payload = payload_for(spec.seed, ids_list[k + 1], source.size_bytes)
+        role.stats.update(source=name, sent=len(lags), scheduled=len(ids_list), send_lag_s=percentiles(lags))
+        return 0
+    finally:
+        if role is not None:
+            role.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""The worker role: runs an executor's PyTorch model on whole batches.
+
+Broker mode (a server executor's replica)::
+
+    python -m live.worker --broker URL --run-id RUN --config run.json --executor edge --replica 0
+
+(each replica of an executor with its own ``--replica`` index) consumes ``batches-<executor>`` on a Shared subscription (replicas share the
+load), runs the model on each batch as one tensor, publishes a RESULT to
+``results-<gateway>`` (the gateway that sent the batch), and acknowledges the
+batch only after the result is published. A message that does not decode, or
+is not a batch this worker can run, goes to the dead-letter topic with the
+reason; it is acknowledged and the worker goes on.
+
+Stdio mode (one serverless instance, started by ``live.pool``)::
+
+    python -m live.worker --stdio --model mlp --threads 1 --seed 0 --epoch 1700000000.0
+
+reads BATCH messages from stdin and writes RESULT messages to stdout, each
+framed by a 4-byte big-endian length, with the binary codec (never pickle).
+It first writes a CONTROL ``ready`` once its imports and model load are done
+(``meta.import_s``, ``meta.load_s``); its process start up to then is the
+measured cold start. End of stdin ends it.
+
+A result's ``ts`` has ``received_s``, ``start_s``, ``end_s`` and
+``service_s`` on the run's clock (``service_s`` is the measured time of
+tensor conversion plus the forward pass); ``meta`` has the executor, the
+worker's name and, from a worker, the batch's ``cost``. A model error gives
+a result with ``meta.failed`` and ``meta.reason``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import struct
+import sys
+import time
+from typing import BinaryIO
+
+from live.messages import Kind, Message, dead_letter, decode, DecodeError, encode_control, encode_result
+
+__all__ = ["ModelRunner", "read_frame", "write_frame", "check_batch", "failure_result", "main"]
+
+log = logging.getLogger("edgebatch.live")
+_FRAME = struct.Struct(">I")
+MAX_FRAME_BYTES = 1 << 30
+
+
+def write_frame(fp: BinaryIO, data: bytes) -> None:
+    """One length-prefixed frame."""
+    fp.write(_FRAME.pack(len(data)))
+    fp.write(data)
+    fp.flush()
+
+
+def _read_exact(fp: BinaryIO, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        chunk = fp.read(n - got)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fp: BinaryIO) -> bytes | None:
+    """The next frame; None at end of stream (or on a cut or oversized frame)."""
+    head = _read_exact(fp, _FRAME.size)
+    if head is None:
+        return None
+    (n,) = _FRAME.unpack(head)
+    if n > MAX_FRAME_BYTES:
+        return None
+    return _read_exact(fp, n)
+
+
+class ModelRunner:
+    """One executor's model, built once with seeded weights; runs whole batches."""
+
+    def __init__(self, model: str, threads: int, seed: int = 0):
+        started = time.perf_counter()
+        from live import models  # torch: part of a cold start
+
+        self.import_s = time.perf_counter() - started
+        started = time.perf_counter()
+        models.set_threads(threads)
+        self.models = models
+        self.name = model
+        self.model = models.build_model(model, seed=seed)
+        # one warm-up pass so that the first batch does not pay for lazy initialization
+        models.run_batch(self.model, models.payload_to_tensor(model, [b""]))
+        self.load_s = time.perf_counter() - started
+
+    def run(self, message: Message, now) -> tuple[list[int], list[bytes], float, float]:
+        """Labels, raw outputs, start and end (from ``now()``) of one batch."""
+        models = self.models
+        start_s = now()
+        tensor = models.payload_to_tensor(self.name, message.payloads())
+        labels, outputs = models.outputs_to_records(models.run_batch(self.model, tensor))
+        end_s = now()
+        return labels, outputs, start_s, end_s
+
+
+def check_batch(message: Message, gateways, executor: str | None) -> str | None:
+    """Why ``message`` is not a batch this executor can run (None when it is)."""
+    if message.kind is not Kind.BATCH:
+        return f"unexpected: a {message.kind.name} message on a batch topic"
+    if message.source not in gateways:
+        return f"unexpected: batch from unknown gateway {message.source!r}"
+    named = message.meta.get("executor")
+    if executor is not None and named is not None and named != executor:
+        return f"unexpected: batch for executor {named!r} on {executor!r}'s topic"
+    return None
+
+
+def failure_result(message: Message, *, source: str, executor: str, reason: str, detail: str, ts=None, meta=None) -> bytes:
+    """A RESULT saying the batch failed (its requests are dropped with ``reason``)."""
+    return encode_result(
+        message.batch_id, message.ids, source=source, ts=dict(ts or {}),
+        meta={**(meta or {}), "executor": executor, "failed": True, "reason": reason, "error": detail[:500]},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Broker mode
+# ---------------------------------------------------------------------------
+
+
+def serve_broker(argv) -> int:
+    from live.role import Role, common_parser, percentiles
+
+    parser = common_parser("A worker replica of a server executor.")
+    parser.add_argument("--executor", required=True)
+    parser.add_argument("--replica", type=int, default=0,
+                        help="this replica's index among the executor's replicas (0, 1, ...; distinct per replica, see Role.skip_consumer_ids)")
+    args = parser.parse_args(argv)
+    role = None
+    try:
+        role = Role(args, "worker", f"worker-{args.executor}")
+        spec = role.spec
+        settings = spec.settings.executors.get(args.executor)
+        if settings is None or settings.serverless:
+            raise SystemExit(f"--executor must name a server executor of the config, not {args.executor!r}")
+        executor_spec = spec.cluster.executors[args.executor]
+        runner = ModelRunner(settings.model, settings.threads, spec.seed)
+        import pulsar
+
+        in_topic = role.topics.batches(args.executor)
+        role.skip_consumer_ids(args.replica)
+        consumer = role.subscribe(in_topic, "workers", receiver_queue_size=1)
+        dlq = role.producer(role.topics.dead_letter)
+        for gateway in spec.gateways:
+            role.producer(role.topics.results(gateway))
+        role.announce_ready()
+        clock = role.wait_start()
+        if clock is None:
+            return 0
+        gateways = set(spec.gateways)
+        services, dead = [], 0
+        while not role.should_stop():
+            try:
+                msg = consumer.receive(timeout_millis=100)
+            except pulsar.Timeout:
+                continue
+            received_s = clock.now()
+            raw = msg.data()
+            try:
+                message = decode(raw)
+                problem = check_batch(message, gateways, args.executor)
+            except DecodeError as error:
+                message, problem = None, str(error)
+            if problem is not None:
+                dead_letter(dlq, raw, problem, in_topic)
+                dead += 1
+                consumer.acknowledge(msg)
+                continue
+            try:
+                labels, outputs, start_s, end_s = runner.run(message, clock.now)
+            except Exception as error:  # a model error fails the batch, not the worker
+                log.exception("batch %s failed", message.batch_id)
+                data = failure_result(message, source=role.name, executor=args.executor, reason="executor_failed",
+                                      detail=repr(error), ts={"received_s": received_s})  # fmt: skip
+            else:
+                service_s = end_s - start_s
+                services.append(service_s)
+                cost = executor_spec.pricing.batch_cost(duration_s=service_s, memory_mb=None)
+                data = encode_result(
+                    message.batch_id, message.ids, outputs, source=role.name, labels=labels,
+                    ts={"received_s": received_s, "start_s": start_s, "end_s": end_s, "service_s": service_s},
+                    meta={"executor": args.executor, "cost": cost, "cold_start_s": 0.0, "threads": settings.threads},
+                )  # fmt: skip
+            role.producer(role.topics.results(message.source)).send(data)  # published, then acked
+            consumer.acknowledge(msg)
+        role.stats.update(executor=args.executor, batches=len(services), dead_letters=dead, service_s=percentiles(services),
+                          model=settings.model, threads=settings.threads, import_s=runner.import_s, load_s=runner.load_s)  # fmt: skip
+        return 0
+    finally:
+        if role is not None:
+            role.close()
+
+
+# ---------------------------------------------------------------------------
+# Stdio mode (a serverless instance)
+# ---------------------------------------------------------------------------
+
+
+def serve_stdio(argv) -> int:
+    parser = argparse.ArgumentParser(description="One serverless instance on stdin/stdout (started by live.pool).")
+    parser.add_argument("--stdio", action="store_true", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epoch", type=float, required=True)
+    parser.add_argument("--name", default=f"instance-{os.getpid()}")
+    args = parser.parse_args(argv)
+    # keep the frames clean: our stdout is the pipe; anything printed goes to stderr
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    inp = os.fdopen(os.dup(0), "rb")
+    from live.config import RunClock
+
+    clock = RunClock(args.epoch)
+    runner = ModelRunner(args.model, args.threads, args.seed)
+    write_frame(out, encode_control("ready", source=args.name, meta={"import_s": runner.import_s, "load_s": runner.load_s, "pid": os.getpid()}))
+    while True:
+        raw = read_frame(inp)
+        if raw is None:
+            return 0
+        received_s = clock.now()
+        try:
+            message = decode(raw)
+        except DecodeError as error:  # the pool checked it; a torn pipe is all this can be
+            log.error("instance got a bad frame: %s", error)
+            return 1
+        try:
+            labels, outputs, start_s, end_s = runner.run(message, clock.now)
+        except Exception as error:
+            data = failure_result(message, source=args.name, executor="", reason="executor_failed", detail=repr(error),
+                                  ts={"received_s": received_s})  # fmt: skip
+        else:
+            data = encode_result(
+                message.batch_id, message.ids, outputs, source=args.name, labels=labels,
+                ts={"received_s": received_s, "start_s": start_s, "end_s": end_s, "service_s": end_s - start_s},
+                meta={"threads": args.threads},
+            )  # fmt: skip
+        write_frame(out, data)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--stdio" in argv:
+        return serve_stdio(argv)
+    return serve_broker(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

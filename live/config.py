@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from live.broker import topic
-from policies.scheduler import Scheduler
-from spec.build import build_cluster, build_workload, instantiate
+from policies.factory import make_scheduler_factory
+from spec.build import build_cluster, build_workload
 from spec.topology import Cluster, ServerlessSpec
 from spec.validation import ConfigError, check_int_at_least, check_positive
 from spec.workload import Arrivals, Workload
@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 _TOP_LEVEL = ("seed", "workload", "cluster", "policy", "sim", "live")
-_POLICY_KEYS = ("placement", "batching", "planner", "batching_per_executor")
 
 LIVE_DEFAULTS: dict[str, Any] = {
     "broker": {"url": None, "auth_token": None, "tls_trust_certs_file": None},
@@ -98,45 +97,6 @@ def load_config(path: str | os.PathLike) -> dict:
 # ---------------------------------------------------------------------------
 # The scheduler factory (the same construction as the simulator's)
 # ---------------------------------------------------------------------------
-
-
-def make_scheduler_factory(policy: Mapping):
-    """A function ``factory(gateway, cluster) -> Scheduler`` from the ``policy`` section.
-
-    Builds exactly what ``sim.config.make_scheduler_factory`` builds (kept in
-    step with it by a test): live may not import sim.
-    """
-    if not isinstance(policy, Mapping):
-        raise ConfigError("policy", type(policy).__name__, "a mapping with placement, batching and planner")
-    unknown = set(policy) - set(_POLICY_KEYS)
-    if unknown:
-        raise ConfigError(f"policy.{sorted(unknown)[0]}", None, "one of " + ", ".join(_POLICY_KEYS))
-    for key in ("placement", "batching"):
-        if not isinstance(policy.get(key), Mapping) or "_target_" not in policy[key]:
-            raise ConfigError(f"policy.{key}", policy.get(key), "a mapping with a _target_ class")
-    instantiate("policy.placement", policy["placement"])
-    instantiate("policy.batching", policy["batching"])
-    if policy.get("planner") is not None:
-        instantiate("policy.planner", policy["planner"])
-    per_executor = dict(policy.get("batching_per_executor") or {})
-
-    def factory(gateway: str, cluster: Cluster) -> Scheduler:
-        batching = instantiate("policy.batching", policy["batching"])
-        if per_executor:
-            batching = {
-                name: instantiate(f"policy.batching_per_executor.{name}", per_executor[name]) if name in per_executor else batching
-                for name in cluster.reachable(gateway)
-            }
-        planner = policy.get("planner")
-        return Scheduler(
-            cluster=cluster,
-            placement=instantiate("policy.placement", policy["placement"]),
-            batching=batching,
-            planner=None if planner is None else instantiate("policy.planner", planner),
-            gateway=gateway,
-        )
-
-    return factory
 
 
 # ---------------------------------------------------------------------------

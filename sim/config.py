@@ -15,53 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from policies.scheduler import Scheduler
+from policies.factory import make_scheduler_factory
 from sim.simulation import Simulation, SimResult
-from spec.build import build_cluster, build_workload, instantiate
+from spec.build import build_cluster, build_workload
 from spec.topology import Cluster
 from spec.validation import ConfigError, check_int_at_least
 
 __all__ = ["simulate", "build_simulation", "make_scheduler_factory"]
 
 _TOP_LEVEL = ("seed", "workload", "cluster", "policy", "sim", "live")  # "live" is read by the live harness only
-_POLICY_KEYS = ("placement", "batching", "planner", "batching_per_executor")
-
-
-def make_scheduler_factory(policy: Mapping):
-    """A function building a fresh scheduler per gateway from the ``policy`` section."""
-    if not isinstance(policy, Mapping):
-        raise ConfigError("policy", type(policy).__name__, "a mapping with placement, batching and planner")
-    unknown = set(policy) - set(_POLICY_KEYS)
-    if unknown:
-        raise ConfigError(f"policy.{sorted(unknown)[0]}", None, "one of " + ", ".join(_POLICY_KEYS))
-    for key in ("placement", "batching"):
-        if not isinstance(policy.get(key), Mapping) or "_target_" not in policy[key]:
-            raise ConfigError(f"policy.{key}", policy.get(key), "a mapping with a _target_ class")
-    # build once now so that bad settings fail before the run
-    instantiate("policy.placement", policy["placement"])
-    instantiate("policy.batching", policy["batching"])
-    if policy.get("planner") is not None:
-        instantiate("policy.planner", policy["planner"])
-    per_executor = dict(policy.get("batching_per_executor") or {})
-
-    def factory(gateway: str, cluster: Cluster) -> Scheduler:
-        batching = instantiate("policy.batching", policy["batching"])
-        if per_executor:
-            reachable = cluster.reachable(gateway)
-            batching = {
-                name: instantiate(f"policy.batching_per_executor.{name}", per_executor[name]) if name in per_executor else batching
-                for name in reachable
-            }
-        planner = policy.get("planner")
-        return Scheduler(
-            cluster=cluster,
-            placement=instantiate("policy.placement", policy["placement"]),
-            batching=batching,
-            planner=None if planner is None else instantiate("policy.planner", planner),
-            gateway=gateway,
-        )
-
-    return factory
 
 
 def build_simulation(config: Mapping) -> Simulation:

@@ -160,7 +160,6 @@ class Recorder:
         memory_mb = per_batch(self.b_memory_mb, np.int32, 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             cost = per_batch(self.b_cost, np.float64, 0.0) / np.maximum(size, 1)
-        del index
         completed_s[~completed] = np.nan
         # uplink (incl. waiting for the link) plus the result's way back
         transfer_s = (arrived_s - self.dispatched_s) + (completed_s - end_s)

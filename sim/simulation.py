@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +21,7 @@ from sim.serverless import ServerlessPool
 from spec.records import DropReason, summarize
 from spec.topology import Cluster, ServerlessSpec
 from spec.validation import ConfigError, check_positive
-from spec.workload import Arrivals, Workload
+from spec.workload import Arrivals
 
 __all__ = ["Simulation", "SimResult"]
 

@@ -20,7 +20,7 @@ import pulsar
 import pytest
 
 from live.broker import connect, topic
-from live.config import LIVE_DEFAULTS, RunClock, Topics, build_run, make_scheduler_factory
+from live.config import LIVE_DEFAULTS, RunClock, Topics, build_run
 from live.gateway import Gateway, LinkEmulator
 from live.messages import Kind, decode, encode_batch, encode_drop, encode_request, encode_result
 from live.run import role_commands, run_live
@@ -413,21 +413,6 @@ def test_roles_and_defaults_of_a_run():
     assert [extra for name, _, extra in role_commands(spec) if name == "worker-cloud-1"] == [["--executor", "cloud", "--replica", "1"]]
     clock = RunClock(time.time() - 5.0)
     assert 4.9 < clock.now() < 6.0
-
-
-def test_scheduler_factory_matches_the_simulators():
-    from sim.config import make_scheduler_factory as sim_factory
-
-    config = cloud_config()
-    config["cluster"]["executors"].append({"name": "edge", "kind": "edge", "gateway": "edge",
-                                           "profile": {"kind": "linear", "per_item_s": 0.001, "base_s": 0.0}})  # fmt: skip
-    config["policy"]["batching_per_executor"] = {"edge": {"_target_": "policies.batching.NoBatching"}}
-    spec = build_run(config)
-    live_scheduler = make_scheduler_factory(config["policy"])("edge", spec.cluster)
-    sim_scheduler = sim_factory(config["policy"])("edge", spec.cluster)
-    assert {n: type(b) for n, b in live_scheduler.batchers.items()} == {n: type(b) for n, b in sim_scheduler.batchers.items()}
-    assert type(live_scheduler.placement) is type(sim_scheduler.placement)
-    assert vars(live_scheduler.batchers["cloud"]).keys() == vars(sim_scheduler.batchers["cloud"]).keys()
 
 
 def test_drop_record_round_trip():

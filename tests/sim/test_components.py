@@ -7,7 +7,6 @@ bandwidth, keep-alive semantics, pricing formulas), not from a previous run.
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd

@@ -1,0 +1,52 @@
+"""Building schedulers from the ``policy`` section of a run config (shared by sim and live)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from policies.scheduler import Scheduler
+from spec.build import instantiate
+from spec.topology import Cluster
+from spec.validation import ConfigError
+
+__all__ = ["make_scheduler_factory", "POLICY_KEYS"]
+
+POLICY_KEYS = ("placement", "batching", "planner", "batching_per_executor")
+
+
+def make_scheduler_factory(policy: Mapping) -> Callable[[str, Cluster], Scheduler]:
+    """A function ``factory(gateway, cluster) -> Scheduler`` building fresh policy objects.
+
+    Every policy is built once here so that a bad setting fails before a run.
+    """
+    if not isinstance(policy, Mapping):
+        raise ConfigError("policy", type(policy).__name__, "a mapping with placement, batching and planner")
+    unknown = set(policy) - set(POLICY_KEYS)
+    if unknown:
+        raise ConfigError(f"policy.{sorted(unknown)[0]}", None, "one of " + ", ".join(POLICY_KEYS))
+    for key in ("placement", "batching"):
+        if not isinstance(policy.get(key), Mapping) or "_target_" not in policy[key]:
+            raise ConfigError(f"policy.{key}", policy.get(key), "a mapping with a _target_ class")
+    instantiate("policy.placement", policy["placement"])
+    instantiate("policy.batching", policy["batching"])
+    if policy.get("planner") is not None:
+        instantiate("policy.planner", policy["planner"])
+    per_executor = dict(policy.get("batching_per_executor") or {})
+
+    def factory(gateway: str, cluster: Cluster) -> Scheduler:
+        batching = instantiate("policy.batching", policy["batching"])
+        if per_executor:
+            batching = {
+                name: instantiate(f"policy.batching_per_executor.{name}", per_executor[name]) if name in per_executor else batching
+                for name in cluster.reachable(gateway)
+            }
+        planner = policy.get("planner")
+        return Scheduler(
+            cluster=cluster,
+            placement=instantiate("policy.placement", policy["placement"]),
+            batching=batching,
+            planner=None if planner is None else instantiate("policy.planner", planner),
+            gateway=gateway,
+        )
+
+    return factory

@@ -26,6 +26,7 @@ class SourceConf:
     gateway: str = "edge"
     size_bytes: int = 200 * 1024
     slo_s: float = math.inf
+    hop_s: float = 0.0
 
 
 @dataclass
@@ -53,6 +54,9 @@ class ExecutorConf:
     memory_mb: Optional[int] = None
     memory_options_mb: Optional[List[int]] = None
     failure_probability: Optional[float] = None
+    hop_s: Optional[float] = None
+    overhead_s: Optional[float] = None
+    hop_MBps: Optional[float] = None
 
 
 @dataclass

@@ -27,6 +27,15 @@ class ArrivalFeed:
         self.slos = [s.slo_s for s in sim.arrivals.sources]
         self.arrived_since = sim._arrived_since
         self.on_done = on_done
+        self.hops = [s.hop_s for s in sim.arrivals.sources]
+        # gateways see requests after their source's hop; with unequal hops that reorders them
+        self._order = None
+        self._ids: list[int] = []
+        if any(self.hops) and len(set(self.hops)) > 1:
+            import numpy as np
+
+            seen_s = self.arrivals.arrival_s + np.asarray(self.hops)[self.arrivals.source_index]
+            self._order = np.argsort(seen_s, kind="stable")
         self.next_id = 0
         self._times: list[float] = []
         self._sources: list[int] = []
@@ -50,19 +59,24 @@ class ArrivalFeed:
         stop = min(start + _CHUNK, self.count)
         self._times = self.arrivals.arrival_s[start:stop].tolist()
         self._sources = self.arrivals.source_index[start:stop].tolist()
+        if self._order is not None:
+            self._ids = self._order[start:stop].tolist()
+            self._times = self.arrivals.arrival_s[self._ids].tolist()
+            self._sources = self.arrivals.source_index[self._ids].tolist()
         self._offset = start
         if self._bar is not None and start:
             self._bar.update(start - self._bar.n)
 
     def _schedule(self) -> None:
         env = self.env
-        delay_s = self._times[self.next_id - self._offset] - env.now
+        index = self.next_id - self._offset
+        delay_s = self._times[index] + self.hops[self._sources[index]] - env.now
         event = env.timeout(delay_s if delay_s > 0 else 0.0)
         event.callbacks.append(self._arrive)
 
     def _arrive(self, event) -> None:
-        request_id = self.next_id
-        index = request_id - self._offset
+        index = self.next_id - self._offset
+        request_id = self.next_id if self._order is None else self._ids[index]
         arrival_s = self._times[index]
         source = self._sources[index]
         driver = self.drivers[source]
@@ -74,8 +88,8 @@ class ArrivalFeed:
             size_bytes=self.sizes[source],
             deadline_s=arrival_s + self.slos[source],
         )
-        self.next_id = request_id + 1
-        driver.handle(RequestArrived(now_s=arrival_s, request=request))
+        self.next_id += 1
+        driver.handle(RequestArrived(now_s=event.env.now, request=request))
         if self.next_id >= self.count:
             if self._bar is not None:
                 self._bar.update(self.count - self._bar.n)

@@ -41,6 +41,7 @@ class SimExecutor(abc.ABC):
         self.failure_probability = getattr(spec, "failure_probability", 0.0)
         self._uniform = BlockSampler(lambda n, g: g.random(n), rng) if self.failure_probability > 0 else None
         self.batches_failed = 0
+        self.overhead_s = getattr(spec, "overhead_s", 0.0)
         self.batches_run = 0
         self.busy_s = 0.0
 
@@ -72,6 +73,10 @@ class SimExecutor(abc.ABC):
             return
         event = env.timeout(cold_start_s + service_s, batch)
         event.callbacks.append(self._finished)
+        if self.overhead_s > 0:
+            # the result leaves at the end of service; the slot stays busy a little longer
+            busy = env.timeout(cold_start_s + service_s + self.overhead_s, batch)
+            busy.callbacks.append(self._freed)
 
     def _finished(self, event) -> None:
         batch: SimBatch = event._value
@@ -79,8 +84,12 @@ class SimExecutor(abc.ABC):
         duration_s = batch.end_s - batch.start_s
         self.busy_s += duration_s
         batch.cost = self.batch_cost(batch, duration_s)
-        self.release(batch)
+        if self.overhead_s <= 0:
+            self.release(batch)
         self.on_done(batch)
+
+    def _freed(self, event) -> None:
+        self.release(event._value)
 
     def _failed(self, event) -> None:
         batch: SimBatch = event._value

@@ -13,6 +13,7 @@ from policies.scheduler import Scheduler
 from sim.batch import SimBatch
 from sim.executor import SimExecutor
 from sim.link import LinkChannel
+from spec.links import MB
 
 __all__ = ["GatewayDriver"]
 
@@ -42,6 +43,8 @@ class GatewayDriver:
         self.executors = executors
         self.channels = channels
         self.executor_index = {n: sim.executor_names.index(n) for n in executors}
+        self.hops_s = {n: e.spec.hop_s for n, e in executors.items()}
+        self.hop_rates = {n: e.spec.hop_MBps for n, e in executors.items()}
         self._timer_generation: dict[str, int] = {}
         self._generation = 0
         self.plans: list[dict] = []
@@ -67,18 +70,36 @@ class GatewayDriver:
         ids = action.request_ids
         batch_id = sim.recorder.batch_dispatched(now_s, self.executor_index[executor], ids, action.memory_mb)
         channel = self.channels[executor]
-        size_bytes = sim.payload_bytes(ids) if channel is not None else 0
-        return_delay_s = channel.link.delay_s if channel is not None else 0.0
+        size_bytes = sim.payload_bytes(ids) if channel is not None or self.hop_rates[executor] else 0
+        hop_s = self.hops_s[executor]
+        return_delay_s = (channel.link.delay_s if channel is not None else 0.0) + hop_s
         batch = SimBatch(batch_id, action.batch_id, self, executor, len(ids), size_bytes, action.memory_mb, now_s, return_delay_s)
-        if channel is None:
-            self.executors[executor].submit(batch)
-        else:
+        if channel is not None:
             channel.send(size_bytes, batch, self._arrived)
+        elif hop_s > 0 or self.hop_rates[executor]:
+            # the broker hop to a local executor: the batch "arrives" when sent, as live records it
+            event = self.env.timeout(self._hop_there_s(executor, size_bytes), batch)
+            event.callbacks.append(self._hopped)
+        else:
+            self.executors[executor].submit(batch)
+
+    def _hop_there_s(self, executor: str, size_bytes: float) -> float:
+        rate = self.hop_rates[executor]
+        return self.hops_s[executor] + (size_bytes / (rate * MB) if rate else 0.0)
+
+    def _hopped(self, event) -> None:
+        batch: SimBatch = event._value
+        self.executors[batch.executor].submit(batch)
 
     def _arrived(self, event) -> None:
         batch: SimBatch = event._value
         batch.arrived_s = self.env.now
-        self.executors[batch.executor].submit(batch)
+        hop_s = self._hop_there_s(batch.executor, batch.size_bytes)
+        if hop_s > 0:
+            event = self.env.timeout(hop_s, batch)
+            event.callbacks.append(self._hopped)
+        else:
+            self.executors[batch.executor].submit(batch)
 
     def batch_done(self, batch: SimBatch) -> None:
         """The executor finished ``batch``; its result travels back, then the scheduler hears."""

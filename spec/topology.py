@@ -14,7 +14,7 @@ from spec.links import Link
 from spec.noise import Delay, NoiseModel, NoNoise
 from spec.pricing import FreePricing, Pricing
 from spec.profiles import LatencyProfile
-from spec.validation import ConfigError, check_choice, check_int_at_least, check_non_negative, check_probability
+from spec.validation import ConfigError, check_choice, check_int_at_least, check_non_negative, check_positive, check_probability
 
 __all__ = ["ExecutorSpec", "ServerSpec", "ServerlessSpec", "Cluster", "EXECUTOR_KINDS"]
 
@@ -32,6 +32,17 @@ class ExecutorSpec:
     pricing: Pricing = field(default_factory=FreePricing)
     #: the gateway an edge executor sits at; None for remote executors
     gateway: str | None = None
+    #: one-way message hop between the gateway and this executor outside any link
+    #: emulation (broker, (de)serialization), paid on the way there and back;
+    #: 0 in a pure model, measured by ``experiments.calibrate`` for live runs
+    hop_s: float = 0.0
+    #: time an executor stays busy per batch beyond the model's service time
+    #: (receiving and decoding the batch, publishing its result); its slot or
+    #: instance frees this long after the service ends
+    overhead_s: float = 0.0
+    #: rate at which a batch's payload crosses that hop (broker, serialization, decoding),
+    #: in MB/s; None: the payload adds nothing to the hop
+    hop_MBps: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
@@ -41,6 +52,10 @@ class ExecutorSpec:
             raise ConfigError(f"executors.{self.name}.profile", type(self.profile).__name__, "a LatencyProfile")
         if not isinstance(self.noise, NoiseModel):
             raise ConfigError(f"executors.{self.name}.noise", type(self.noise).__name__, "a NoiseModel")
+        check_non_negative(f"executors.{self.name}.hop_s", self.hop_s)
+        check_non_negative(f"executors.{self.name}.overhead_s", self.overhead_s)
+        if self.hop_MBps is not None:
+            check_positive(f"executors.{self.name}.hop_MBps", self.hop_MBps)
         if not isinstance(self.pricing, Pricing):
             raise ConfigError(f"executors.{self.name}.pricing", type(self.pricing).__name__, "a Pricing")
 

@@ -183,6 +183,9 @@ class Source:
     size_bytes: int = 200 * 1024
     slo_s: float = math.inf
     gateway: str = "edge"
+    #: one-way hop from the device to its gateway (the gateway sees a request this
+    #: long after it was made; latency counts from when it was made)
+    hop_s: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -191,6 +194,7 @@ class Source:
             raise ConfigError(f"sources.{self.name}.arrivals", type(self.arrivals).__name__, "an ArrivalProcess")
         check_int_at_least(f"sources.{self.name}.size_bytes", self.size_bytes, 0)
         check_positive(f"sources.{self.name}.slo_s", self.slo_s, finite=False)
+        check_non_negative(f"sources.{self.name}.hop_s", self.hop_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -126,7 +126,8 @@ def _live_run(model: str, threads: int, service_s: float, batching: dict, reques
 
     # about two-thirds of what one worker serves one at a time: backlogs come and
     # go (for the overhead) while the gateway keeps up (for the hops)
-    rate_rps = 0.65 / service_s
+    # (at most 300 req/s: beyond that a tiny model's run measures the harness's own limits)
+    rate_rps = min(0.65 / service_s, 300.0)
     config = {
         "seed": 0,
         "workload": {"num_requests": requests, "sources": [{"name": "cam", "size_bytes": 200 * 1024, "arrivals": {"kind": "poisson", "rate_rps": rate_rps}}]},
@@ -170,7 +171,10 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
     idle = ~many["backlogged"]
     size_mb = many["batches"]["size"].to_numpy()[1:][idle] * 200 * 1024 / 2**20
     there_s = (many["start"][1:] - many["dispatched"][1:])[idle]
-    slope_s_per_mb, intercept_s = np.polyfit(size_mb, there_s, 1) if len(np.unique(size_mb)) > 1 else (0.0, float(np.median(there_s)))
+    if len(np.unique(size_mb)) > 1:
+        slope_s_per_mb, intercept_s = np.polyfit(size_mb, there_s, 1)
+    else:  # too few idle batches of different sizes to fit a rate
+        slope_s_per_mb, intercept_s = 0.0, float(np.median(there_s)) if len(there_s) else 0.0
     completed = one["requests"].loc[~one["requests"]["dropped"]]
     service = one["end"] - one["start"]
     return {
@@ -198,7 +202,7 @@ def _ratios(samples: dict[int, np.ndarray], limit: int = 400) -> list[float]:
 
 
 def calibrate(*, model: str, edge_threads: int, cloud_threads: int, mb_per_thread: int, repeats: int, size_bytes: int,
-              cold_starts: int, out: Path, plot_dir: Path) -> dict:  # fmt: skip
+              cold_starts: int, out: Path, plot_dir: Path, in_situ_requests: int = 500) -> dict:  # fmt: skip
     """Measure everything and write the profile config; returns it."""
     cores = os.cpu_count() or 1
     started = time.perf_counter()
@@ -211,7 +215,7 @@ def calibrate(*, model: str, edge_threads: int, cloud_threads: int, mb_per_threa
     hops = measure_hop()
 
     print("a short live run for the worker's overhead and the in-situ hop ...", flush=True)
-    in_situ = measure_in_situ(model, edge_threads, float(by_threads[edge_threads][1].mean()))
+    in_situ = measure_in_situ(model, edge_threads, float(by_threads[edge_threads][1].mean()), requests=in_situ_requests)
     # the in-situ hop (a loaded machine, the gateway's own loop) is what a run sees
     hop_s = in_situ["return_hop_s"]
     hop_MBps = 1.0 / in_situ["hop_s_per_MB"] if in_situ["hop_s_per_MB"] > 0 else None
@@ -302,12 +306,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--size-bytes", type=int, default=200 * 1024)
     parser.add_argument("--cold-starts", type=int, default=3)
+    parser.add_argument("--in-situ-requests", type=int, default=500, help="requests in each of the two short live runs")
     parser.add_argument("--out", type=Path, default=CALIBRATED)
     parser.add_argument("--plots", type=Path, default=RESULTS_DIR / "calibration")
     args = parser.parse_args(argv)
     profile = calibrate(model=args.model, edge_threads=args.edge_threads, cloud_threads=args.cloud_threads,
                         mb_per_thread=args.mb_per_thread, repeats=args.repeats, size_bytes=args.size_bytes,
-                        cold_starts=args.cold_starts, out=args.out, plot_dir=args.plots)  # fmt: skip
+                        cold_starts=args.cold_starts, out=args.out, plot_dir=args.plots,
+                        in_situ_requests=args.in_situ_requests)  # fmt: skip
     edge = profile["edge"]
     print(f"edge ({args.edge_threads} thread): " + ", ".join(f"b={b}: {1000 * t:.3f} ms" for b, t in zip(edge["batch_sizes"], edge["latencies_s"])))
     print(f"cold starts: {', '.join(f'{c:.2f} s' for c in profile['cold_start']['samples_s'])}; hop p50 {1000 * profile['hop_s']:.2f} ms "

@@ -1,0 +1,48 @@
+"""Calibration writes a profile the simulator runs with; compare reports every metric for both backends."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from experiments import calibrate, compare
+from experiments.paths import REPO_ROOT
+from experiments.run import to_run_config
+from sim import simulate
+
+pytestmark = pytest.mark.live
+
+
+def test_calibration_composes_as_a_profile_and_the_simulator_runs_with_it(tmp_path):
+    search_dir = tmp_path / "conf"
+    out = search_dir / "profile" / "test_calibration.yaml"
+    calibrate.main(["--model", "mlp", "--repeats", "5", "--cold-starts", "1", "--in-situ-requests", "150",
+                    "--out", str(out), "--plots", str(tmp_path / "plots")])  # fmt: skip
+    profile = yaml.safe_load(out.read_text())
+    assert profile["hop_s"] > 0 and profile["overhead_s"] >= 0 and profile["cold_start"]["samples_s"][0] > 0.1
+    assert (tmp_path / "plots" / "fit.png").stat().st_size > 1000
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra.searchpath=[file://{search_dir}]", "profile=test_calibration",
+                                           "cluster=edge_serverless", "policy/placement=round_robin", "num_requests=300"])  # fmt: skip
+    config = to_run_config(cfg)
+    assert config["cluster"]["executors"]["edge"]["hop_s"] == profile["hop_s"]
+    result = simulate(config)
+    assert result.summary["completed"] == 300
+    assert result.summary["cold_starts"] >= 1  # the serverless pool's first batch, from the measured cold starts
+    served = result.requests.loc[result.requests["executor"] == "edge", "service_s"]
+    assert served.median() < 0.01  # the measured mlp, not the seed's 50 ms ResNet-50
+
+
+def test_compare_gives_every_metric_for_both_backends(tmp_path):
+    sim_dir, live_dir = compare.run_both(
+        ["num_requests=150", "rate_rps=50", "cluster=edge_only", "policy/batching=timeout", "live.model=mlp"], tmp_path
+    )
+    table = compare.report(sim_dir, live_dir, tmp_path)
+    assert list(table.index) == list(compare.METRICS)
+    for metric in ("p50 latency", "p95 latency", "SLO attainment", "throughput", "mean batch size"):
+        assert math.isfinite(table.loc[metric, "sim"]) and math.isfinite(table.loc[metric, "live"])
+    assert table.loc["throughput", "rel_error"] == pytest.approx(0, abs=0.1)  # same arrivals on both
+    assert (tmp_path / "compare.csv").exists() and (tmp_path / "latency_cdf.png").stat().st_size > 1000

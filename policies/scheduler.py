@@ -254,28 +254,28 @@ class Scheduler:
 
     # -- helpers ---------------------------------------------------------------
     def _decide(self, executor: str, batcher: BatchingPolicy, now_s: float, actions: list[Action]) -> None:
-        decision: Decision = batcher.decide(now_s)
-        sizes, wake_at_s, drops = decision
+        sizes, wake_at_s, drops = batcher.decide(now_s)
         if drops:
             for request, reason in drops:
                 batcher.remove(request)
                 del self._requests[request.request_id]
                 actions.append(DropRequest(request_id=request.request_id, reason=reason))
-        for size in sizes or ():
-            if not 1 <= size <= len(batcher.queue):
-                raise PolicyError(f"{batcher!r} asked for a batch of {size} with {len(batcher.queue)} queued")
-            batch = batcher.take(size)
-            batch_id = self._next_batch_id
-            self._next_batch_id = batch_id + 1
-            self._in_flight[batch_id] = (executor, batch)
-            actions.append(
-                DispatchBatch(
-                    batch_id=batch_id,
-                    executor=executor,
-                    request_ids=tuple([r.request_id for r in batch]),
-                    memory_mb=batcher.memory_mb,
+        if sizes:
+            for size in sizes:
+                if not 1 <= size <= len(batcher.queue):
+                    raise PolicyError(f"{batcher!r} asked for a batch of {size} with {len(batcher.queue)} queued")
+                batch = batcher.take(size)
+                batch_id = self._next_batch_id
+                self._next_batch_id = batch_id + 1
+                self._in_flight[batch_id] = (executor, batch)
+                actions.append(
+                    DispatchBatch(
+                        batch_id=batch_id,
+                        executor=executor,
+                        request_ids=tuple([r.request_id for r in batch]),
+                        memory_mb=batcher.memory_mb,
+                    )
                 )
-            )
         if wake_at_s is None and batcher.queue and not batcher.batches_in_flight:
             # nothing would ever wake this queue again: its requests would be lost
             raise PolicyError(f"{batcher!r} holds {len(batcher.queue)} requests with no wake-up time and no batch in flight")

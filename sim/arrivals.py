@@ -26,6 +26,8 @@ class ArrivalFeed:
         self.sizes = [s.size_bytes for s in sim.arrivals.sources]
         self.slos = [s.slo_s for s in sim.arrivals.sources]
         self.arrived_since = sim._arrived_since
+        #: arrival counts feed the rate telemetry; skipped when no planner listens
+        self.count_arrivals = sim._telemetry
         self.on_done = on_done
         self.hops = [s.hop_s for s in sim.arrivals.sources]
         # gateways see requests after their source's hop; with unequal hops that reorders them
@@ -75,27 +77,42 @@ class ArrivalFeed:
         event.callbacks.append(self._arrive)
 
     def _arrive(self, event) -> None:
-        index = self.next_id - self._offset
-        request_id = self.next_id if self._order is None else self._ids[index]
-        arrival_s = self._times[index]
-        source = self._sources[index]
-        driver = self.drivers[source]
-        self.arrived_since[driver.name] += 1
+        # the hot path of a run: one call per request, so locals over attributes
+        env = self.env
+        times, sources, drivers, hops = self._times, self._sources, self.drivers, self.hops
+        names, sizes, slos = self.names, self.sizes, self.slos
+        count = self.count
+        next_id = self.next_id
+        index = next_id - self._offset
+        request_id = next_id if self._order is None else self._ids[index]
+        arrival_s = times[index]
+        source = sources[index]
+        driver = drivers[source]
+        if self.count_arrivals:
+            self.arrived_since[driver.name] += 1
         request = Request(
             request_id=request_id,
-            source=self.names[source],
+            source=names[source],
             arrival_s=arrival_s,
-            size_bytes=self.sizes[source],
-            deadline_s=arrival_s + self.slos[source],
+            size_bytes=sizes[source],
+            deadline_s=arrival_s + slos[source],
         )
-        self.next_id += 1
-        driver.handle(RequestArrived(now_s=event.env.now, request=request))
-        if self.next_id >= self.count:
+        next_id += 1
+        self.next_id = next_id
+        driver.handle(RequestArrived(now_s=env.now, request=request))
+        if next_id >= count:
             if self._bar is not None:
-                self._bar.update(self.count - self._bar.n)
+                self._bar.update(count - self._bar.n)
                 self._bar.close()
             self.on_done()
             return
-        if index + 1 >= len(self._times):
+        index += 1
+        if index >= len(times):
             self._load()
-        self._schedule()
+            index = 0
+            times, sources = self._times, self._sources
+        due_s = times[index] + hops[sources[index]]
+        now_s = env.now
+        following = env.timeout(due_s - now_s if due_s > now_s else 0.0)
+        following.callbacks.append(self._arrive)
+        return

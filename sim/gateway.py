@@ -126,13 +126,7 @@ class GatewayDriver:
         now_s = self.env.now
         sim = self.sim
         sim.recorder.batch_finished(
-            batch.batch_id,
-            arrived_s=batch.arrived_s,
-            start_s=batch.start_s,
-            end_s=batch.end_s,
-            completed_s=now_s,
-            cold_start_s=batch.cold_start_s,
-            cost=batch.cost,
+            batch.batch_id, batch.arrived_s, batch.start_s, batch.end_s, now_s, batch.cold_start_s, batch.cost
         )
         self.handle(
             BatchFinished(now_s=now_s, batch_id=batch.local_id, executor=batch.executor, service_s=batch.end_s - batch.start_s)

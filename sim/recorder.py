@@ -46,8 +46,9 @@ class Recorder:
         self.arrivals = arrivals
         self.executor_names = executor_names
         self.executor_kinds = executor_kinds
-        self.dispatched_s = np.full(count, np.nan)
-        self.batch_of = np.full(count, -1, dtype=np.int32)
+        # per request only its batch (an array.array: cheaper to set one item than numpy);
+        # everything else is per batch, expanded at the end
+        self._batch_of = array("i", [-1]) * count
         self.drop_code = np.zeros(count, dtype=np.int8)
         self._reason_code = {reason: code for code, reason in enumerate(DROP_REASONS) if code}
         # batch columns, appended at dispatch and filled in as the batch goes
@@ -55,13 +56,15 @@ class Recorder:
         self.b_size = array("i")
         self.b_memory_mb = array("i")
         self.b_dispatched_s = array("d")
+        # the rest, appended when a batch ends (in the order they end; e_batch says which)
+        self.e_batch = array("i")
         self.b_arrived_s = array("d")  # at the executor, after the uplink
         self.b_start_s = array("d")
         self.b_end_s = array("d")
         self.b_completed_s = array("d")  # result back at the gateway
         self.b_cold_start_s = array("d")
         self.b_cost = array("d")
-        self.b_state = array("b")  # 0 in flight, 1 finished, 2 failed
+        self.b_state = array("b")  # 1 finished, 2 failed; batches that never ended have no entry
 
     # -- during the run ------------------------------------------------------
     def batch_dispatched(self, now_s: float, executor_index: int, request_ids, memory_mb: int | None) -> int:
@@ -70,31 +73,25 @@ class Recorder:
         self.b_size.append(len(request_ids))
         self.b_memory_mb.append(memory_mb or 0)
         self.b_dispatched_s.append(now_s)
-        self.b_arrived_s.append(now_s)
-        self.b_start_s.append(math.nan)
-        self.b_end_s.append(math.nan)
-        self.b_completed_s.append(math.nan)
-        self.b_cold_start_s.append(0.0)
-        self.b_cost.append(0.0)
-        self.b_state.append(0)
-        dispatched_s, batch_of = self.dispatched_s, self.batch_of
+        batch_of = self._batch_of
         for request_id in request_ids:
-            dispatched_s[request_id] = now_s
             batch_of[request_id] = batch_id
         return batch_id
 
-    def batch_finished(self, batch_id: int, *, arrived_s, start_s, end_s, completed_s, cold_start_s, cost) -> None:
-        self.b_arrived_s[batch_id] = arrived_s
-        self.b_start_s[batch_id] = start_s
-        self.b_end_s[batch_id] = end_s
-        self.b_completed_s[batch_id] = completed_s
-        self.b_cold_start_s[batch_id] = cold_start_s
-        self.b_cost[batch_id] = cost
-        self.b_state[batch_id] = 1
+    def batch_finished(self, batch_id: int, arrived_s, start_s, end_s, completed_s, cold_start_s, cost, state: int = 1) -> None:
+        """A batch ended (state 1 finished, 2 failed); columns kept in the order batches end."""
+        self.e_batch.append(batch_id)
+        self.b_arrived_s.append(arrived_s)
+        self.b_start_s.append(start_s)
+        self.b_end_s.append(end_s)
+        self.b_completed_s.append(completed_s)
+        self.b_cold_start_s.append(cold_start_s)
+        self.b_cost.append(cost)
+        self.b_state.append(state)
 
     def batch_failed(self, batch_id: int, *, cost: float = 0.0) -> None:
-        self.b_cost[batch_id] = cost
-        self.b_state[batch_id] = 2
+        nan = math.nan
+        self.batch_finished(batch_id, nan, nan, nan, nan, 0.0, cost, 2)
 
     def dropped(self, request_id: int, reason: str) -> None:
         code = self._reason_code.get(reason)
@@ -109,9 +106,21 @@ class Recorder:
         extra = sorted((code, reason) for reason, code in self._reason_code.items() if code >= len(DROP_REASONS))
         return names + [reason for _, reason in extra]
 
+    @property
+    def batch_of(self) -> np.ndarray:
+        """Each request's batch id (-1: never dispatched), a view on the recorder's own column."""
+        return np.frombuffer(self._batch_of, np.int32) if len(self._batch_of) else np.zeros(0, np.int32)
+
+    def _by_batch(self, column: array, dtype, missing) -> np.ndarray:
+        """An end-of-batch column indexed by batch id (``missing`` for batches still in flight)."""
+        out = np.full(len(self.b_size), missing, dtype=dtype)
+        if len(self.e_batch):
+            out[np.frombuffer(self.e_batch, np.int32)] = np.frombuffer(column, dtype)
+        return out
+
     def unfinished(self) -> np.ndarray:
         """Request ids that neither completed nor were dropped (must be empty)."""
-        state = np.frombuffer(self.b_state, dtype=np.int8) if len(self.b_state) else np.zeros(0, np.int8)
+        state = self._by_batch(self.b_state, np.int8, 0)
         has_batch = self.batch_of >= 0
         finished = np.zeros(len(self.batch_of), dtype=bool)
         finished[has_batch] = state[self.batch_of[has_batch]] == 1
@@ -126,10 +135,10 @@ class Recorder:
             "executor": executor,
             "size": np.frombuffer(self.b_size, np.int32),
             "memory_mb": memory,
-            "start_s": np.frombuffer(self.b_start_s, np.float64),
-            "end_s": np.frombuffer(self.b_end_s, np.float64),
-            "cold": np.frombuffer(self.b_cold_start_s, np.float64) > 0,
-            "cost": np.frombuffer(self.b_cost, np.float64),
+            "start_s": self._by_batch(self.b_start_s, np.float64, np.nan),
+            "end_s": self._by_batch(self.b_end_s, np.float64, np.nan),
+            "cold": self._by_batch(self.b_cold_start_s, np.float64, 0.0) > 0,
+            "cost": self._by_batch(self.b_cost, np.float64, 0.0),
         }
         frame = pd.DataFrame(table, copy=True)
         return frame[list(BATCH_COLUMNS)]
@@ -141,8 +150,16 @@ class Recorder:
         has_batch = batch >= 0
         index = np.where(has_batch, batch, 0)
 
+        ended = set(id(c) for c in (self.b_arrived_s, self.b_start_s, self.b_end_s, self.b_completed_s,
+                                     self.b_cold_start_s, self.b_cost, self.b_state))
+
         def per_batch(column: array, dtype, missing):
-            values = np.frombuffer(column, dtype) if len(column) else np.zeros(1, dtype)
+            if id(column) in ended:
+                values = self._by_batch(column, dtype, missing)
+            else:
+                values = np.frombuffer(column, dtype) if len(column) else np.zeros(0, dtype)
+            if not len(values):
+                values = np.zeros(1, dtype)
             out = values[index]
             out[~has_batch] = missing
             return out
@@ -162,7 +179,8 @@ class Recorder:
             cost = per_batch(self.b_cost, np.float64, 0.0) / np.maximum(size, 1)
         completed_s[~completed] = np.nan
         # uplink (incl. waiting for the link) plus the result's way back
-        transfer_s = (arrived_s - self.dispatched_s) + (completed_s - end_s)
+        dispatched_s = per_batch(self.b_dispatched_s, np.float64, np.nan)
+        transfer_s = (arrived_s - dispatched_s) + (completed_s - end_s)
         service_s = end_s - start_s
         latency_s = completed_s - arrival_s
         queue_s = latency_s - transfer_s - cold_start_s - service_s
@@ -175,7 +193,7 @@ class Recorder:
             "request_id": np.arange(len(arrival_s), dtype=np.int64),
             "source": pd.Categorical.from_codes(arrivals.source_index, sources),
             "arrival_s": arrival_s,
-            "dispatched_s": self.dispatched_s,
+            "dispatched_s": dispatched_s,
             "executor": pd.Categorical.from_codes(executor_codes, self.executor_names),
             "executor_kind": pd.Categorical.from_codes(kind_codes, kinds),
             "batch_id": batch,

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import gammainc, gammaincinv
+from scipy.special import gammainc, gammaincinv, ndtr
 
-from policies.events import BatchFinished, Event
+from policies.events import ArrivalRateMeasured, BandwidthMeasured, BatchFinished, Event
 from policies.placement_base import ClusterView
 from policies.plan import Plan
 from policies.planning.edge_first import decision_to_plan
@@ -30,9 +30,19 @@ from spec.pricing import ServerlessPricing
 from spec.topology import ServerlessSpec, ServerSpec
 from spec.validation import ConfigError, check_choice, check_int_at_least, check_non_negative, check_positive
 
-__all__ = ["TailAwarePlanner", "TailAwareDecision", "gamma_cdf", "fill_moments", "erlang_c"]
+__all__ = [
+    "TailAwarePlanner",
+    "TailAwareDecision",
+    "gamma_cdf",
+    "fill_moments",
+    "truncated_fill_moments",
+    "greedy_moments",
+    "erlang_c",
+    "gg_queue_moments",
+]
 
 CRITERIA = ("each", "mixture")
+EDGE_DISPATCH = ("auto", "fill", "when_free")
 
 
 # -- the queueing model, vectorised --------------------------------------------------------------
@@ -50,6 +60,44 @@ def fill_moments(batch_size, rate_rps):
         mean = np.where(b > 1, (b - 1.0) / (2.0 * rate), 0.0)
         var = np.where(b > 1, ((b - 1.0) / 2.0 + (b * b - 1.0) / 12.0) / (rate * rate), 0.0)
     return mean, var
+
+
+def truncated_fill_moments(batch_sizes: Sequence[int], rate_rps, max_wait_s: float):
+    """``fill_moments`` when a partial batch leaves ``max_wait_s`` after its first request.
+
+    The request in position k waits ``min(Erlang(b - k, rate), max_wait_s)``
+    (the bound is counted from the batch's first request, so this is the
+    worst case for later positions); moments of the truncated gamma from the
+    regularised incomplete gamma function. Shape ``(len(batch_sizes),) +
+    shape(rate_rps)``. ``max_wait_s`` infinite: ``fill_moments``.
+    """
+    sizes = np.asarray(batch_sizes, dtype=float)
+    rate = np.asarray(rate_rps, dtype=float)
+    if not math.isfinite(max_wait_s):
+        return fill_moments(sizes.reshape(sizes.shape + (1,) * rate.ndim), rate)
+    w = float(max_wait_s)
+    kmax = int(sizes.max())
+    shape_k = np.arange(1, kmax, dtype=float)  # Erlang shapes 1..b-1 (position b waits 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        theta = 1.0 / rate  # (...)
+        x = w * rate  # w / theta
+        xr = np.asarray(x)[..., None]
+        k = shape_k.reshape((1,) * rate.ndim + (-1,))
+        th = np.asarray(theta)[..., None]
+        tail = 1.0 - gammainc(k, xr)
+        m1 = k * th * gammainc(k + 1.0, xr) + w * tail
+        m2 = k * (k + 1.0) * th * th * gammainc(k + 2.0, xr) + w * w * tail
+    m1 = np.where(np.isfinite(m1), m1, w)
+    m2 = np.where(np.isfinite(m2), m2, w * w)
+    c1 = np.concatenate([np.zeros(m1.shape[:-1] + (1,)), np.cumsum(m1, axis=-1)], axis=-1)
+    c2 = np.concatenate([np.zeros(m2.shape[:-1] + (1,)), np.cumsum(m2, axis=-1)], axis=-1)
+    means, variances = [], []
+    for b in sizes.astype(int):
+        e1 = c1[..., b - 1] / b  # positions 1..b wait shapes b-1..0
+        e2 = c2[..., b - 1] / b
+        means.append(e1)
+        variances.append(np.maximum(e2 - e1 * e1, 0.0))
+    return np.stack(means), np.stack(variances)
 
 
 def erlang_c(servers: int, offered):
@@ -82,6 +130,47 @@ def gg_queue_moments(batch_rate, service_s, servers: int, ca2, cs2):
         var = np.where(p_wait > 0, 2.0 * mean * mean / p_wait - mean * mean, 0.0)
     stable = rho < 1.0
     return np.where(stable, mean, np.inf), np.where(stable, var, np.inf)
+
+
+def greedy_moments(rate_rps, base_s: float, per_item_s: float, cs2: float):
+    """Latency at one server that takes everything queued (up to a cap) whenever it is free.
+
+    Service of a batch of b is ``base_s + per_item_s b``. With Poisson
+    arrivals at rate ``lam`` the size of the next batch is the number that
+    arrived while the last one ran: ``b' = lam S(b) + noise`` (variance
+    ``lam S(b)``), an AR(1) process with coefficient ``phi = lam per_item_s``,
+    stationary mean ``m = lam base_s / (1 - phi)`` and variance
+    ``v = m / (1 - phi^2)``. A request arrives during a batch of service
+    ``X`` (length-biased: mean ``mu + s^2/mu`` for batch service mean ``mu``
+    and variance ``s^2 = per_item_s^2 v``), waits a uniform fraction ``U``
+    of it, then runs in the next batch, of service ``base_s + phi X`` plus
+    noise: latency ``L = (U + phi) X + base_s``. Returns the mean and
+    variance of ``L`` (service noise of squared CV ``cs2`` added) and the
+    batch size's mean and standard deviation; all infinite where
+    ``phi >= 1``.
+    """
+    lam = np.asarray(rate_rps, dtype=float)
+    a, c = float(base_s), float(per_item_s)
+    phi = lam * c
+    stable = phi < 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.where(stable, lam * a / (1.0 - phi), np.inf)
+        v = np.where(stable, m / (1.0 - phi * phi), np.inf)
+        mu = a + c * m
+        s2 = c * c * v
+        ex = mu + s2 / np.where(mu > 0, mu, 1.0)
+        ex2 = mu * mu + 3.0 * s2
+        mean = (0.5 + phi) * ex + a
+        own = a + phi * ex
+        var = (1.0 / 3.0 + phi + phi * phi) * ex2 - ((0.5 + phi) * ex) ** 2 + c * c * lam * ex + cs2 * (ex2 / 3.0 + own * own)
+    var = np.maximum(var, 0.0)
+    inf = np.full_like(mean, np.inf)
+    return (
+        np.where(stable, mean, inf),
+        np.where(stable, var, inf),
+        np.where(stable, m, inf),
+        np.where(stable, np.sqrt(v), inf),
+    )
 
 
 def gamma_cdf(x, mean, var):
@@ -117,6 +206,8 @@ class TailAwareDecision:
 
     Same fields as ``EdgeFirstDecision`` (serverless sizes 0 when edge only)
     plus the predicted p-quantile latency of each side used and overall.
+    The rates are the expected ones (the plan was checked at a higher,
+    planning rate: see ``TailAwarePlanner``).
     """
 
     feasible: bool
@@ -142,6 +233,12 @@ class Evaluation:
     edge_share: np.ndarray
     choice: tuple[int, int, int, int]
     decision: TailAwareDecision
+    #: the rate the latencies were checked at (expected rate plus the margin)
+    planning_rate_rps: float = 0.0
+    #: the bandwidths the uplink was checked at, and their mean (the link's capacity)
+    bandwidth_scenarios_MBps: tuple[float, ...] = ()
+    #: edge requests found beyond a full batch, drained within the plan's period
+    edge_backlog: int = 0
 
 
 class TailAwarePlanner(ReplanningPlanner):
@@ -149,20 +246,44 @@ class TailAwarePlanner(ReplanningPlanner):
     batch and memory size, and the traffic split) whose predicted
     ``percentile`` latency meets ``slo_s``, under a queueing model.
 
-    The model, per side (edge: rate ``f R``, batch ``b``; serverless: rate
-    ``(1-f) R``, batch ``b``, memory ``m``), with requests arriving as a
-    Poisson stream:
+    The inputs, each plan: the expected arrival rate ``R`` (the mean of the
+    last ``estimate_window`` rate samples); a *planning rate*
+    ``R + rate_z * sigma``, where ``sigma`` is the spread of the last
+    ``rate_history`` rate samples beyond what Poisson counting alone gives
+    (``sqrt(max(0, var - mean / sample period))``: the trace's bursts), so
+    a plan holds through a period's surges; the last ``bandwidth_history``
+    uplink samples as equally likely bandwidth *scenarios* (an outage is a
+    scenario of 0); the edge's backlog (requests queued or running beyond
+    one full batch, to be drained within ``period_s``); and the memory size
+    in use.
 
-    - batch fill: a request waits for the rest of its batch, an Erlang
-      mixture (``fill_moments``);
-    - edge queueing: batches arrive every ``b`` requests (inter-batch squared
-      CV ``arrival_cv^2 / b``) at a server with ``slots`` parallel slots;
-      Allen-Cunneen / Kingman G/G/c wait (``gg_queue_moments``);
-    - serverless: no queueing (elastic instances, warm; cold starts are not
-      modelled), but infeasible beyond ``max_instances`` busy instances; the
-      uplink is a G/D/1 queue of batch uploads (``b`` requests of
-      ``request_size_bytes`` at bandwidth ``B``, plus the link's delay);
-      infeasible when its utilisation reaches 1 or B is 0;
+    The model, per side, at the planning rate (edge: ``f R``, serverless:
+    ``(1-f) R``):
+
+    - edge, when batches form only while the edge is free
+      (``edge_dispatch="when_free"``: a batching policy with
+      ``max_inflight`` set, e.g. ``TimeoutBatching(max_inflight="executor")``;
+      ``"auto"`` reads the edge's batching policy): the plan's edge batch
+      size is a cap and the batch size follows the load
+      (``greedy_moments``: an AR(1) model of batch sizes, with the profile
+      fitted by a line). ``P(latency <= slo)`` is the gamma CDF times the
+      probability that the batch size stays under the cap (normal; a
+      capped edge falls behind), and caps whose full batches would miss the
+      SLO (the p-quantile of ``(U + 1) S(cap)``) are not used;
+    - edge, when every batch fills to its planned size
+      (``edge_dispatch="fill"``): batch fill as an Erlang mixture
+      (``fill_moments``), batches arriving every ``b`` requests (squared CV ``arrival_cv^2 / b``)
+      at ``slots`` parallel slots: Allen-Cunneen / Kingman G/G/c wait;
+    - serverless: fill as an Erlang mixture truncated at the serverless
+      batching policy's ``max_wait_s`` (``truncated_fill_moments``), no queueing at the instances (elastic;
+      cold starts are not modelled) but infeasible beyond ``max_instances``
+      busy; the uplink is a G/D/1 queue of batch uploads (``b`` requests of
+      ``request_size_bytes``), evaluated in each bandwidth scenario (an
+      upload time, a Kingman wait, or 0 in time when the scenario's
+      utilisation reaches 1 or its bandwidth is 0) and averaged, plus the
+      link's delay each way; *link capacity*: infeasible when the offered
+      bytes per second exceed ``link_utilisation`` times the scenarios'
+      mean bandwidth;
     - service: the profile's mean with coefficient of variation
       ``service_cv`` (None: from the executor's noise model);
     - the components are independent; their sum (less the deterministic
@@ -173,12 +294,25 @@ class TailAwarePlanner(ReplanningPlanner):
     the percentile on its own; ``"mixture"`` requires the traffic-weighted
     mixture to (the exact meaning of an overall percentile, but it may
     sacrifice a small side). Cost per second is the executors' pricing
-    (``batch_cost`` per batch times batches per second; ``price_per_gb_s``
-    overrides the serverless price). The split ``f`` runs over
-    ``split_steps + 1`` even fractions. Ties go to the higher probability of
-    meeting the SLO, then to smaller sizes. When nothing meets it, the plan
-    is the one with the largest predicted share of all requests in time
-    (the mixture's CDF at the SLO), with ``feasible=False``.
+    (``batch_cost`` per batch times batches per second, at the expected
+    rate; ``price_per_gb_s`` overrides the serverless price). The split
+    ``f`` runs over ``split_steps + 1`` even fractions. Preference: the
+    cheapest (the edge is free, so the edge takes all it can first), then
+    the larger edge share, then the higher probability of meeting the SLO,
+    then (edge caps) the larger cap under ``when_free`` and the smaller
+    batch under ``fill``, then smaller serverless sizes. Memory stickiness:
+    serverless instances have a fixed memory size, so a new size means new
+    cold instances; a plan keeps the memory size in use unless another is
+    cheaper by more than ``memory_switch_saving`` (a fraction). When
+    nothing meets the target, the plan is the one with the largest
+    predicted share of all requests in time (the mixture's CDF at the SLO),
+    with ``feasible=False``.
+
+    Re-plans: ``ReplanningPlanner``'s trigger, plus, with
+    ``overload_replan``, an early re-plan (trigger ``"overload"``, at most
+    one per ``overload_gap_s``) when a rate sample shows the edge taking
+    more than the most the model lets it take within the SLO, or the edge's
+    backlog exceeds a full batch.
 
     Prediction record: each plan opens one entry per executor it uses, with
     the predicted mean and ``percentile`` of its batch service time; the
@@ -187,16 +321,21 @@ class TailAwarePlanner(ReplanningPlanner):
     when no batch finished). ``prediction_log`` holds the closed entries;
     each plan's ``detail["prediction_log"]`` the last ``log_in_detail``.
     Observed batches may be smaller than planned (a batch released by its
-    wait bound), which the comparison does not correct for.
+    wait bound, or an edge batch under its cap), which the comparison does
+    not correct for.
 
     Parameters: ``slo_s`` (seconds, > 0), ``nominal_rate_rps`` (> 0),
     ``percentile`` (in (0, 1), default 0.95), ``criterion`` ("each" or
     "mixture"), ``request_size_bytes``, ``edge_batch_sizes``,
     ``serverless_batch_sizes``, ``memory_sizes_mb`` (grids, seed defaults),
     ``split_steps`` (>= 1), ``service_cv`` (>= 0 or null), ``arrival_cv``
-    (> 0), ``price_per_gb_s`` (null: the executor's), ``edge_executor`` /
-    ``serverless_executor`` (null: found by kind), ``log_in_detail`` (>= 0)
-    and the trigger settings of ``ReplanningPlanner``.
+    (> 0), ``price_per_gb_s`` (null: the executor's), ``edge_dispatch``
+    ("auto", "fill" or "when_free"), ``rate_z`` (>= 0), ``rate_history``
+    (samples, >= 2), ``bandwidth_history`` (samples, >= 1),
+    ``link_utilisation`` (in (0, 1]), ``memory_switch_saving`` (in [0, 1)),
+    ``overload_replan`` (bool), ``overload_gap_s`` (> 0), ``edge_executor``
+    / ``serverless_executor`` (null: found by kind), ``log_in_detail``
+    (>= 0) and the trigger settings of ``ReplanningPlanner``.
     """
 
     def __init__(
@@ -214,6 +353,14 @@ class TailAwarePlanner(ReplanningPlanner):
         service_cv: float | None = None,
         arrival_cv: float = 1.0,
         price_per_gb_s: float | None = None,
+        edge_dispatch: str = "auto",
+        rate_z: float = 1.0,
+        rate_history: int = 30,
+        bandwidth_history: int = 10,
+        link_utilisation: float = 0.8,
+        memory_switch_saving: float = 0.25,
+        overload_replan: bool = False,
+        overload_gap_s: float = 1.0,
         edge_executor: str | None = None,
         serverless_executor: str | None = None,
         log_in_detail: int = 10,
@@ -242,6 +389,20 @@ class TailAwarePlanner(ReplanningPlanner):
         self.service_cv = None if service_cv is None else check_non_negative("planner.service_cv", service_cv)
         self.arrival_cv = check_positive("planner.arrival_cv", arrival_cv)
         self.price_per_gb_s = None if price_per_gb_s is None else check_non_negative("planner.price_per_gb_s", price_per_gb_s)
+        self.edge_dispatch = check_choice("planner.edge_dispatch", edge_dispatch, EDGE_DISPATCH)
+        self.rate_z = check_non_negative("planner.rate_z", rate_z)
+        self.rate_history = check_int_at_least("planner.rate_history", rate_history, 2)
+        self.bandwidth_history = check_int_at_least("planner.bandwidth_history", bandwidth_history, 1)
+        self.link_utilisation = check_positive("planner.link_utilisation", link_utilisation)
+        if self.link_utilisation > 1.0:
+            raise ConfigError("planner.link_utilisation", link_utilisation, "a fraction in (0, 1]")
+        self.memory_switch_saving = check_non_negative("planner.memory_switch_saving", memory_switch_saving)
+        if not self.memory_switch_saving < 1.0:
+            raise ConfigError("planner.memory_switch_saving", memory_switch_saving, "a fraction in [0, 1)")
+        if not isinstance(overload_replan, bool):
+            raise ConfigError("planner.overload_replan", overload_replan, "true or false")
+        self.overload_replan = overload_replan
+        self.overload_gap_s = check_positive("planner.overload_gap_s", overload_gap_s)
         self.edge_executor = edge_executor
         self.serverless_executor = serverless_executor
         self.log_in_detail = check_int_at_least("planner.log_in_detail", log_in_detail, 0)
@@ -249,6 +410,14 @@ class TailAwarePlanner(ReplanningPlanner):
         self.prediction_log: deque[dict] = deque(maxlen=1000)
         self._open: dict[str, dict] = {}
         self._samples: dict[str, list[float]] = {}
+        self._rate_samples: deque[tuple[float, float]] = deque(maxlen=self.rate_history)
+        self._bandwidth_samples: deque[float] = deque(maxlen=self.bandwidth_history)
+        self._last_plan_s = -math.inf
+        #: the expected edge share and the most the edge may take (req/s) under the current plan
+        self._edge_share = 1.0
+        self._edge_limit_rps = math.inf
+        self._edge_cap = None
+        self._memory_mb: int | None = None
 
     # -- wiring ----------------------------------------------------------------------------------
     def bind(self, view: ClusterView) -> None:
@@ -267,6 +436,30 @@ class TailAwarePlanner(ReplanningPlanner):
             self._serverless_pricing = sl_spec.pricing
         link = view.links.get(serverless)
         self._link_delay_s = 0.0 if link is None else link.delay_s
+        edge_batcher = view.batchers.get(edge) if view.batchers else None
+        sl_batcher = view.batchers.get(serverless) if view.batchers else None
+        mode = self.edge_dispatch
+        if mode == "auto":
+            mode = "when_free" if getattr(edge_batcher, "max_inflight", None) is not None else "fill"
+        if mode == "when_free" and self._edge_slots != 1:
+            raise ConfigError("planner.edge_dispatch", "when_free", f"an edge with one slot ({edge!r} has {self._edge_slots})")
+        self._edge_mode = mode
+        self._serverless_max_wait_s = self._max_wait_of(sl_batcher)
+        # the edge profile as a line (exact for the seed's linear profile)
+        sizes = np.arange(1, max(self.edge_batch_sizes) + 1, dtype=float)
+        means = np.array([edge_spec.mean_service_s(int(b)) for b in sizes])
+        if len(sizes) > 1:
+            per_item, base = np.polyfit(sizes, means, 1)
+        else:
+            per_item, base = 0.0, float(means[0])
+        self._edge_line = (max(float(base), 0.0), max(float(per_item), 0.0))
+
+    @staticmethod
+    def _max_wait_of(batcher) -> float:
+        value = getattr(batcher, "max_wait_s", None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        return math.inf
 
     def _cv_of(self, spec) -> float:
         if self.service_cv is not None:
@@ -281,62 +474,105 @@ class TailAwarePlanner(ReplanningPlanner):
         raise ConfigError("planner.service_cv", None, f"a number, since {spec.name!r} has a {type(noise).__name__}")
 
     # -- the model over the whole decision space ----------------------------------------------------
-    def _edge_side(self, rate: float, shares: np.ndarray):
-        """Mean, variance of edge latency and cost per second, shape (edge batches, splits)."""
+    def _edge_side(self, rate: float, shares: np.ndarray, backlog: int):
+        """Mean, variance, P(in time) of edge latency and cost per second, shape (edge batches, splits)."""
         spec = self.view.executors[self.edge_executor]
-        b = np.asarray(self.edge_batch_sizes, dtype=float)[:, None]
-        lam = rate * shares[None, :]
-        service = np.array([spec.mean_service_s(int(x)) for x in self.edge_batch_sizes])[:, None]
-        fill_m, fill_v = fill_moments(b, lam)
+        sizes = self.edge_batch_sizes
+        b = np.asarray(sizes, dtype=float)[:, None]
+        service = np.array([spec.mean_service_s(int(x)) for x in sizes])[:, None]
+        # a backlog beyond one batch is extra load to drain within the plan's period
+        excess = np.maximum(float(backlog) - b, 0.0)
+        lam = rate * shares[None, :] + excess / self.period_s
         cs2 = self._edge_cv**2
-        q_m, q_v = gg_queue_moments(lam / b, service, self._edge_slots, self.arrival_cv**2 / b, cs2)
-        mean = fill_m + q_m + service
-        var = fill_v + q_v + cs2 * service**2
-        batch_cost = np.array(
-            [spec.pricing.batch_cost(duration_s=float(s), memory_mb=None) for s in service[:, 0]]
-        )[:, None]
-        cost = lam / b * batch_cost
-        return mean, var, np.zeros_like(mean), cost
+        T = self.slo_s
+        if self._edge_mode == "when_free":
+            base, per_item = self._edge_line
+            mean, var, m, sd = greedy_moments(lam, base, per_item, cs2)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                under_cap = np.where(np.isfinite(sd) & (sd > 0), ndtr((b - m) / sd), (m <= b).astype(float))
+            in_time = gamma_cdf(T, mean, var) * under_cap
+            # a cap whose full batches would miss the SLO (wait for one, then run one) is not used
+            full_ok = gamma_cdf(T, 1.5 * service, service**2 / 12.0 + cs2 * service**2 * (4.0 / 3.0)) >= self.percentile
+            stable = lam * service / b < 1.0
+            in_time = np.where(full_ok & stable, in_time, 0.0)
+            mean = np.where(full_ok & stable, mean, np.inf)
+            var = np.where(full_ok & stable, var, np.inf)
+        else:
+            fill_m, fill_v = fill_moments(b, lam)
+            q_m, q_v = gg_queue_moments(lam / b, service, self._edge_slots, self.arrival_cv**2 / b, cs2)
+            mean = fill_m + q_m + service
+            var = fill_v + q_v + cs2 * service**2
+            in_time = gamma_cdf(T, mean, var)
+        batch_cost = np.array([spec.pricing.batch_cost(duration_s=float(s), memory_mb=None) for s in service[:, 0]])[:, None]
+        return mean, var, in_time, batch_cost / b
 
-    def _serverless_side(self, rate: float, shares: np.ndarray, bandwidth: float):
-        """Mean, variance, deterministic part and cost, shape (batches, memories, splits)."""
+    def _serverless_side(self, rate: float, shares: np.ndarray, scenarios: np.ndarray, link_backlog: int):
+        """Mean, variance (bandwidth aside), P(in time), whether the uplink's capacity holds the
+        offered bytes, upload time at the mean bandwidth and cost per request, shape (batches,
+        memories, splits)."""
         spec = self.view.executors[self.serverless_executor]
-        b = np.asarray(self.serverless_batch_sizes, dtype=float)[:, None, None]
+        sizes = self.serverless_batch_sizes
+        b = np.asarray(sizes, dtype=float)[:, None, None]
         mem = self.memory_sizes_mb
         lam = rate * (1.0 - shares)[None, None, :]
-        service = np.array([[spec.mean_service_s(int(x), m) for m in mem] for x in self.serverless_batch_sizes])[:, :, None]
-        fill_m, fill_v = fill_moments(b, lam)
+        service = np.array([[spec.mean_service_s(int(x), m) for m in mem] for x in sizes])[:, :, None]
+        fill_m, fill_v = truncated_fill_moments(sizes, rate * (1.0 - shares), self._serverless_max_wait_s)
+        fill_m, fill_v = fill_m[:, None, :], fill_v[:, None, :]
         cs2 = self._serverless_cv**2
         mean = fill_m + service
         var = fill_v + cs2 * service**2
         # elastic instances: infeasible only beyond max_instances busy at once
         busy = lam / b * service
         mean = np.where(busy < self._max_instances, mean, np.inf)
-        # the uplink: batch uploads in FIFO order (G/D/1, Kingman)
+        T = self.slo_s
         size_mb = self.request_size_bytes / MB
-        if size_mb == 0 or math.isinf(bandwidth):
-            upload = np.zeros_like(b)
-            link_m = np.zeros_like(mean)
-            link_v = np.zeros_like(mean)
-        elif bandwidth <= 0:
-            upload = np.full_like(b, np.inf)
-            link_m = np.full_like(mean, np.inf)
-            link_v = np.full_like(mean, np.inf)
+        delay = 2.0 * self._link_delay_s  # there, and the result back
+        finite = scenarios[np.isfinite(scenarios)]
+        shape = np.broadcast_shapes(mean.shape, lam.shape)
+        if size_mb == 0 or finite.size == 0:
+            in_time = gamma_cdf(T - delay, mean, var)
+            upload_mean = np.zeros_like(b)
+            fits = np.ones(shape, dtype=bool)
         else:
-            upload = size_mb * b / bandwidth
-            link_m, link_v = gg_queue_moments(lam / b, upload, 1, self.arrival_cv**2 / b, 0.0)
-        mean = mean + link_m
-        var = var + link_v
-        fixed = upload + self._link_delay_s
+            capacity = float(np.mean(finite))
+            # requests already on the link beyond the usual are sent first, and drained within the period
+            ahead_mb = max(int(link_backlog), 0) * size_mb
+            offered = lam * size_mb + ahead_mb / self.period_s  # MB/s
+            # link capacity: the offered bytes per second against the scenarios' mean bandwidth
+            fits = np.broadcast_to(offered <= self.link_utilisation * capacity, shape)
+            in_time = np.zeros(shape)
+            for bandwidth in finite:
+                if bandwidth <= 0:
+                    continue  # an outage: nothing crosses in time
+                upload = size_mb * b / bandwidth
+                link_m, link_v = gg_queue_moments(offered / (size_mb * b), upload, 1, self.arrival_cv**2 / b, 0.0)
+                in_time += gamma_cdf(T - delay - upload - ahead_mb / bandwidth, mean + link_m, var + link_v)
+            in_time /= len(finite)
+            upload_mean = size_mb * b / capacity if capacity > 0 else np.full_like(b, np.inf)
         pricing = self._serverless_pricing
         batch_cost = np.array(
             [[pricing.batch_cost(duration_s=float(service[i, j, 0]), memory_mb=m) for j, m in enumerate(mem)] for i in range(len(b))]
         )[:, :, None]
-        cost = lam / b * batch_cost
-        return mean, var, np.broadcast_to(fixed, mean.shape), cost
+        return mean, var, in_time, fits, np.broadcast_to(upload_mean + delay, mean.shape), batch_cost / b
 
-    def evaluate(self, *, rate_rps: float, bandwidth_MBps: float) -> Evaluation:
-        """Score every configuration and choose one (needs a bound planner)."""
+    def evaluate(
+        self,
+        *,
+        rate_rps: float,
+        bandwidth_MBps: float,
+        rate_margin_rps: float = 0.0,
+        bandwidth_samples: Sequence[float] | None = None,
+        edge_backlog: int = 0,
+        current_memory_mb: int | None = None,
+    ) -> Evaluation:
+        """Score every configuration and choose one (needs a bound planner).
+
+        ``rate_rps`` is the expected rate (costs); latencies are checked at
+        ``rate_rps + rate_margin_rps``. ``bandwidth_samples`` are the uplink
+        scenarios (default: ``bandwidth_MBps`` alone). ``edge_backlog``:
+        requests queued or running at the edge. ``current_memory_mb``: the
+        memory size in use (stickiness).
+        """
         if self.view is None:
             raise ConfigError("planner", "unbound", "a planner bound to a cluster (it reads profiles and pricing)")
         rate = float(rate_rps)
@@ -345,13 +581,18 @@ class TailAwarePlanner(ReplanningPlanner):
             raise ConfigError("planner.rate_rps", rate_rps, "a finite rate >= 0")
         if math.isnan(bandwidth) or bandwidth < 0:
             raise ConfigError("planner.bandwidth_MBps", bandwidth_MBps, "a bandwidth >= 0 (inf: no link)")
+        margin = float(rate_margin_rps)
+        if not math.isfinite(margin) or margin < 0:
+            raise ConfigError("planner.rate_margin_rps", rate_margin_rps, "a finite margin >= 0")
+        scenarios = np.asarray([bandwidth] if not bandwidth_samples else list(bandwidth_samples), dtype=float)
+        if np.isnan(scenarios).any() or (scenarios < 0).any():
+            raise ConfigError("planner.bandwidth_samples", list(scenarios), "bandwidths >= 0")
         rate = max(rate, 1e-9)  # an idle system is planned as a very light one
+        plan_rate = rate + margin
         T, p = self.slo_s, self.percentile
         shares = np.linspace(0.0, 1.0, self.split_steps + 1)
-        e_m, e_v, _, e_cost = self._edge_side(rate, shares)
-        s_m, s_v, s_fixed, s_cost = self._serverless_side(rate, shares, bandwidth)
-        f_edge = gamma_cdf(T, e_m, e_v)  # (E, F)
-        f_sl = gamma_cdf(T - s_fixed, s_m, s_v)  # (S, M, F)
+        e_m, e_v, f_edge, e_unit = self._edge_side(plan_rate, shares, int(edge_backlog))
+        s_m, s_v, f_sl, s_fixed, s_unit = self._serverless_side(plan_rate, shares, scenarios)
         used_edge = shares > 0
         used_sl = shares < 1
         f_edge = np.where(used_edge[None, :], f_edge, 1.0)
@@ -366,19 +607,27 @@ class TailAwarePlanner(ReplanningPlanner):
         else:
             meets = mixture >= p
             score = mixture
-        e_cost = np.where(used_edge[None, :], e_cost, 0.0)
-        s_cost = np.where(used_sl[None, None, :], s_cost, 0.0)
+        # cost per second at the expected rate
+        e_cost = np.where(used_edge[None, :], e_unit * rate * shares[None, :], 0.0)
+        s_cost = np.where(used_sl[None, None, :], s_unit * rate * (1.0 - shares)[None, None, :], 0.0)
         cost = e_cost[:, None, None, :] + s_cost[None, :, :, :]
+        cost = np.where(np.isfinite(cost), cost, np.inf)
         shape = cost.shape
         idx = np.indices(shape)
-        # preference: cheapest, then most likely in time, then smaller sizes, more edge
+        rank_cost = cost
+        if current_memory_mb in self.memory_sizes_mb and self.memory_switch_saving > 0:
+            # stickiness: another memory size must save more than memory_switch_saving to be taken
+            keep = (np.asarray(self.memory_sizes_mb)[idx[2]] == current_memory_mb) | (w >= 1.0)
+            rank_cost = np.where(keep, cost * (1.0 - self.memory_switch_saving), cost)
+        edge_order = -idx[0] if self._edge_mode == "when_free" else idx[0]
+        # preference (last key first): cheapest, more edge, most likely in time, edge cap, smaller sizes
         keys = (
-            -shares[idx[3]].ravel(),
             idx[2].ravel(),
             idx[1].ravel(),
-            idx[0].ravel(),
+            edge_order.ravel(),
             -score.ravel(),
-            np.where(np.isfinite(cost), cost, np.inf).ravel(),
+            -shares[idx[3]].ravel(),
+            rank_cost.ravel(),
         )
         if meets.any():
             order = np.lexsort(keys)
@@ -387,7 +636,7 @@ class TailAwarePlanner(ReplanningPlanner):
             feasible = True
         else:
             # nothing meets the target: the largest share of all traffic in time, then the cheapest
-            order = np.lexsort(keys[:-2] + (np.where(np.isfinite(cost), cost, np.inf).ravel(), -score.ravel(), -mixture.ravel()))
+            order = np.lexsort(keys[:3] + (-shares[idx[3]].ravel(), -score.ravel(), cost.ravel(), -mixture.ravel()))
             best = int(order[0])
             feasible = False
         i, j, k, l = np.unravel_index(best, shape)
@@ -410,14 +659,41 @@ class TailAwarePlanner(ReplanningPlanner):
             predicted_p_s=overall,
         )
         return Evaluation(
-            cost_per_s=cost, meets=meets, score=score, edge_share=shares, choice=(int(i), int(j), int(k), int(l)), decision=decision
+            cost_per_s=cost,
+            meets=meets,
+            score=score,
+            edge_share=shares,
+            choice=(int(i), int(j), int(k), int(l)),
+            decision=decision,
+            planning_rate_rps=plan_rate,
+            bandwidth_scenarios_MBps=tuple(float(x) for x in scenarios),
+            edge_backlog=int(edge_backlog),
         )
+
+    def edge_limit_rps(self, edge_batch_size: int, edge_backlog: int = 0) -> float:
+        """The most the edge may take (req/s) with this batch size and still meet the percentile."""
+        i = self.edge_batch_sizes.index(int(edge_batch_size)) if int(edge_batch_size) in self.edge_batch_sizes else None
+        if i is None:
+            return math.inf
+        rates = np.linspace(0.0, 1.0, 513)[1:]
+        top = 1.0
+        spec = self.view.executors[self.edge_executor]
+        if self._edge_mode == "when_free":
+            top = 1.0 / self._edge_line[1] if self._edge_line[1] > 0 else edge_batch_size / spec.mean_service_s(int(edge_batch_size))
+        else:
+            top = self._edge_slots * edge_batch_size / spec.mean_service_s(int(edge_batch_size))
+        grid = rates * top * 1.05
+        _, _, in_time, _ = self._edge_side(1.0, grid, int(edge_backlog))
+        ok = in_time[i] >= self.percentile
+        if not ok.any():
+            return 0.0
+        return float(grid[np.nonzero(ok)[0].max()])
 
     def _side_quantile(self, mean: float, var: float, fixed: float) -> float:
         return float(fixed + gamma_ppf(self.percentile, float(mean), float(var)))
 
     def _mixture_quantile(self, share: float, edge, serverless) -> float:
-        """The p-quantile of all requests' latency (the traffic-weighted mixture), by bisection."""
+        """The p-quantile of all requests' latency (the traffic-weighted mixture, at the mean bandwidth), by bisection."""
         p = self.percentile
 
         def cdf(t: float) -> float:
@@ -442,20 +718,66 @@ class TailAwarePlanner(ReplanningPlanner):
                 lo = mid
         return hi
 
-    def plan(self, *, rate_rps: float, bandwidth_MBps: float) -> TailAwareDecision:
-        """The chosen configuration for this load and bandwidth."""
-        return self.evaluate(rate_rps=rate_rps, bandwidth_MBps=bandwidth_MBps).decision
+    def plan(self, *, rate_rps: float, bandwidth_MBps: float, **state) -> TailAwareDecision:
+        """The chosen configuration for this load and bandwidth (``state``: see ``evaluate``)."""
+        return self.evaluate(rate_rps=rate_rps, bandwidth_MBps=bandwidth_MBps, **state).decision
+
+    # -- telemetry beyond the base class's estimates ---------------------------------------------------
+    @property
+    def rate_margin_rps(self) -> float:
+        """``rate_z`` times the spread of the recent rate samples beyond Poisson counting noise."""
+        samples = self._rate_samples
+        if len(samples) < 2 or self.rate_z == 0:
+            return 0.0
+        times = [t for t, _ in samples]
+        values = np.array([r for _, r in samples])
+        gaps = np.diff(times)
+        period = float(np.median(gaps)) if len(gaps) and np.median(gaps) > 0 else 1.0
+        excess = float(values.var(ddof=1)) - float(values.mean()) / period
+        return self.rate_z * math.sqrt(excess) if excess > 0 else 0.0
+
+    @property
+    def bandwidth_scenarios(self) -> tuple[float, ...]:
+        """The last ``bandwidth_history`` uplink samples (before the first: the current estimate)."""
+        if self._bandwidth_samples:
+            return tuple(self._bandwidth_samples)
+        return (self.bandwidth_MBps,)
+
+    def _edge_backlog(self) -> int:
+        view = self.view
+        if view is None or not view.batchers or self.edge_executor not in view.batchers:
+            return 0
+        return int(view.outstanding(self.edge_executor))
 
     # -- planning and the prediction record ------------------------------------------------------------
     def make_plan(self, now_s: float, trigger: str) -> Plan:
         rate, bandwidth = self.rate_rps, self.bandwidth_MBps
-        decision = self.plan(rate_rps=rate, bandwidth_MBps=bandwidth)
+        margin = self.rate_margin_rps
+        backlog = self._edge_backlog()
+        scenarios = self.bandwidth_scenarios
+        evaluation = self.evaluate(
+            rate_rps=rate,
+            bandwidth_MBps=bandwidth,
+            rate_margin_rps=margin,
+            bandwidth_samples=scenarios,
+            edge_backlog=backlog,
+            current_memory_mb=self._memory_mb,
+        )
+        decision = evaluation.decision
         self._close_entries(now_s)
         self._open_entries(now_s, decision)
+        self._last_plan_s = now_s
+        self._edge_share = decision.edge_rate_rps / max(rate, 1e-9) if decision.serverless_batch_size else 1.0
+        self._edge_cap = decision.edge_batch_size
+        self._edge_limit_rps = self.edge_limit_rps(decision.edge_batch_size) if self.overload_replan else math.inf
+        if decision.serverless_batch_size:
+            self._memory_mb = decision.serverless_memory_mb
         detail = {
             "planner": "tail_aware",
             "rate_rps": rate,
             "bandwidth_MBps": bandwidth,
+            "planning_rate_rps": evaluation.planning_rate_rps,
+            "edge_backlog": backlog,
             "percentile": self.percentile,
             "feasible": decision.feasible,
             "edge_batch_size": decision.edge_batch_size,
@@ -475,11 +797,27 @@ class TailAwarePlanner(ReplanningPlanner):
             decision, view=self.view, edge=self.edge_executor, serverless=self.serverless_executor, trigger=trigger, detail=detail
         )
 
+    def observe(self, event: Event) -> Plan | None:
+        plan = super().observe(event)
+        if plan is not None or not self.overload_replan or not isinstance(event, ArrivalRateMeasured):
+            return plan
+        if self.last_plan is None or event.now_s - self._last_plan_s < self.overload_gap_s:
+            return None
+        edge_load = self._edge_share * float(event.rate_rps)
+        cap = self._edge_cap or 0
+        if edge_load > self._edge_limit_rps or self._edge_backlog() > 2 * cap:
+            return self._replan(event.now_s, "overload")
+        return None
+
     def observe_event(self, event: Event) -> None:
         if isinstance(event, BatchFinished):
             samples = self._samples.get(event.executor)
             if samples is not None and len(samples) < 100_000:
                 samples.append(float(event.service_s))
+        elif isinstance(event, ArrivalRateMeasured):
+            self._rate_samples.append((float(event.now_s), float(event.rate_rps)))
+        elif isinstance(event, BandwidthMeasured) and event.executor == self.bandwidth_executor:
+            self._bandwidth_samples.append(float(event.bandwidth_MBps))
 
     def _open_entries(self, now_s: float, decision: TailAwareDecision) -> None:
         self._open = {}

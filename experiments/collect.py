@@ -30,7 +30,8 @@ def find_runs(directories: Iterable[Path]) -> list[Path]:
         if not directory.exists():
             raise FileNotFoundError(f"results folder {directory} does not exist")
         runs.update(p.parent for p in directory.rglob("summary.json"))
-    return sorted(runs)
+    # job folders in their numeric order (2 before 10)
+    return sorted(runs, key=lambda p: (str(p.parent), int(p.name) if p.name.isdigit() else -1, p.name))
 
 
 def _overrides(run: Path) -> dict:

@@ -17,6 +17,7 @@ from tests.policies.test_contract import CLASSES
 
 omegaconf = pytest.importorskip("omegaconf")
 instantiate = pytest.importorskip("hydra.utils").instantiate
+import experiments.paths  # noqa: E402,F401  (the ${mul:...} and ${data:...} resolvers the files use)
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "policy"
 FILES = sorted(p for p in CONF.rglob("*.yaml"))

@@ -63,11 +63,18 @@ def against_load(table: pd.DataFrame, out: Path) -> list[Path]:
     if table["rate_rps"].nunique() < 2:
         return []
     fig, (lat, cost) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, runs in table.groupby("label"):
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (label, runs) in enumerate(table.groupby("label")):
+        colour = colours[index % len(colours)]
         runs = runs.groupby("rate_rps").mean(numeric_only=True).reset_index()
+        # one colour per policy; the line style tells the quantile
         for quantile, style in (("p50", ":"), ("p95", "-"), ("p99", "--")):
-            lat.plot(runs["rate_rps"], runs[f"latency_{quantile}_s"] * 1000, style, marker="o", label=f"{label} {quantile}"[:60])
-        cost.plot(runs["rate_rps"], runs["cost_per_1k"], marker="o", label=label[:60])
+            lat.plot(runs["rate_rps"], runs[f"latency_{quantile}_s"] * 1000, style, marker="o", markersize=3, color=colour,
+                     label=label[:60] if quantile == "p95" else None)  # fmt: skip
+        cost.plot(runs["rate_rps"], runs["cost_per_1k"], marker="o", color=colour, label=label[:60])
+    lat.plot([], [], "k:", label="p50")
+    lat.plot([], [], "k-", label="p95")
+    lat.plot([], [], "k--", label="p99")
     lat.set_yscale("log")
     lat.set_xlabel("arrival rate (req/s)")
     lat.set_ylabel("latency (ms, log scale)")

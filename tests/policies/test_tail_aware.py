@@ -8,10 +8,19 @@ import numpy as np
 import pytest
 
 from policies import ArrivalRateMeasured, NotePlan, Scheduler
-from policies.batching import FixedBatching
+from policies.batching import FixedBatching, TimeoutBatching
 from policies.placement import WeightedPlacement
 from policies.planning.edge_first import EdgeFirstAlgorithm
-from policies.planning.p95 import TailAwarePlanner, erlang_c, fill_moments, gamma_cdf, gg_queue_moments
+from policies.planning.p95 import (
+    TailAwarePlanner,
+    erlang_c,
+    fill_moments,
+    gamma_cdf,
+    gg_queue_moments,
+    greedy_moments,
+    truncated_fill_moments,
+)
+from spec.links import MB
 from spec.noise import NoiseModel
 from spec.topology import Cluster, ServerlessSpec, ServerSpec
 from tests.policies import harness as H
@@ -171,3 +180,207 @@ def test_a_noise_model_it_cannot_read_needs_service_cv():
     planner = TailAwarePlanner(slo_s=0.8, nominal_rate_rps=5.0, service_cv=0.2)
     Scheduler(cluster=cluster, placement=WeightedPlacement(), batching=FixedBatching(), planner=planner)
     assert planner.plan(rate_rps=5.0, bandwidth_MBps=math.inf).feasible
+
+
+# -- the model for the real traces: greedy edge batching, the uplink's capacity and samples, backlogs ------
+def greedy_planner(**kwargs) -> TailAwarePlanner:
+    """Bound to the seed cluster whose edge forms a batch of whatever is queued whenever it is free."""
+    kwargs.setdefault("slo_s", 0.8)
+    kwargs.setdefault("nominal_rate_rps", 50.0)
+    planner = TailAwarePlanner(**kwargs)
+    Scheduler(
+        cluster=H.seed_cluster(),
+        placement=WeightedPlacement(),
+        batching={
+            "edge": TimeoutBatching(max_batch_size=200, max_wait_s=0.0, max_inflight="executor"),
+            "serverless": TimeoutBatching(max_batch_size=2, max_wait_s=0.1),
+        },
+        planner=planner,
+    )
+    return planner
+
+
+SIZE_MB = H.REQUEST_BYTES / MB
+
+
+def test_truncated_fill_moments_match_a_monte_carlo():
+    rng = np.random.default_rng(1)
+    b, rate, w = 4, 10.0, 0.15
+    gaps = rng.exponential(1 / rate, size=(200_000, b))
+    waits = np.cumsum(gaps[:, ::-1], axis=1)[:, ::-1][:, 1:]  # position k waits for arrivals k+1..b
+    waits = np.concatenate([np.minimum(waits, w), np.zeros((len(waits), 1))], axis=1).ravel()
+    mean, var = truncated_fill_moments([1, b], rate, w)
+    assert mean[1] == pytest.approx(waits.mean(), rel=0.01)
+    assert var[1] == pytest.approx(waits.var(), rel=0.02)
+    assert mean[0] == 0.0 and var[0] == 0.0
+    # no bound: the plain Erlang mixture
+    plain = truncated_fill_moments([1, b], np.array([rate]), math.inf)
+    assert plain[0][1, 0] == pytest.approx(fill_moments(b, rate)[0])
+
+
+def test_greedy_moments_basic_shape():
+    a, c = 0.04234, 0.008165
+    mean, var, m, sd = greedy_moments(np.array([50.0, 100.0, 1 / c + 1]), a, c, 0.0)
+    assert m[0] == pytest.approx(50 * a / (1 - 50 * c))  # the batch that queues while the last one runs
+    assert mean[1] > mean[0] and var[1] > var[0] and sd[1] > sd[0]
+    assert math.isinf(mean[2]) and math.isinf(m[2])  # beyond 1 / per_item_s no batch size keeps up
+
+
+@pytest.mark.parametrize("rate", [60.0, 95.0])
+def test_greedy_prediction_close_to_the_reference_driver(rate):
+    # deterministic service, Poisson arrivals, batches of whatever queued while the edge was busy
+    planner = greedy_planner(nominal_rate_rps=rate, trigger="none", service_cv=0.0)
+    assert planner._edge_mode == "when_free"
+    d = planner.plan(rate_rps=rate, bandwidth_MBps=4.26)
+    assert d.serverless_batch_size == 0 and d.edge_batch_size == 200  # edge only, the largest cap
+    s = Scheduler(
+        cluster=H.seed_cluster(),
+        placement=WeightedPlacement(),
+        batching=TimeoutBatching(max_batch_size=200, max_wait_s=0.0, max_inflight="executor"),
+        planner=TailAwarePlanner(slo_s=0.8, nominal_rate_rps=rate, trigger="none"),
+    )
+    result = H.run(s, rate_rps=rate, duration_s=150.0, seed=3)
+    latency = [result.completed[i] - r.arrival_s for i, r in result.requests.items() if 10 < r.arrival_s < 140]
+    observed = float(np.quantile(latency, 0.95))
+    assert observed == pytest.approx(d.predicted_edge_p_s, rel=0.12)
+
+
+def test_edge_dispatch_follows_the_edge_batching():
+    assert greedy_planner()._edge_mode == "when_free"
+    assert bound_planner()._edge_mode == "fill"
+    assert bound_planner(edge_dispatch="when_free")._edge_mode == "when_free"
+    with pytest.raises(ValueError, match="edge_dispatch"):
+        TailAwarePlanner(slo_s=0.8, nominal_rate_rps=5.0, edge_dispatch="x")
+
+
+def test_greedy_edge_takes_more_than_fixed_batches_before_offloading():
+    # the same 104 req/s: a fixed-size edge batch must offload, an edge batching whenever free need not
+    assert greedy_planner().plan(rate_rps=104.0, bandwidth_MBps=4.26).serverless_batch_size == 0
+    assert bound_planner().plan(rate_rps=104.0, bandwidth_MBps=4.26).serverless_batch_size > 0
+    assert 100.0 < greedy_planner().edge_limit_rps(200) < 110.0
+
+
+@pytest.mark.parametrize("bandwidth", [2.0, 4.26])
+@pytest.mark.parametrize("utilisation", [0.5, 0.8])
+def test_link_capacity_excludes_offloading_beyond_the_uplink(bandwidth, utilisation):
+    planner = greedy_planner(criterion="mixture", link_utilisation=utilisation)
+    for rate in (110.0, 115.0, 125.0, 140.0):
+        ev = planner.evaluate(rate_rps=rate, bandwidth_MBps=bandwidth)
+        offloaded_MBps = (1.0 - ev.edge_share) * rate * SIZE_MB
+        within = offloaded_MBps <= utilisation * bandwidth + 1e-9
+        # nothing that sends more bytes than the uplink may carry meets the target
+        assert not (ev.meets & ~within[None, None, None, :]).any()
+        assert (ev.link_fits == np.broadcast_to(within, ev.link_fits.shape)).all()
+        d = ev.decision
+        if d.feasible and d.serverless_batch_size:
+            assert d.serverless_rate_rps * SIZE_MB <= utilisation * bandwidth + 1e-9
+    # 140 req/s: the edge takes about 105, and 35 req/s is 6.8 MB/s, more than either uplink carries
+    assert not planner.plan(rate_rps=140.0, bandwidth_MBps=bandwidth).feasible
+
+
+def test_an_outage_among_the_bandwidth_samples_counts():
+    planner = greedy_planner()  # criterion "each": the serverless side must meet p95 on its own
+    steady = planner.evaluate(rate_rps=115.0, bandwidth_MBps=4.26, bandwidth_samples=[4.26] * 10)
+    assert steady.decision.feasible and steady.decision.serverless_batch_size
+    outage = planner.evaluate(rate_rps=115.0, bandwidth_MBps=4.26, bandwidth_samples=[4.26] * 9 + [0.0])
+    # one second in ten with the link down: at most 90 % of offloaded requests can be in time
+    assert outage.serverless_in_time[:, :, :-1].max() <= 0.9 + 1e-9
+    assert not outage.decision.feasible
+    with pytest.raises(ValueError, match="bandwidth_samples"):
+        planner.evaluate(rate_rps=115.0, bandwidth_MBps=4.26, bandwidth_samples=[-1.0])
+
+
+def test_backlogs_shift_traffic():
+    planner = greedy_planner(criterion="mixture")
+    calm = planner.plan(rate_rps=100.0, bandwidth_MBps=4.26)
+    assert calm.serverless_batch_size == 0
+    # 300 requests waiting at the edge: they must drain within the period, so some traffic goes upstream
+    behind = planner.plan(rate_rps=100.0, bandwidth_MBps=4.26, edge_backlog=300)
+    assert behind.serverless_rate_rps > 0
+    # requests held up on the uplink are sent first: offloading is slower, and 60 of them (2.8 s of
+    # upload at 4.26 MB/s) leave no offload in time; the best effort is then the cheapest viable one
+    split = planner.evaluate(rate_rps=115.0, bandwidth_MBps=4.26)
+    held = planner.evaluate(rate_rps=115.0, bandwidth_MBps=4.26, link_backlog=60)
+    assert (held.serverless_in_time <= split.serverless_in_time + 1e-12).all()
+    assert split.decision.feasible and not held.decision.feasible
+    assert held.decision.predicted_serverless_p_s > 60 * SIZE_MB / 4.26
+    assert held.decision.serverless_memory_mb == 1024 and held.decision.serverless_batch_size <= 2
+
+
+def test_memory_stickiness():
+    fresh = greedy_planner(criterion="mixture").plan(rate_rps=115.0, bandwidth_MBps=4.26)
+    assert fresh.serverless_memory_mb == 1024  # the cheapest
+    # 2048 MB costs about twice as much per request: kept only when switching must save more than that
+    assert greedy_planner(criterion="mixture").plan(
+        rate_rps=115.0, bandwidth_MBps=4.26, current_memory_mb=2048
+    ).serverless_memory_mb == 1024
+    sticky = greedy_planner(criterion="mixture", memory_switch_saving=0.6)
+    assert sticky.plan(rate_rps=115.0, bandwidth_MBps=4.26, current_memory_mb=2048).serverless_memory_mb == 2048
+
+
+def test_side_floor_under_the_mixture_criterion():
+    for floor in (0.0, 0.5, 0.9):
+        planner = greedy_planner(criterion="mixture", side_floor=floor)
+        for rate in (105.0, 110.0, 120.0):
+            ev = planner.evaluate(rate_rps=rate, bandwidth_MBps=4.26)
+            fe = np.broadcast_to(ev.edge_in_time[:, None, None, :], ev.meets.shape)
+            fs = np.broadcast_to(ev.serverless_in_time[None, :, :, :], ev.meets.shape)
+            assert (fe[ev.meets] >= floor).all() and (fs[ev.meets] >= floor).all()
+
+
+def test_best_effort_keeps_offloaded_batches_small():
+    # 140 req/s on a 4.26 MB/s uplink cannot meet p95: the plan is best effort, but never a 20-request
+    # batch (cheap per request, seconds late) on the serverless side
+    d = greedy_planner(criterion="mixture").plan(rate_rps=140.0, bandwidth_MBps=4.26, link_backlog=40)
+    assert not d.feasible and 1 <= d.serverless_batch_size <= 2
+
+
+def test_rate_margin_from_the_spread_beyond_poisson():
+    planner = greedy_planner(rate_z=1.0, rate_history=10)
+    for k in range(10):  # bursty: 80 and 120 req/s in turn, sampled every second
+        planner.observe(ArrivalRateMeasured(now_s=1.0 + k, rate_rps=80.0 if k % 2 else 120.0))
+    values = np.array([120.0, 80.0] * 5)
+    assert planner.rate_margin_rps == pytest.approx(math.sqrt(values.var(ddof=1) - values.mean()))
+    ev = planner.evaluate(rate_rps=100.0, bandwidth_MBps=4.26, rate_margin_rps=planner.rate_margin_rps)
+    assert ev.planning_rate_rps == pytest.approx(100.0 + planner.rate_margin_rps)
+    assert ev.decision.serverless_rate_rps > 0  # planned for the surge
+    assert ev.decision.edge_rate_rps + ev.decision.serverless_rate_rps == pytest.approx(100.0)  # costs at the mean
+    calm = greedy_planner(rate_z=1.0, rate_history=10)
+    for k in range(10):  # a spread within Poisson counting noise: no margin
+        calm.observe(ArrivalRateMeasured(now_s=1.0 + k, rate_rps=95.0 + 10.0 * (k % 2)))
+    assert calm.rate_margin_rps == 0.0
+
+
+def test_overload_replans_early_and_not_too_often():
+    planner = TailAwarePlanner(slo_s=0.8, nominal_rate_rps=60.0, overload_replan=True, overload_gap_s=1.0, estimate_window=1)
+    s = Scheduler(
+        cluster=H.seed_cluster(),
+        placement=WeightedPlacement(),
+        batching=TimeoutBatching(max_batch_size=200, max_wait_s=0.0, max_inflight="executor"),
+        planner=planner,
+    )
+
+    def plans(event):
+        return [a.plan for a in s.handle(event) if isinstance(a, NotePlan)]
+
+    assert [p.trigger for p in plans(ArrivalRateMeasured(now_s=0.0, rate_rps=60.0))] == ["initial"]
+    assert plans(ArrivalRateMeasured(now_s=1.0, rate_rps=70.0)) == []  # within what the edge takes
+    surge = plans(ArrivalRateMeasured(now_s=2.0, rate_rps=125.0))
+    assert [p.trigger for p in surge] == ["overload"] and surge[0].weights["serverless"] > 0
+    assert plans(ArrivalRateMeasured(now_s=2.5, rate_rps=140.0)) == []  # at most one per overload_gap_s
+    assert planner.plan_counts == {"initial": 1, "overload": 1}
+
+
+def test_new_settings_checked():
+    for bad, field in [
+        ({"rate_z": -1.0}, "rate_z"),
+        ({"rate_history": 1}, "rate_history"),
+        ({"bandwidth_history": 0}, "bandwidth_history"),
+        ({"link_utilisation": 1.5}, "link_utilisation"),
+        ({"memory_switch_saving": 1.0}, "memory_switch_saving"),
+        ({"overload_replan": "yes"}, "overload_replan"),
+        ({"overload_gap_s": 0.0}, "overload_gap_s"),
+        ({"side_floor": 2.0}, "side_floor"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            TailAwarePlanner(slo_s=0.8, nominal_rate_rps=50.0, **bad)

@@ -9,10 +9,12 @@ to ``/tmp/pulsar-lite.log`` and picks a new port on every start). We write our
 own TOML config so that:
 
 - the Pulsar protocol listens on ``127.0.0.1:<port>`` (a fixed port, kept
-  across ``restart()``),
+  across ``restart()``), or on ``host:<port>`` for a testbed (``host`` must
+  be the address the other machines use: bound to a wildcard, pulsar-lite
+  answers topic lookups with ``127.0.0.1``, which remote clients cannot reach),
 - the Prometheus metrics HTTP endpoint listens on ``127.0.0.1:<http_port>``
-  (its default is ``0.0.0.0:8080``: every interface, and a port clash between
-  two brokers),
+  (``host:<http_port>`` likewise; pulsar-lite's default is ``0.0.0.0:8080``:
+  every interface, and a port clash between two brokers),
 - logs are at warning level in ``<folder>/pulsar-lite.log``,
 - data lives in ``<folder>/data`` (the binary appends ``.rocksdb``).
 
@@ -109,7 +111,7 @@ def _stop_all_at_exit() -> None:
 
 
 class EmbeddedBroker:
-    """A pulsar-lite broker process on a fixed port of 127.0.0.1.
+    """A pulsar-lite broker process on a fixed port of 127.0.0.1 (or of ``host``).
 
     >>> with EmbeddedBroker("out/run1") as b:
     ...     client = pulsar.Client(b.url)
@@ -124,12 +126,19 @@ class EmbeddedBroker:
         start_timeout_s: float = 15.0,
         stop_grace_s: float = 5.0,
         binary: Optional[str] = None,
+        host: str = HOST,
     ):
+        if not host or host in ("0.0.0.0", "::", "[::]", "*"):
+            raise ValueError(
+                f"broker host {host!r}: give the address that clients use (pulsar-lite bound to a wildcard "
+                "answers topic lookups with 127.0.0.1, which clients on other machines cannot reach)"
+            )
+        self.host = host
         if folder is None:
             folder = tempfile.mkdtemp(prefix="edgebatch-broker-")
         self.folder = Path(folder).absolute()
-        self.port = int(port) if port else free_port()
-        self.http_port = int(http_port) if http_port else free_port()
+        self.port = int(port) if port else free_port(host)
+        self.http_port = int(http_port) if http_port else free_port(host)
         if self.http_port == self.port:
             raise ValueError("broker port and http_port must differ")
         self.log_level = log_level
@@ -145,11 +154,11 @@ class EmbeddedBroker:
     # -- properties ---------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"pulsar://{HOST}:{self.port}"
+        return f"pulsar://{self.host}:{self.port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{HOST}:{self.http_port}/metrics"
+        return f"http://{self.host}:{self.http_port}/metrics"
 
     @property
     def pid(self) -> Optional[int]:
@@ -162,12 +171,12 @@ class EmbeddedBroker:
     # -- lifecycle ----------------------------------------------------------
     def _write_config(self) -> None:
         self.config_path.write_text(
-            f'addr = "{HOST}:{self.port}"\n'
+            f'addr = "{self.host}:{self.port}"\n'
             f'db_path = "{self.data_path}"\n'
             f'log_level = "{self.log_level}"\n'
             "\n[metrics]\n"
             "enabled = true\n"
-            f'addr = "{HOST}:{self.http_port}"\n'
+            f'addr = "{self.host}:{self.http_port}"\n'
         )
 
     def log_tail(self, n: int = 30) -> str:
@@ -182,15 +191,15 @@ class EmbeddedBroker:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
         for p in (self.port, self.http_port):
-            if _port_open(HOST, p):
-                raise BrokerError(f"port {HOST}:{p} is already in use; cannot start pulsar-lite there")
+            if _port_open(self.host, p):
+                raise BrokerError(f"port {self.host}:{p} is already in use; cannot start pulsar-lite there")
         self._write_config()
         env = {**os.environ, "RUST_LOG": self.log_level}
         self._log_file = open(self.log_path, "ab")
         cmd = [
             self.binary,
             "--config", str(self.config_path),
-            "--addr", f"{HOST}:{self.port}",
+            "--addr", f"{self.host}:{self.port}",
             "--db-path", str(self.data_path),
             "--log-level", self.log_level,
         ]
@@ -201,6 +210,9 @@ class EmbeddedBroker:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=str(self.folder),
+            # its own session: a Ctrl-C at the terminal reaches the orchestrator, which stops the
+            # roles first and the broker last (so that the records still get through)
+            start_new_session=True,
         )
         _RUNNING.add(self)
         deadline = time.monotonic() + self.start_timeout_s
@@ -211,15 +223,15 @@ class EmbeddedBroker:
                 self._cleanup()
                 raise BrokerError(
                     f"pulsar-lite exited with code {rc} before accepting connections on "
-                    f"{HOST}:{self.port}; log {self.log_path}:\n{self.log_tail()}"
+                    f"{self.host}:{self.port}; log {self.log_path}:\n{self.log_tail()}"
                 )
-            if _port_open(HOST, pending[0]):
+            if _port_open(self.host, pending[0]):
                 pending.pop(0)
                 continue
             if time.monotonic() > deadline:
                 self.stop()
                 raise BrokerError(
-                    f"pulsar-lite did not accept connections on {HOST}:{pending[0]} within "
+                    f"pulsar-lite did not accept connections on {self.host}:{pending[0]} within "
                     f"{self.start_timeout_s:.0f}s; log {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
@@ -242,7 +254,7 @@ class EmbeddedBroker:
         self._cleanup()
         # The port may linger briefly after exit; wait so that restart() can bind it again.
         deadline = time.monotonic() + self.stop_grace_s
-        while _port_open(HOST, self.port) and time.monotonic() < deadline:
+        while _port_open(self.host, self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def _cleanup(self) -> None:

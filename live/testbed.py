@@ -1,0 +1,937 @@
+"""Deploying a live run on a testbed: which machine runs which role.
+
+A testbed file (YAML, see ``conf/testbed/example.yaml``) names the machines
+(``hosts``), the broker every role connects to (``broker``: a Pulsar service
+URL, or an embedded pulsar-lite on one of the hosts; token auth and TLS), and
+where each role of a run config runs (``roles``)::
+
+    hosts:
+      ctrl:   {address: 10.0.0.10}
+      edge1:  {address: 10.0.0.11}
+      cloud1: {address: 10.0.0.21}
+    broker: {embedded: {host: ctrl, port: 6650}}
+    roles:
+      sink: ctrl                          # the control host: it starts and stops the run's clock
+      sources: {cam0: edge1}              # workload source -> host
+      gateways: {edge: edge1}             # gateway -> host
+      workers: {edge: edge1, cloud: {cloud1: 2}}   # server executor -> host, or host -> replicas
+      pools: {lambda: cloud1}             # serverless executor -> host
+
+Every role of the run config must be placed, on a host of ``hosts``; a
+mistake raises ``spec.validation.ConfigError`` naming the testbed field
+(``roles.sources.cam9``, ``roles.workers.cloud.cloud7``, ...). The replicas
+of a server executor over all its hosts must equal the run config's
+``live.executors.<name>.replicas`` (default: the executor's slots), which
+the sink bills.
+
+Commands::
+
+    python -m live.testbed check --testbed conf/testbed/example.yaml --config run_config.json
+    python -m live.testbed print --testbed conf/testbed/example.yaml --config run_config.json [--run-id R]
+    python -m live.testbed run   --testbed T --config C --run-id R --host edge1 [--out DIR]
+    python -m live.testbed broker --bind 10.0.0.10 --port 6650 [--http-port 8080] [--folder DIR]
+    python -m live.testbed prepare --broker URL --run-id R
+    python -m live.testbed start --broker URL --run-id R --expect sink,worker-cloud-0,... [--lead-s 1]
+    python -m live.testbed stop  --broker URL --run-id R
+
+``print`` writes, per host, ssh-ready lines: copy the run config there, then
+start each role in the background (logs and statistics under
+``<workdir>/results/testbed/<run id>/``), then the control commands; and, as
+an alternative, one ``run`` line per host. ``run`` starts the roles of one
+host (and the embedded broker, if it is on that host) and waits for them;
+on the control host (the sink's) it also waits until every role of every
+host has said it is ready, starts the clock (``CONTROL start`` with the
+epoch, ``start_lead_s`` ahead), waits for the sink to finish, and stops the
+run. The token never appears on a command line: roles read it from
+``EDGEBATCH_PULSAR_TOKEN`` (see ``live.role``); the testbed says where that
+comes from on each host (``broker.auth.token_env`` or ``token_file``).
+
+See docs/DEPLOY.md for ports, clocks and the start order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from live.config import RunSpec, Topics, build_run, load_config
+from live.role import TOKEN_ENV
+from spec.validation import (
+    ConfigError,
+    check_int_at_least,
+    check_non_negative,
+    check_positive,
+)
+
+__all__ = [
+    "Host",
+    "EmbeddedSpec",
+    "Testbed",
+    "RoleProcess",
+    "Plan",
+    "load_testbed",
+    "parse_testbed",
+    "make_plan",
+    "print_commands",
+    "run_host",
+    "main",
+]
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+_TOP_KEYS = ("name", "hosts", "broker", "roles", "start_lead_s", "stop_grace_s", "exit_after_s", "defaults")
+_HOST_KEYS = ("address", "ssh", "user", "workdir", "python", "env")
+_DEFAULT_KEYS = ("user", "workdir", "python", "env")
+_BROKER_KEYS = ("url", "embedded", "auth", "tls")
+_EMBEDDED_KEYS = ("host", "port", "http_port", "bind")
+_AUTH_KEYS = ("token_env", "token_file")
+_TLS_KEYS = ("trust_certs_file",)
+_ROLE_KEYS = ("sink", "sources", "gateways", "workers", "pools")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+# ---------------------------------------------------------------------------
+# The testbed file
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    ssh: str  # what ssh/scp are given: user@address, or an alias of ~/.ssh/config
+    workdir: str  # the repository's checkout on that host
+    python: str  # the interpreter there (relative to workdir, or absolute)
+    env: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EmbeddedSpec:
+    host: str  # the testbed host that runs pulsar-lite
+    bind: str  # the address it listens on (the host's address: never a wildcard)
+    port: int
+    http_port: int
+
+
+@dataclass(frozen=True)
+class Testbed:
+    name: str
+    hosts: dict[str, Host]
+    broker_url: str
+    embedded: EmbeddedSpec | None
+    token_env: str | None
+    token_file: str | None
+    tls_trust_certs_file: str | None
+    roles: dict
+    start_lead_s: float = 1.0
+    stop_grace_s: float = 3.0
+    exit_after_s: float | None = None
+
+
+def load_testbed(path: str | os.PathLike) -> Testbed:
+    """Read and check a testbed file (YAML or JSON)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError("--testbed", str(path), f"a readable YAML file ({error.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError("--testbed", str(path), f"valid YAML ({error})") from None
+    return parse_testbed(raw)
+
+
+def _mapping(field_name: str, value: Any, *, allowed: tuple[str, ...] | None = None) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(field_name, value, "a mapping")
+    value = dict(value)
+    if allowed is not None:
+        for key in value:
+            if key not in allowed:
+                raise ConfigError(f"{field_name}.{key}" if field_name else str(key), value[key], "one of " + ", ".join(allowed))
+    return value
+
+
+def _string(field_name: str, value: Any, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(field_name, value, "a non-empty string" + (" or null" if optional else ""))
+    return value
+
+
+def _port(field_name: str, value: Any) -> int:
+    port = check_int_at_least(field_name, value, 1)
+    if port > 65535:
+        raise ConfigError(field_name, value, "a TCP port, 1 to 65535")
+    return port
+
+
+def parse_testbed(raw: Any) -> Testbed:
+    """Check the structure of a testbed mapping (the roles are checked against a run config by ``make_plan``)."""
+    top = _mapping("", raw, allowed=_TOP_KEYS)
+    if not top:
+        raise ConfigError("testbed", raw, "a mapping with hosts, broker and roles")
+    defaults = _mapping("defaults", top.get("defaults"), allowed=_DEFAULT_KEYS)
+    raw_hosts = _mapping("hosts", top.get("hosts"))
+    if not raw_hosts:
+        raise ConfigError("hosts", top.get("hosts"), "a mapping of host name -> {address: ...} with at least one host")
+    hosts: dict[str, Host] = {}
+    for name, entry in raw_hosts.items():
+        where = f"hosts.{name}"
+        if not isinstance(name, str) or not name or any(c.isspace() or c == "/" for c in name):
+            raise ConfigError(where, name, "a host name without whitespace or '/'")
+        if isinstance(entry, str):
+            entry = {"address": entry}
+        entry = {**defaults, **_mapping(where, entry, allowed=_HOST_KEYS)}
+        address = _string(f"{where}.address", entry.get("address"))
+        user = _string(f"{where}.user", entry.get("user"), optional=True)
+        ssh = _string(f"{where}.ssh", entry.get("ssh"), optional=True) or (f"{user}@{address}" if user else address)
+        env = _mapping(f"{where}.env", entry.get("env"))
+        for key, value in env.items():
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{where}.env.{key}", value, "a string or number")
+            if key == TOKEN_ENV:
+                raise ConfigError(f"{where}.env.{key}", "***", "not the token itself: use broker.auth.token_env or token_file")
+        hosts[name] = Host(
+            name=name,
+            address=address,
+            ssh=ssh,
+            workdir=_string(f"{where}.workdir", entry.get("workdir", "edgebatch")),
+            python=_string(f"{where}.python", entry.get("python", ".venv/bin/python")),
+            env={str(k): str(v) for k, v in env.items()},
+        )
+
+    broker = _mapping("broker", top.get("broker"), allowed=_BROKER_KEYS)
+    embedded = None
+    if broker.get("embedded") is not None:
+        entry = _mapping("broker.embedded", broker["embedded"], allowed=_EMBEDDED_KEYS)
+        host = entry.get("host")
+        if host not in hosts:
+            raise ConfigError("broker.embedded.host", host, "a host of hosts: " + ", ".join(hosts))
+        bind = _string("broker.embedded.bind", entry.get("bind", hosts[host].address))
+        if bind in ("0.0.0.0", "::", "[::]", "*"):
+            raise ConfigError("broker.embedded.bind", bind, "the address the other hosts use (pulsar-lite bound to a wildcard "
+                              "answers topic lookups with 127.0.0.1)")  # fmt: skip
+        port = _port("broker.embedded.port", entry.get("port", 6650))
+        http_port = _port("broker.embedded.http_port", entry.get("http_port", 8080))
+        if http_port == port:
+            raise ConfigError("broker.embedded.http_port", http_port, "a port other than broker.embedded.port")
+        embedded = EmbeddedSpec(host, bind, port, http_port)
+    url = _string("broker.url", broker.get("url"), optional=True)
+    if url is None:
+        if embedded is None:
+            raise ConfigError("broker.url", None, "a pulsar:// or pulsar+ssl:// service URL (or broker.embedded)")
+        url = f"pulsar://{embedded.bind}:{embedded.port}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("pulsar", "pulsar+ssl") or not parts.hostname:
+        raise ConfigError("broker.url", url, "a pulsar://host:port or pulsar+ssl://host:port service URL")
+    if embedded is not None:
+        if parts.scheme != "pulsar":
+            raise ConfigError("broker.url", url, "pulsar:// with broker.embedded (pulsar-lite speaks no TLS; use a Pulsar cluster for pulsar+ssl://)")
+        if (parts.port or 6650) != embedded.port:
+            raise ConfigError("broker.url", url, f"the embedded broker's port {embedded.port}")
+    auth = _mapping("broker.auth", broker.get("auth"), allowed=_AUTH_KEYS)
+    token_env = _string("broker.auth.token_env", auth.get("token_env"), optional=True)
+    token_file = _string("broker.auth.token_file", auth.get("token_file"), optional=True)
+    if token_env and token_file:
+        raise ConfigError("broker.auth.token_file", token_file, "null when broker.auth.token_env is set (one source of the token)")
+    if token_env is not None and not token_env.replace("_", "").isalnum():
+        raise ConfigError("broker.auth.token_env", token_env, "an environment variable name")
+    tls = _mapping("broker.tls", broker.get("tls"), allowed=_TLS_KEYS)
+    trust = _string("broker.tls.trust_certs_file", tls.get("trust_certs_file"), optional=True)
+    exit_after = top.get("exit_after_s")
+    return Testbed(
+        name=str(top.get("name") or "testbed"),
+        hosts=hosts,
+        broker_url=url,
+        embedded=embedded,
+        token_env=token_env,
+        token_file=token_file,
+        tls_trust_certs_file=trust,
+        roles=_mapping("roles", top.get("roles"), allowed=_ROLE_KEYS),
+        start_lead_s=check_positive("start_lead_s", top.get("start_lead_s", 1.0)),
+        stop_grace_s=check_non_negative("stop_grace_s", top.get("stop_grace_s", 3.0)),
+        exit_after_s=None if exit_after is None else check_positive("exit_after_s", exit_after),
+    )
+
+
+# ---------------------------------------------------------------------------
+# The plan: every role process of a run, on its host
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoleProcess:
+    name: str  # unique in the run: sink, worker-<executor>-<k>, pool-<executor>, gateway-<g>, source-<s>
+    module: str
+    host: str
+    extra: tuple[str, ...] = ()
+    threads: int | None = None  # OMP/MKL threads of a worker
+
+
+@dataclass(frozen=True)
+class Plan:
+    testbed: Testbed
+    spec: RunSpec
+    processes: tuple[RoleProcess, ...]
+
+    @property
+    def control_host(self) -> str:
+        """The sink's host: it waits for every role, starts the clock and stops the run."""
+        return next(p.host for p in self.processes if p.module == "live.sink")
+
+    @property
+    def broker_host(self) -> str | None:
+        return self.testbed.embedded.host if self.testbed.embedded is not None else None
+
+    def on(self, host: str) -> list[RoleProcess]:
+        return [p for p in self.processes if p.host == host]
+
+    @property
+    def hosts_used(self) -> list[str]:
+        """Hosts with something to run, in the start order (broker, workers and pools, ..., sources)."""
+        order: list[str] = []
+        if self.broker_host is not None:
+            order.append(self.broker_host)
+        for p in self.processes:
+            if p.host not in order:
+                order.append(p.host)
+        return order
+
+    def exit_after_s(self) -> float:
+        if self.testbed.exit_after_s is not None:
+            return self.testbed.exit_after_s
+        settings = self.spec.settings
+        return settings.startup_timeout_s + settings.timeout_s + 120.0
+
+
+def _host_of(testbed: Testbed, field_name: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in testbed.hosts:
+        raise ConfigError(field_name, value, "a host of hosts: " + ", ".join(testbed.hosts))
+    return value
+
+
+def _assignments(testbed: Testbed, group: str, known: list[str], what: str) -> dict[str, Any]:
+    """``roles.<group>`` as name -> entry; every known name present, nothing else."""
+    where = f"roles.{group}"
+    entries = _mapping(where, testbed.roles.get(group))
+    for name in entries:
+        if name not in known:
+            raise ConfigError(f"{where}.{name}", entries[name], f"a {what} of the run config: " + (", ".join(known) or "(none)"))
+    for name in known:
+        if name not in entries:
+            raise ConfigError(f"{where}.{name}", None, f"a host for {what} {name!r} (every {what} of the run config runs somewhere)")
+    return entries
+
+
+def make_plan(testbed: Testbed, spec: RunSpec) -> Plan:
+    """Place every role of ``spec`` on its host (ConfigError naming the testbed field otherwise)."""
+    settings = spec.settings
+    processes: list[RoleProcess] = []
+    if "sink" not in testbed.roles:
+        raise ConfigError("roles.sink", None, "a host for the sink (it is also the control host)")
+    processes.append(RoleProcess("sink", "live.sink", _host_of(testbed, "roles.sink", testbed.roles["sink"])))
+
+    servers = [n for n, s in settings.executors.items() if not s.serverless]
+    serverless = [n for n, s in settings.executors.items() if s.serverless]
+    workers = _assignments(testbed, "workers", servers, "server executor")
+    for executor in servers:
+        where = f"roles.workers.{executor}"
+        entry = workers[executor]
+        wanted = settings.executors[executor].replicas
+        if isinstance(entry, str):
+            per_host = {_host_of(testbed, where, entry): wanted}
+        else:
+            per_host = {}
+            for host, count in _mapping(where, entry).items():
+                per_host[_host_of(testbed, f"{where}.{host}", host)] = check_int_at_least(f"{where}.{host}", count, 1)
+            if not per_host:
+                raise ConfigError(where, entry, "a host, or a mapping host -> replicas")
+            if sum(per_host.values()) != wanted:
+                raise ConfigError(where, entry, f"replicas adding up to {wanted}, the run config's live.executors.{executor}.replicas "
+                                  "(default: the executor's slots; the sink bills that many)")  # fmt: skip
+        replica = 0
+        for host, count in per_host.items():
+            for _ in range(count):
+                processes.append(RoleProcess(f"worker-{executor}-{replica}", "live.worker", host,
+                                             ("--executor", executor, "--replica", str(replica)), settings.executors[executor].threads))  # fmt: skip
+                replica += 1
+    pools = _assignments(testbed, "pools", serverless, "serverless executor")
+    for executor in serverless:
+        processes.append(RoleProcess(f"pool-{executor}", "live.pool", _host_of(testbed, f"roles.pools.{executor}", pools[executor]),
+                                     ("--executor", executor)))  # fmt: skip
+    gateways = _assignments(testbed, "gateways", list(spec.gateways), "gateway")
+    for gateway in spec.gateways:
+        processes.append(RoleProcess(f"gateway-{gateway}", "live.gateway", _host_of(testbed, f"roles.gateways.{gateway}", gateways[gateway]),
+                                     ("--gateway", gateway)))  # fmt: skip
+    source_names = [s.name for s in spec.workload.sources]
+    sources = _assignments(testbed, "sources", source_names, "workload source")
+    for source in source_names:
+        processes.append(RoleProcess(f"source-{source}", "live.source", _host_of(testbed, f"roles.sources.{source}", sources[source]),
+                                     ("--source", source)))  # fmt: skip
+
+    used = {p.host for p in processes} | ({testbed.embedded.host} if testbed.embedded else set())
+    host = urlsplit(testbed.broker_url).hostname or ""
+    if len(used) > 1 and host in _LOOPBACK:
+        raise ConfigError("broker.url", testbed.broker_url, "an address every host can reach (not loopback: the roles run on "
+                          + ", ".join(sorted(used)) + ")")  # fmt: skip
+    return Plan(testbed, spec, tuple(processes))
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
+def _run_dir(run_id: str) -> str:
+    return f"results/testbed/{run_id}"
+
+
+def role_argv(plan: Plan, process: RoleProcess, *, python: str, run_id: str, config_path: str, out_dir: str) -> list[str]:
+    """The command line of one role process (paths as given: relative to the working directory)."""
+    testbed = plan.testbed
+    argv = [python, "-m", process.module, "--broker", testbed.broker_url, "--run-id", run_id, "--config", config_path,
+            "--name", process.name, "--stats", f"{out_dir}/stats/{process.name}.json",
+            "--exit-after-s", f"{plan.exit_after_s():g}", *process.extra]  # fmt: skip
+    if testbed.tls_trust_certs_file:
+        argv += ["--tls-trust-certs-file", testbed.tls_trust_certs_file]
+    if process.module == "live.sink":
+        argv += ["--out", out_dir]
+    return argv
+
+
+def _role_env(process: RoleProcess, host: Host) -> dict[str, str]:
+    env = dict(host.env)
+    env["PYTHONUNBUFFERED"] = "1"
+    if process.threads is not None:
+        env.update(OMP_NUM_THREADS=str(process.threads), MKL_NUM_THREADS=str(process.threads))
+    return env
+
+
+def _token_prefix(testbed: Testbed) -> str:
+    """Shell text that sets EDGEBATCH_PULSAR_TOKEN on the remote host, without the token on any command line."""
+    if testbed.token_file:
+        return f'{TOKEN_ENV}="$(cat {shlex.quote(testbed.token_file)})" '
+    if testbed.token_env and testbed.token_env != TOKEN_ENV:
+        return f'{TOKEN_ENV}="${testbed.token_env}" '
+    return ""
+
+
+def _ssh(testbed: Testbed, host: Host, remote: str) -> str:
+    option = f"-o SendEnv={TOKEN_ENV} " if testbed.token_env == TOKEN_ENV and not testbed.token_file else ""
+    return f"ssh {option}{host.ssh} {shlex.quote(remote)}"
+
+
+def print_commands(plan: Plan, *, config_path: str, testbed_path: str, run_id: str) -> str:
+    """Per-host, ssh-ready lines that deploy and start a run (see the module doc)."""
+    testbed = plan.testbed
+    run_dir = _run_dir(run_id)
+    remote_config = f"{run_dir}/config.json"
+    remote_testbed = f"{run_dir}/testbed.yaml"
+    token = _token_prefix(testbed)
+    lines = [
+        f"# edgebatch testbed {testbed.name!r}: run {run_id}, broker {testbed.broker_url}, control host {plan.control_host}",
+        "# every host: a checkout of this repository in its workdir, with its venv; clocks synchronized (docs/DEPLOY.md)",
+    ]
+    if testbed.token_env == TOKEN_ENV and not testbed.token_file:
+        lines.append(f"# the token: {TOKEN_ENV} in your shell, sent by ssh (needs 'AcceptEnv {TOKEN_ENV}' in each host's sshd_config)")
+    elif testbed.token_env:
+        lines.append(f"# the token: ${testbed.token_env} in each host's environment, passed to the roles as {TOKEN_ENV}")
+    elif testbed.token_file:
+        lines.append(f"# the token: read from {testbed.token_file} on each host (mode 0600), passed to the roles as {TOKEN_ENV}")
+    if plan.spec.settings.emulate_links and any(plan.on(h) for h in testbed.hosts) and len(plan.hosts_used) > 1:
+        lines.append("# note: live.emulate_links is true: the gateways add the configured link delay and bandwidth on top of the real network")
+    lines.append("")
+    control = testbed.hosts[plan.control_host]
+    tls = f" --tls-trust-certs-file {testbed.tls_trust_certs_file}" if testbed.tls_trust_certs_file else ""
+    lines.append("## 1. the broker, and the run's ready subscription (before any role starts)")
+    if plan.broker_host is not None:
+        e = testbed.embedded
+        host = testbed.hosts[plan.broker_host]
+        lines.append(_ssh(testbed, host, f"mkdir -p {host.workdir}/{run_dir}/logs"))
+        command = (f"cd {shlex.quote(host.workdir)} && nohup {host.python} -m live.testbed broker --bind {e.bind} --port {e.port} "
+                   f"--http-port {e.http_port} --folder {run_dir}/broker > {run_dir}/logs/broker.log 2>&1 < /dev/null &")  # fmt: skip
+        lines.append(_ssh(testbed, host, command))
+    lines.append(_ssh(testbed, control, f"cd {shlex.quote(control.workdir)} && {token}{control.python} -m live.testbed prepare "
+                      f"--broker {testbed.broker_url} --run-id {run_id}{tls} --wait-s 30"))  # fmt: skip
+    lines.append("")
+    lines.append("## 2. the roles, host by host (sink, workers and pools, gateways, sources)")
+    for name in plan.hosts_used:
+        host = testbed.hosts[name]
+        processes = plan.on(name)
+        if not processes:
+            continue
+        lines.append(f"# host {name} ({host.ssh}:{host.workdir}): {', '.join(p.name for p in processes)}")
+        lines.append(_ssh(testbed, host, f"mkdir -p {host.workdir}/{run_dir}/logs {host.workdir}/{run_dir}/stats"))
+        lines.append(f"scp {shlex.quote(config_path)} {host.ssh}:{host.workdir}/{remote_config}")
+        for process in processes:
+            argv = role_argv(plan, process, python=host.python, run_id=run_id, config_path=remote_config, out_dir=run_dir)
+            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in _role_env(process, host).items())
+            command = (f"cd {shlex.quote(host.workdir)} && {token}nohup env {env} {shlex.join(argv)} "
+                       f"> {run_dir}/logs/{process.name}.log 2>&1 < /dev/null &")  # fmt: skip
+            lines.append(_ssh(testbed, host, command))
+    lines.append("")
+    names = ",".join(p.name for p in plan.processes)
+    lines.append(f"## 3. the clock: waits until every role is ready, then starts the run {testbed.start_lead_s:g}s ahead")
+    lines.append(_ssh(testbed, control, f"cd {shlex.quote(control.workdir)} && {token}{control.python} -m live.testbed start "
+                      f"--broker {testbed.broker_url} --run-id {run_id}{tls} --expect {names} --lead-s {testbed.start_lead_s:g} "
+                      f"--timeout-s {plan.spec.settings.startup_timeout_s:g}"))  # fmt: skip
+    lines.append(f"# the sink writes {control.workdir}/{run_dir}/requests.parquet, batches.parquet, summary.json once every request has ended")
+    lines.append("## 4. the end: stop every role (they also stop on their own once done, or after --exit-after-s)")
+    lines.append(_ssh(testbed, control, f"cd {shlex.quote(control.workdir)} && {token}{control.python} -m live.testbed stop "
+                      f"--broker {testbed.broker_url} --run-id {run_id}{tls}"))  # fmt: skip
+    if plan.broker_host is not None:
+        host = testbed.hosts[plan.broker_host]
+        lines.append(_ssh(testbed, host, f"cd {shlex.quote(host.workdir)} && kill $(cat {run_dir}/broker/testbed-broker.pid)"))
+    lines.append("")
+    lines.append("## or, instead of 1-4: one command per host, in any order (each waits for the broker; the control host's")
+    lines.append("## waits for every role, starts the clock, waits for the sink and stops the run; the broker's host stops it after)")
+    for name in plan.hosts_used:
+        host = testbed.hosts[name]
+        lines.append(_ssh(testbed, host, f"mkdir -p {host.workdir}/{run_dir}/logs"))
+        lines.append(f"scp {shlex.quote(config_path)} {host.ssh}:{host.workdir}/{remote_config}")
+        lines.append(f"scp {shlex.quote(testbed_path)} {host.ssh}:{host.workdir}/{remote_testbed}")
+        lines.append(_ssh(testbed, host, f"cd {shlex.quote(host.workdir)} && {token}nohup {host.python} -m live.testbed run "
+                          f"--testbed {remote_testbed} --config {remote_config} --run-id {run_id} --host {name} "
+                          f"--out {run_dir} > {run_dir}/logs/testbed-{name}.log 2>&1 < /dev/null &"))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Broker-side helpers (prepare, start, stop)
+# ---------------------------------------------------------------------------
+
+
+def _connect(url: str, run_id: str, tls_trust_certs_file: str | None = None, wait_s: float = 0.0):
+    """A Pulsar client on ``url``, retried until the broker answers (up to ``wait_s``)."""
+    from live.broker import connect
+
+    token = os.environ.get(TOKEN_ENV)
+    deadline = time.monotonic() + wait_s
+    while True:
+        client, _ = connect(url, auth_token=token, tls_trust_certs_file=tls_trust_certs_file, operation_timeout_s=10)
+        try:
+            client.get_topic_partitions(Topics(run_id).control)  # a lookup: the broker answers
+            return client
+        except Exception as error:
+            client.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broker {url} does not answer: {error}") from None
+            time.sleep(0.5)
+
+
+def prepare(client, run_id: str) -> None:
+    """Create the orchestrator's subscription on the run's ready topic.
+
+    Done before any role starts, so that a real Pulsar (which keeps messages
+    only for existing subscriptions) retains every role's ``ready`` even if
+    the control host starts last.
+    """
+    import pulsar
+
+    consumer = client.subscribe(Topics(run_id).ready, "orchestrator", consumer_type=pulsar.ConsumerType.Shared,
+                                initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+    consumer.close()
+
+
+class StartError(RuntimeError):
+    """Not every role said it was ready in time (or a local role crashed)."""
+
+
+def wait_ready(client, run_id: str, expected: set[str], timeout_s: float, *, check=None) -> float:
+    """Block until every name in ``expected`` has announced itself; return the wait in seconds.
+
+    ``check()``, called between messages, may raise to give up early (a local role crashed).
+    """
+    import pulsar
+
+    from live.messages import DecodeError, Kind, decode
+
+    started = time.monotonic()
+    consumer = client.subscribe(Topics(run_id).ready, "orchestrator", consumer_type=pulsar.ConsumerType.Shared,
+                                initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+    seen: set[str] = set()
+    try:
+        while not expected <= seen:
+            if check is not None:
+                check()
+            if time.monotonic() - started > timeout_s:
+                raise StartError(f"roles not ready after {timeout_s:g}s: {', '.join(sorted(expected - seen))}")
+            try:
+                msg = consumer.receive(timeout_millis=200)
+            except pulsar.Timeout:
+                continue
+            consumer.acknowledge(msg)
+            try:
+                message = decode(msg.data())
+            except DecodeError:
+                continue
+            if message.kind is Kind.CONTROL and message.meta.get("op") == "ready":
+                seen.add(message.source)
+    finally:
+        consumer.close()
+    return time.monotonic() - started
+
+
+def send_control(client, run_id: str, op: str, *, lead_s: float = 1.0, meta: dict | None = None) -> float | None:
+    """Publish ``start`` (epoch: now + ``lead_s``; returned) or ``stop`` on the run's control topic."""
+    from live.messages import encode_control
+
+    producer = client.create_producer(Topics(run_id).control, batching_enabled=False)
+    try:
+        epoch = None
+        body = dict(meta or {})
+        if op == "start":
+            epoch = time.time() + lead_s
+            body.update(epoch_unix=epoch, run_id=run_id)
+        producer.send(encode_control(op, source="testbed", meta=body))
+        return epoch
+    finally:
+        producer.close()
+
+
+# ---------------------------------------------------------------------------
+# run: the roles of one host
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Local:
+    process: RoleProcess
+    popen: subprocess.Popen
+    log_path: Path
+    log_file: Any
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) or "(log is empty)"
+        except OSError:
+            return "(no log)"
+
+
+def _stop_locals(locals_: list[_Local], grace_s: float) -> None:
+    """Wait up to ``grace_s`` for each to exit, then SIGTERM, then SIGKILL: by pid, only what we started."""
+    deadline = time.monotonic() + grace_s
+    for item in locals_:
+        if item.popen.poll() is None:
+            try:
+                item.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    for item in locals_:
+        if item.popen.poll() is None:
+            try:
+                os.kill(item.popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for item in locals_:
+        try:
+            item.popen.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(item.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            item.popen.wait()
+        try:
+            item.log_file.close()
+        except Exception:
+            pass
+
+
+def _crashed(locals_: list[_Local]) -> _Local | None:
+    for item in locals_:
+        code = item.popen.poll()
+        if code is not None and code != 0:
+            return item
+    return None
+
+
+def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_dir: str | os.PathLike, log=print) -> int:
+    """Start ``host_name``'s roles (and the embedded broker, if it is here) and wait; 0 on success.
+
+    On the control host (the sink's) also: wait for every role's ready, start
+    the clock, wait for the sink, stop the run. Elsewhere: wait for the local
+    roles to end, or for the run's stop (then ``stop_grace_s`` more).
+    """
+    testbed = plan.testbed
+    if host_name not in testbed.hosts:
+        raise ConfigError("--host", host_name, "a host of the testbed: " + ", ".join(testbed.hosts))
+    host = testbed.hosts[host_name]
+    out = Path(out_dir).absolute()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / "stats").mkdir(parents=True, exist_ok=True)
+    config_path = str(Path(config_path).absolute())
+    control = host_name == plan.control_host
+    settings = plan.spec.settings
+    broker = None
+    client = None
+    locals_: list[_Local] = []
+    stopping = {"signal": False}
+
+    def on_signal(signum, frame):
+        stopping["signal"] = True
+
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    try:
+        if plan.broker_host == host_name:
+            from live.broker import EmbeddedBroker
+
+            e = testbed.embedded
+            broker = EmbeddedBroker(out / "broker", port=e.port, http_port=e.http_port, host=e.bind).start()
+            log(f"[{host_name}] broker {broker.url} (metrics {broker.metrics_url}), pid {broker.pid}")
+        client = _connect(testbed.broker_url, run_id, testbed.tls_trust_certs_file, wait_s=settings.startup_timeout_s)
+        prepare(client, run_id)
+        env = {**os.environ}
+        env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if testbed.token_file and TOKEN_ENV not in env:
+            env[TOKEN_ENV] = Path(testbed.token_file).read_text().strip()
+        elif testbed.token_env and testbed.token_env in env:
+            env[TOKEN_ENV] = env[testbed.token_env]
+        for process in plan.on(host_name):
+            argv = role_argv(plan, process, python=sys.executable, run_id=run_id, config_path=config_path, out_dir=str(out))
+            log_path = out / "logs" / f"{process.name}.log"
+            log_file = open(log_path, "wb")
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=_ROOT,
+                                     env={**env, **_role_env(process, host)})  # fmt: skip
+            locals_.append(_Local(process, popen, log_path, log_file))
+        log(f"[{host_name}] started {', '.join(f'{p.process.name} (pid {p.popen.pid})' for p in locals_) or 'no roles'}")
+
+        def check():
+            crashed = _crashed(locals_)
+            if crashed is not None:
+                raise StartError(f"{crashed.process.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
+            if stopping["signal"]:
+                raise StartError("interrupted")
+
+        if control:
+            expected = {p.name for p in plan.processes}
+            waited = wait_ready(client, run_id, expected, settings.startup_timeout_s, check=check)
+            epoch = send_control(client, run_id, "start", lead_s=testbed.start_lead_s)
+            log(f"[{host_name}] every role ready after {waited:.1f}s; clock started (epoch {epoch:.3f})")
+            sink = next(item for item in locals_ if item.process.module == "live.sink")
+            end_at = epoch + settings.timeout_s
+            while sink.popen.poll() is None and time.time() < end_at and not stopping["signal"]:
+                check()
+                time.sleep(0.1)
+            timed_out = sink.popen.poll() is None
+            send_control(client, run_id, "stop", meta={"timed_out": timed_out})
+            try:
+                sink.popen.wait(timeout=30.0)
+            except subprocess.TimeoutExpired:
+                pass
+            _stop_locals(locals_, testbed.stop_grace_s + 5.0)
+            crashed = _crashed(locals_)
+            if crashed is not None:
+                raise StartError(f"{crashed.process.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
+            summary_path = out / "summary.json"
+            if not summary_path.is_file():
+                raise StartError(f"the sink wrote no tables; {sink.log_path}:\n{sink.tail()}")
+            summary = json.loads(summary_path.read_text())
+            keys = ("count", "completed", "dropped", "latency_p50_s", "latency_p99_s", "slo_attainment", "mean_batch_size", "complete")
+            log(f"[{host_name}] run {run_id} {'timed out' if timed_out else 'done'}: "
+                + json.dumps({k: summary.get(k) for k in keys}, default=str))  # fmt: skip
+            log(f"[{host_name}] wrote {out}: requests.parquet, batches.parquet, summary.json, logs/, stats/")
+            if testbed.stop_grace_s:
+                time.sleep(testbed.stop_grace_s)  # the other hosts' roles flush and leave before the broker goes
+            return 1 if timed_out else 0
+
+        # not the control host: until the local roles end, or the run's stop
+        import pulsar
+
+        from live.messages import DecodeError, Kind, decode
+
+        watch = client.subscribe(Topics(run_id).control, f"testbed-{host_name}-{os.getpid()}", consumer_type=pulsar.ConsumerType.Shared,
+                                 initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+        stopped_at = None
+        limit = time.monotonic() + plan.exit_after_s() + 30.0
+        while not stopping["signal"] and time.monotonic() < limit:
+            if locals_ and all(item.popen.poll() is not None for item in locals_):
+                break
+            if stopped_at is not None and time.monotonic() - stopped_at > testbed.stop_grace_s + (0.0 if locals_ else 2.0):
+                break
+            try:
+                msg = watch.receive(timeout_millis=200)
+            except pulsar.Timeout:
+                continue
+            watch.acknowledge(msg)
+            try:
+                message = decode(msg.data())
+            except DecodeError:
+                continue
+            if message.kind is Kind.CONTROL and message.meta.get("op") == "stop" and stopped_at is None:
+                stopped_at = time.monotonic()
+        try:
+            watch.unsubscribe()
+        except Exception:
+            pass
+        _stop_locals(locals_, testbed.stop_grace_s)
+        crashed = _crashed(locals_)
+        if crashed is not None:
+            log(f"[{host_name}] {crashed.process.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
+            return 1
+        log(f"[{host_name}] done")
+        return 0
+    except StartError as error:
+        log(f"[{host_name}] {error}")
+        if client is not None and control:
+            try:
+                send_control(client, run_id, "stop", meta={"failed": str(error)[:200]})
+            except Exception:
+                pass
+        return 1
+    finally:
+        _stop_locals(locals_, 0.0 if stopping["signal"] else 2.0)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+        if broker is not None:
+            broker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------
+
+
+def _plan_from(testbed_path: str, config_path: str) -> Plan:
+    testbed = load_testbed(testbed_path)
+    spec = build_run(load_config(config_path))
+    return make_plan(testbed, spec)
+
+
+def _local_host(testbed: Testbed) -> str | None:
+    names = {socket.gethostname(), socket.gethostname().split(".")[0], os.uname().nodename}
+    for name, host in testbed.hosts.items():
+        if name in names or host.address in names:
+            return name
+    return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m live.testbed", description="Deploy a live run on a testbed (see docs/DEPLOY.md).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def testbed_args(p, host: bool = False):
+        p.add_argument("--testbed", required=True, help="testbed file (YAML; conf/testbed/example.yaml)")
+        p.add_argument("--config", required=True, help="run config (JSON, as every role reads it)")
+        p.add_argument("--run-id", help="the run's id (default: a new one)")
+        if host:
+            p.add_argument("--host", help="this machine's name in the testbed (default: matched from the hostname)")
+            p.add_argument("--out", help="folder for logs, stats and (control host) the tables; default results/testbed/<run id>")
+
+    def broker_args(p):
+        p.add_argument("--broker", required=True, help="Pulsar service URL")
+        p.add_argument("--run-id", required=True)
+        p.add_argument("--tls-trust-certs-file")
+
+    testbed_args(sub.add_parser("print", help="print the per-host commands (ssh-ready)"))
+    testbed_args(sub.add_parser("run", help="run this host's roles (and the broker if it is here)"), host=True)
+    check = sub.add_parser("check", help="check the testbed file against the run config")
+    check.add_argument("--testbed", required=True)
+    check.add_argument("--config", required=True)
+    b = sub.add_parser("broker", help="run an embedded pulsar-lite broker in the foreground until SIGTERM/SIGINT")
+    b.add_argument("--bind", required=True, help="the address other hosts reach this one at (not 0.0.0.0)")
+    b.add_argument("--port", type=int, default=6650)
+    b.add_argument("--http-port", type=int, default=8080, help="Prometheus metrics (/metrics)")
+    b.add_argument("--folder", default="results/testbed/broker", help="data and log folder")
+    p = sub.add_parser("prepare", help="create the run's ready subscription (before any role starts)")
+    broker_args(p)
+    p.add_argument("--wait-s", type=float, default=0.0, help="retry until the broker answers, up to this long")
+    s = sub.add_parser("start", help="wait until every expected role is ready, then start the run's clock")
+    broker_args(s)
+    s.add_argument("--expect", required=True, help="comma-separated role names (as print lists them)")
+    s.add_argument("--lead-s", type=float, default=1.0, help="the epoch is this far ahead of now (> clock offset + delivery)")
+    s.add_argument("--timeout-s", type=float, default=60.0)
+    t = sub.add_parser("stop", help="stop every role of the run")
+    broker_args(t)
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command in ("print", "run", "check"):
+            plan = _plan_from(args.testbed, args.config)
+            if args.command == "check":
+                for name in plan.hosts_used:
+                    roles = [p.name for p in plan.on(name)] + (["broker"] if plan.broker_host == name else [])
+                    print(f"{name}: {', '.join(roles)}")
+                return 0
+            run_id = args.run_id or "r" + uuid.uuid4().hex[:10]
+            if args.command == "print":
+                sys.stdout.write(print_commands(plan, config_path=args.config, testbed_path=args.testbed, run_id=run_id))
+                return 0
+            host = args.host or _local_host(plan.testbed)
+            if host is None:
+                parser.error("--host is required (no testbed host matches this machine's hostname)")
+            out = args.out or _run_dir(run_id)
+            return run_host(plan, host, config_path=args.config, run_id=run_id, out_dir=out, log=lambda m: print(m, flush=True))
+    except ConfigError as error:
+        print(f"testbed: {error}", file=sys.stderr)
+        return 2
+
+    if args.command == "broker":
+        from live.broker import EmbeddedBroker
+
+        done = {"flag": False}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *a: done.update(flag=True))
+        broker = EmbeddedBroker(args.folder, port=args.port, http_port=args.http_port, host=args.bind).start()
+        pid_file = broker.folder / "testbed-broker.pid"
+        pid_file.write_text(f"{os.getpid()}\n")
+        print(f"broker {broker.url} (metrics {broker.metrics_url}), pulsar-lite pid {broker.pid}, this process pid {os.getpid()} "
+              f"(in {pid_file}; SIGTERM it to stop), data {broker.folder}", flush=True)  # fmt: skip
+        try:
+            while not done["flag"] and broker.running:
+                time.sleep(0.2)
+        finally:
+            broker.stop()
+        return 0
+
+    client = _connect(args.broker, args.run_id, args.tls_trust_certs_file, wait_s=getattr(args, "wait_s", 0.0))
+    try:
+        if args.command == "prepare":
+            prepare(client, args.run_id)
+            print(f"run {args.run_id}: ready subscription created on {args.broker}")
+        elif args.command == "start":
+            expected = {n.strip() for n in args.expect.split(",") if n.strip()}
+            try:
+                waited = wait_ready(client, args.run_id, expected, args.timeout_s)
+            except StartError as error:
+                print(f"start: {error}", file=sys.stderr)
+                return 1
+            epoch = send_control(client, args.run_id, "start", lead_s=args.lead_s)
+            print(f"run {args.run_id}: {len(expected)} roles ready after {waited:.1f}s; clock starts at epoch {epoch:.3f}")
+        else:
+            send_control(client, args.run_id, "stop")
+            print(f"run {args.run_id}: stop sent")
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -146,7 +146,7 @@ def timeline(run_dir: Path, out: Path, name: str) -> list[Path]:
     counts, edges = np.histogram(requests["arrival_s"], bins=np.arange(0, end_s + 1.0, 1.0))
     rate_ax.step(edges[:-1], counts, where="post")
     rate_ax.set_ylabel("arrival rate (req/s)")
-    rate_ax.set_title(f"Timeline of {run_dir.name}")
+    rate_ax.set_title(f"Timeline of {run_dir.parent.name}/{run_dir.name}: arrivals, uplink, batches and re-plans")
     for link, (samples, _) in _bandwidth_traces(run_dir).items():
         seconds = np.arange(0, int(end_s) + 1)
         bw_ax.step(seconds, samples[seconds % len(samples)], where="post", label=f"uplink to {link}")

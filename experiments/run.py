@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,24 @@ def run_config(cfg: DictConfig, out_dir: Path) -> dict:
 
         result = simulate(config)
     else:
-        from live.run import run_live
+        from live.run import LiveRunInterrupted, run_live
 
-        result = run_live(config, out_dir)
+        try:
+            result = run_live(config, out_dir)
+        except LiveRunInterrupted as stopped:
+            # Ctrl-C or SIGTERM: keep what was gathered (the summary says incomplete), then stop
+            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            if stopped.result is not None:
+                write_results(out_dir, stopped.result, _extra(cfg, backend))
+            print(f"error: {stopped}", file=sys.stderr)
+            raise SystemExit(128 + stopped.signum) from None
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    extra = {"name": cfg.name, "backend": backend, "seed": cfg.seed, "rate_rps": cfg.rate_rps, "slo_s": cfg.slo_s,
-             **OmegaConf.to_container(cfg.tags, resolve=True)}  # fmt: skip
-    return write_results(out_dir, result, extra)
+    return write_results(out_dir, result, _extra(cfg, backend))
+
+
+def _extra(cfg: DictConfig, backend: str) -> dict:
+    return {"name": cfg.name, "backend": backend, "seed": cfg.seed, "rate_rps": cfg.rate_rps, "slo_s": cfg.slo_s,
+            **OmegaConf.to_container(cfg.tags, resolve=True)}  # fmt: skip
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

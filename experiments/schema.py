@@ -80,6 +80,8 @@ class PolicyConf:
     batching: Dict[str, Any] = MISSING
     planner: Optional[Dict[str, Any]] = None
     batching_per_executor: Dict[str, Any] = field(default_factory=dict)
+    #: a failed batch is dispatched again up to this many times, then dropped as retries_exhausted (null: 0)
+    max_retries: Optional[int] = None
 
 
 @dataclass

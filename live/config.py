@@ -13,6 +13,11 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
       startup_timeout_s: 60           # for every role to connect and say it is ready
       emulate_links: true             # hold batches for the link's delay and bandwidth
       telemetry_period_s: null        # default: sim.telemetry_period_s, else 1.0
+      event_log: false                # each gateway logs its scheduler's events and actions (live.eventlog)
+      redeliver_after_s: 30           # a gateway publishes a batch again when no result came back this long
+                                      # after it was published (doubling each time); null: never
+      max_restarts: 3                 # a worker or pool process that dies during the run is restarted up to
+                                      # this many times (each); 0: a crash ends the run (LiveRunError)
 
 ``url: null`` means: start an embedded pulsar-lite broker. A server's
 ``replicas`` defaults to its ``slots``; a serverless instance gets
@@ -67,6 +72,9 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "startup_timeout_s": 60.0,
     "emulate_links": True,
     "telemetry_period_s": None,
+    "event_log": False,
+    "max_restarts": 3,
+    "redeliver_after_s": 30.0,
 }
 _BROKER_KEYS = ("url", "auth_token", "tls_trust_certs_file")
 _SERVER_KEYS = ("model", "threads", "replicas")
@@ -135,6 +143,12 @@ class LiveSettings:
     startup_timeout_s: float
     emulate_links: bool
     telemetry_period_s: float
+    #: each gateway writes <out>/eventlog/gateway-<name>.jsonl (live.eventlog)
+    event_log: bool = False
+    #: restarts of each worker or pool process that dies during a run (0: a crash ends the run)
+    max_restarts: int = 3
+    #: a gateway publishes a batch again when no result came back this long after publication (None: never)
+    redeliver_after_s: float | None = 30.0
 
 
 def _mapping(field_name: str, value: Any) -> dict:
@@ -153,6 +167,12 @@ def _optional_str(field_name: str, value: Any) -> str | None:
     return value
 
 
+def _positive_or_null(field_name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(field_name, value, "a number > 0 (finite), or null for never")
+    return float(value)
+
+
 def _model_name(field_name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(field_name, value, "a model name (see live.models.MODEL_NAMES)")
@@ -164,7 +184,7 @@ def live_settings(config: Mapping, cluster: Cluster) -> LiveSettings:
     raw = _mapping("live", config.get("live"))
     unknown = set(raw) - set(LIVE_DEFAULTS)
     if unknown:
-        raise ConfigError(f"live.{sorted(unknown)[0]}", raw[sorted(unknown)[0]], "one of " + ", ".join(LIVE_DEFAULTS))
+        raise ConfigError(f"live.{sorted(unknown)[0]}", raw[sorted(unknown)[0]], "a setting of the live section: one of " + ", ".join(LIVE_DEFAULTS))
     merged = {**copy.deepcopy(LIVE_DEFAULTS), **raw}
     broker = _mapping("live.broker", merged["broker"])
     if set(broker) - set(_BROKER_KEYS):
@@ -212,6 +232,9 @@ def live_settings(config: Mapping, cluster: Cluster) -> LiveSettings:
     emulate = merged["emulate_links"]
     if not isinstance(emulate, bool):
         raise ConfigError("live.emulate_links", emulate, "true or false")
+    event_log = merged["event_log"]
+    if not isinstance(event_log, bool):
+        raise ConfigError("live.event_log", event_log, "true or false")
     return LiveSettings(
         broker_url=url,
         auth_token=_optional_str("live.broker.auth_token", broker.get("auth_token")),
@@ -222,6 +245,9 @@ def live_settings(config: Mapping, cluster: Cluster) -> LiveSettings:
         startup_timeout_s=check_positive("live.startup_timeout_s", merged["startup_timeout_s"]),
         emulate_links=emulate,
         telemetry_period_s=telemetry,
+        event_log=event_log,
+        max_restarts=check_int_at_least("live.max_restarts", merged["max_restarts"], 0),
+        redeliver_after_s=None if merged["redeliver_after_s"] is None else _positive_or_null("live.redeliver_after_s", merged["redeliver_after_s"]),
     )
 
 

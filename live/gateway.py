@@ -15,7 +15,16 @@ and its actions are carried out the way ``sim/gateway.py`` carries them out:
   plus its delay, then published;
 - a RESULT on ``results-<gateway>`` becomes ``BatchFinished`` (or
   ``BatchFailed``) once it has come back over the link (its delay again);
-  duplicate results are ignored;
+  duplicate results are ignored; a failed batch is retried by the scheduler
+  (``policy.max_retries``: the same requests, dispatched again), so the
+  payloads are kept until each request has ended;
+- a batch whose result has not come back ``live.redeliver_after_s`` after it
+  was published is published again (then after twice that, and so on): the
+  broker redelivers what a dead worker held, and this covers a broker that
+  does not (the first result wins, later ones are duplicates);
+- a message on either topic that does not decode, or is not what that topic
+  carries (a result for a batch never dispatched, a request of another
+  gateway), goes to the dead-letter topic with the reason;
 - pool telemetry (CONTROL ``instances``) becomes ``InstanceStateChanged``;
   a scheduler with a planner gets ``ArrivalRateMeasured`` and
   ``BandwidthMeasured`` every telemetry period, as in the simulator;
@@ -35,6 +44,7 @@ import heapq
 import json
 import logging
 import math
+import os
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +71,7 @@ __all__ = ["LinkEmulator", "Gateway", "main"]
 
 log = logging.getLogger("edgebatch.live")
 
-_TIMER, _UPLINK, _RETURN, _TELEMETRY = 0, 1, 2, 3
+_TIMER, _UPLINK, _RETURN, _TELEMETRY, _REDELIVER = 0, 1, 2, 3, 4
 
 
 class LinkEmulator:
@@ -97,6 +107,10 @@ class _Flight:
     planned_arrival_s: float
     arrived_s: float = math.nan
     state: str = "uplink"  # uplink -> sent -> returning
+    attempt: int = 0  # the scheduler's retry number of these requests (DispatchBatch.attempt)
+    data: bytes | None = None  # the published batch, kept until its result is back (to publish it again)
+    resends: int = 0  # times published again for want of a result (live.redeliver_after_s)
+    published: int = -1  # publication order among this gateway's batches
 
 
 def _plain(value):
@@ -169,7 +183,20 @@ class Gateway:
         self.timer_late_s: list[float] = []
         self.uplink_late_s: list[float] = []
         self.ingest_lag_s: list[float] = []
-        self.counts = {"duplicate_requests": 0, "duplicate_results": 0, "dead_letters": 0, "batches": 0, "drops": 0}
+        self.counts = {"duplicate_requests": 0, "duplicate_results": 0, "dead_letters": 0, "batches": 0, "drops": 0, "retries": 0,
+                       "redelivered": 0}
+        self.redeliver_after_s = spec.settings.redeliver_after_s
+        self._published = 0
+        #: per executor: when its last result came, and the latest publication among its batches with a result
+        self._last_result_s: dict[str, float] = {}
+        self._latest_done: dict[str, int] = {}
+        #: most requests held at once (queued in the scheduler or in flight): bounded by the batching policy's
+        #: max_queue and max_inflight, whatever the offered load
+        self.peak_pending = 0
+        #: most resident memory seen (sampled every 100 arrivals and at the end), MB
+        self.peak_rss_mb: float | None = None
+        #: a live.eventlog.EventLog recording every event and the actions it gave (live.event_log), or None
+        self.event_log = None
         self._act = {
             DispatchBatch: self._dispatch,
             StartTimer: self._start_timer,
@@ -210,6 +237,8 @@ class Gateway:
                 self._arrive(item, now_s)
             elif kind == _RETURN:
                 self._complete(*item)
+            elif kind == _REDELIVER:
+                self._redeliver(*item)
             else:
                 self._telemetry(now_s)
         return None
@@ -217,7 +246,10 @@ class Gateway:
     def handle(self, event: Event) -> None:
         """Give ``event`` to the scheduler and carry out what it asks."""
         act = self._act
-        for action in self.scheduler.handle(event):
+        actions = self.scheduler.handle(event)
+        if self.event_log is not None:
+            self.event_log.record(event, actions)
+        for action in actions:
             act[type(action)](action)
 
     def _dead(self, raw: bytes, reason: str, topic: str) -> None:
@@ -267,6 +299,16 @@ class Gateway:
             deadline_s=arrival_s + source.slo_s,
         )
         self.handle(RequestArrived(now_s=now_s, request=request))
+        pending = len(self.payloads)
+        if pending > self.peak_pending:
+            self.peak_pending = pending
+        if self.arrivals_seen % 100 == 0:
+            self._sample_rss()
+
+    def _sample_rss(self) -> None:
+        rss = _rss_mb()
+        if rss is not None and (self.peak_rss_mb is None or rss > self.peak_rss_mb):
+            self.peak_rss_mb = rss
 
     # -- results ---------------------------------------------------------------------
     def on_result(self, raw: bytes) -> None:
@@ -289,10 +331,16 @@ class Gateway:
         if local_id is None:
             self._dead(raw, f"unexpected: {message.kind.name} {message.batch_id!r} on {self.name}'s results topic", topic)
             return
+        if local_id >= self.counts["batches"]:  # batch ids count up from 0, one per dispatch (retries included)
+            self._dead(raw, f"unexpected: a result for batch {message.batch_id!r}, which {self.name} never dispatched", topic)
+            return
         flight = self.flights.get(local_id)
         if flight is None or flight.state != "sent":
             self.counts["duplicate_results"] += 1  # at-least-once: a result seen before
             return
+        self._last_result_s[flight.executor] = self.now()
+        if flight.published > self._latest_done.get(flight.executor, -1):
+            self._latest_done[flight.executor] = flight.published
         flight.state = "returning"
         link = self.links.get(flight.executor) if self.emulators else None
         if link is not None and link.delay_s > 0:
@@ -305,9 +353,13 @@ class Gateway:
         flight = self.flights.pop(local_id)
         key = f"{self.name}:{local_id}"
         meta = message.meta
+        redelivered = meta.get("redelivered", 0)
+        redelivered = redelivered if isinstance(redelivered, int) and not isinstance(redelivered, bool) and redelivered > 0 else 0
+        redelivered += flight.resends  # the broker's redeliveries plus this gateway's own
         common = {"executor": flight.executor, "gateway": self.name, "memory_mb": flight.memory_mb or 0,
                   "worker": message.source, "cost": float(meta.get("cost", 0.0) or 0.0),
-                  "cold_start_s": float(meta.get("cold_start_s", 0.0) or 0.0)}  # fmt: skip
+                  "cold_start_s": float(meta.get("cold_start_s", 0.0) or 0.0),
+                  "attempt": flight.attempt, "redelivered": redelivered}  # fmt: skip
         ts = {"dispatched_s": flight.dispatched_s, "arrived_s": flight.arrived_s, "completed_s": now_s}
         ids = [str(i) for i in flight.ids]
         if meta.get("failed"):
@@ -323,6 +375,9 @@ class Gateway:
         labels = message.labels if message.labels is not None and len(message.labels) == len(ids) else None
         self.send(self.topics.records, encode_result(key, ids, source=self.name, labels=labels, ts={**stamps, **ts}, meta=common))
         self.ended += len(ids)
+        payloads = self.payloads
+        for request_id in flight.ids:
+            payloads.pop(request_id, None)
         self.handle(BatchFinished(now_s=now_s, batch_id=local_id, executor=flight.executor, service_s=service_s))
 
     # -- telemetry -------------------------------------------------------------------
@@ -341,17 +396,19 @@ class Gateway:
         now_s = self.now()
         executor = action.executor
         ids = action.request_ids
-        payloads = [self.payloads.pop(r) for r in ids]
+        payloads = [self.payloads[r] for r in ids]  # kept until the requests end: a failed batch may be retried
         size_bytes = sum(len(p) for p in payloads)
         key = f"{self.name}:{action.batch_id}"
         data = encode_batch(
             key, [str(r) for r in ids], payloads, source=self.name, ts={"dispatched_s": now_s},
-            meta={"executor": executor, "memory_mb": action.memory_mb, "local_id": action.batch_id},
+            meta={"executor": executor, "memory_mb": action.memory_mb, "local_id": action.batch_id, "attempt": action.attempt},
         )  # fmt: skip
         self.counts["batches"] += 1
+        if action.attempt:
+            self.counts["retries"] += 1
         emulator = self.emulators.get(executor)
         planned_s = now_s if emulator is None else emulator.send(now_s, size_bytes)
-        flight = _Flight(action.batch_id, executor, tuple(ids), now_s, action.memory_mb, size_bytes, planned_s)
+        flight = _Flight(action.batch_id, executor, tuple(ids), now_s, action.memory_mb, size_bytes, planned_s, attempt=action.attempt)
         self.flights[action.batch_id] = flight
         if emulator is None:
             self._arrive((action.batch_id, data), now_s)
@@ -363,8 +420,42 @@ class Gateway:
         flight = self.flights[local_id]
         flight.arrived_s = now_s
         flight.state = "sent"
+        flight.published = self._published
+        self._published += 1
         self.uplink_late_s.append(now_s - flight.planned_arrival_s)
         self.send(self.topics.batches(flight.executor), data)
+        if self.redeliver_after_s is not None:
+            flight.data = data
+            self._push(now_s + self.redeliver_after_s, _REDELIVER, (local_id, 0))
+
+    def _redeliver(self, local_id: int, resends: int) -> None:
+        """No result yet for a published batch: publish it again (at-least-once; the first result wins).
+
+        The broker redelivers what a dead worker held; this covers what it
+        cannot (pulsar-lite keeps the consumers of a reset connection, and
+        with them their unacknowledged messages). Only a batch that looks
+        stranded goes again: a batch published after it to the same executor
+        has its result already, or that executor sent no result at all for
+        ``redeliver_after_s``; one that merely waits behind others in a
+        backlog does not (that would only add to the load). The wait doubles
+        with each publication.
+        """
+        flight = self.flights.get(local_id)
+        if flight is None or flight.state != "sent" or flight.resends != resends or flight.data is None:
+            return
+        now_s = self.now()
+        executor = flight.executor
+        overtaken = self._latest_done.get(executor, -1) > flight.published
+        silent = now_s - self._last_result_s.get(executor, flight.arrived_s) >= self.redeliver_after_s
+        if not (overtaken or silent):
+            self._push(now_s + self.redeliver_after_s, _REDELIVER, (local_id, resends))  # look again later
+            return
+        flight.resends += 1
+        self.counts["redelivered"] += 1
+        log.warning("%s: no result for batch %s:%d after %.1fs; publishing it again", self.name, self.name, local_id,
+                    self.redeliver_after_s * 2**resends)  # fmt: skip
+        self.send(self.topics.batches(flight.executor), flight.data)
+        self._push(self.now() + self.redeliver_after_s * 2 ** flight.resends, _REDELIVER, (local_id, flight.resends))
 
     def _start_timer(self, action: StartTimer) -> None:
         self._generation += 1
@@ -391,8 +482,16 @@ class Gateway:
 
     def close(self) -> None:
         """End of run before every request ended: queued requests are dropped (``run_ended``)."""
-        for action in self.scheduler.close(self.now()):
+        now_s = self.now()
+        actions = self.scheduler.close(now_s)
+        if self.event_log is not None:
+            self.event_log.record_close(now_s, actions)
+        for action in actions:
             self._act[type(action)](action)
+
+    def _final_rss(self) -> float | None:
+        self._sample_rss()
+        return self.peak_rss_mb
 
     def stats(self) -> dict:
         return {
@@ -407,7 +506,23 @@ class Gateway:
             "uplink_late_s": percentiles(self.uplink_late_s),
             "ingest_lag_s": percentiles(self.ingest_lag_s),
             "link_bytes": {n: e.bytes_sent for n, e in self.emulators.items()},
+            "peak_pending": self.peak_pending,
+            "peak_rss_mb": self._final_rss(),
         }
+
+
+def _rss_mb() -> float | None:
+    """This process's resident memory now, in MB (None where /proc does not say).
+
+    Not ``getrusage``'s peak: a process started by fork and exec inherits its
+    parent's peak (the orchestrator's, with torch loaded in a test).
+    """
+    try:
+        with open("/proc/self/statm") as fp:
+            resident_pages = int(fp.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
 
 
 # ---------------------------------------------------------------------------
@@ -420,8 +535,11 @@ def main(argv=None) -> int:
 
     parser = common_parser("Run one gateway's scheduler in real time.")
     parser.add_argument("--gateway", help="the gateway's name (default: the only one)")
+    parser.add_argument("--event-log", help="write the scheduler's events and actions here (JSON lines, live.eventlog); "
+                        "default with live.event_log: eventlog/gateway-<name>.jsonl next to --config")
     args = parser.parse_args(argv)
     role = None
+    event_log = None
     try:
         role = Role(args, "gateway", f"gateway-{args.gateway or 'all'}")
         spec = role.spec
@@ -445,6 +563,12 @@ def main(argv=None) -> int:
         if clock is None:
             return 0
         gateway = Gateway(spec, name, topics, role.send_async, clock.now)
+        if spec.settings.event_log or args.event_log:
+            from pathlib import Path
+
+            from live.eventlog import EventLog, log_path
+
+            event_log = gateway.event_log = EventLog(args.event_log or log_path(Path(args.config).resolve().parent, name), name)
         while not role.should_stop():
             next_due = gateway.poll()
             if gateway.done:
@@ -465,6 +589,8 @@ def main(argv=None) -> int:
         role.stats["plans_adopted"] = json.loads(json.dumps(gateway.plans[-20:], default=str))
         return 0
     finally:
+        if event_log is not None:
+            event_log.close()
         if role is not None:
             role.close()
 

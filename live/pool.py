@@ -18,7 +18,13 @@ subprocess, fed over its stdin and read from its stdout in the binary codec
   its memory size (``live.executors.<name>``);
 - each batch is billed its measured duration (plus its cold start when the
   pricing says ``bill_cold_start``) with the executor's pricing config;
-- a crashed instance fails its batch (``executor_failed``);
+- a crashed instance fails its batch (``executor_failed``); the gateway's
+  scheduler retries it up to ``policy.max_retries`` times, as in the simulator;
+- ``failure_probability`` (of the executor's config) is honoured as in the
+  simulator: each batch handed to an instance kills that instance abruptly
+  with that probability (drawn from a generator seeded by the run's seed and
+  the executor's name, so a run is repeatable): during its cold start (half
+  of the failures of a starting instance) or in the middle of the batch;
 - the number of warm instances goes to the gateways (CONTROL ``instances``,
   read as ``InstanceStateChanged``).
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import random
 import subprocess
 import sys
 import threading
@@ -43,7 +50,7 @@ from pathlib import Path
 from live.config import ExecutorSettings, RunClock, RunSpec, Topics
 from live.messages import DecodeError, Kind, Message, decode, encode_control, encode_result
 from live.role import percentiles
-from live.worker import check_batch, failure_result, read_frame, write_frame
+from live.worker import check_batch, failure_result, read_frame, redeliveries, write_frame
 from spec.records import DropReason
 from spec.topology import ServerlessSpec
 
@@ -68,6 +75,7 @@ class Instance:
         self.job = None  # (pulsar message, Message, received_s, cold_start_s) of the batch it runs
         self.idle_until = 0.0
         self.batches = 0
+        self.crash_in_run = False  # fault injection: dies in the middle of its next batch
 
 
 class Pool:
@@ -99,6 +107,9 @@ class Pool:
         self.billed = 0.0
         self.failed = 0
         self.peak = 0
+        self.failure_probability = float(getattr(self.espec, "failure_probability", 0.0) or 0.0)
+        self._faults = random.Random(f"edgebatch-faults/{spec.seed}/{executor}")
+        self.injected = {"cold_start": 0, "execution": 0}
 
     # -- batches in --------------------------------------------------------------------
     def submit(self, msg, message: Message) -> None:
@@ -109,7 +120,7 @@ class Pool:
         job = (msg, message, received_s, memory_mb)
         idle = self.idle.get(memory_mb)
         if idle:
-            self._run(idle.pop(), job)
+            self._run_warm(idle.pop(), job)
         elif len(self.instances) < self.espec.max_instances:
             self._spawn(job)
         elif self._reclaim_other(memory_mb):
@@ -128,9 +139,15 @@ class Pool:
             sys.executable, "-m", "live.worker", "--stdio", "--model", self.settings.model, "--threads", str(threads),
             "--seed", str(self.spec.seed), "--epoch", repr(self.clock.epoch_unix), "--name", name,
         ]  # fmt: skip
+        crash = self._fails()
+        crash_in_start = crash and self._faults.random() < 0.5
+        if crash_in_start:
+            cmd.append("--crash-before-ready")
+            self.injected["cold_start"] += 1
         spawned_s = self.clock.now()
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT)
         instance = Instance(name, memory_mb, threads, proc, spawned_s)
+        instance.crash_in_run = crash and not crash_in_start
         instance.job = job
         self.instances.append(instance)
         self.peak = max(self.peak, len(self.instances))
@@ -145,11 +162,23 @@ class Pool:
             self.inbox.put(("frame", instance, raw))
         self.inbox.put(("exit", instance, instance.proc.wait()))
 
+    def _fails(self) -> bool:
+        """Fault injection: does the instance that gets the next batch die (``failure_probability``)?"""
+        return self.failure_probability > 0 and self._faults.random() < self.failure_probability
+
+    def _run_warm(self, instance: Instance, job) -> None:
+        instance.crash_in_run = self._fails()
+        self._run(instance, job)
+
     def _run(self, instance: Instance, job, cold_start_s: float = 0.0) -> None:
         instance.state = "busy"
         instance.job = job
         instance.cold_start_s = cold_start_s
         try:
+            if instance.crash_in_run:
+                instance.crash_in_run = False
+                self.injected["execution"] += 1
+                write_frame(instance.proc.stdin, encode_control("crash", source=self.name))
             write_frame(instance.proc.stdin, job[1].to_bytes())
         except OSError as error:  # it died: its exit comes through the inbox and fails the batch
             log.error("%s: cannot hand over batch %s: %s", instance.name, job[1].batch_id, error)
@@ -185,7 +214,8 @@ class Pool:
         cold_s = instance.cold_start_s
         if result.meta.get("failed"):
             data = failure_result(batch, source=instance.name, executor=self.executor, reason=str(result.meta.get("reason")),
-                                  detail=str(result.meta.get("error", "")), ts={"received_s": received_s})  # fmt: skip
+                                  detail=str(result.meta.get("error", "")), ts={"received_s": received_s},
+                                  meta={"redelivered": redeliveries(msg)})  # fmt: skip
             self.failed += 1
         else:
             service_s = float(result.ts.get("service_s", 0.0))
@@ -197,7 +227,7 @@ class Pool:
                 batch.batch_id, batch.ids, result.payloads(), source=instance.name, labels=result.labels,
                 ts={**result.ts, "received_s": received_s},
                 meta={"executor": self.executor, "cost": cost, "cold_start_s": cold_s, "memory_mb": memory_mb,
-                      "instance": instance.name, "threads": instance.threads},
+                      "instance": instance.name, "threads": instance.threads, "redelivered": redeliveries(msg)},
             )  # fmt: skip
         instance.batches += 1
         instance.job = None
@@ -209,7 +239,7 @@ class Pool:
         if self.waiting:
             job = self.waiting.popleft()
             if job[3] == instance.memory_mb:
-                self._run(instance, job)
+                self._run_warm(instance, job)
             else:  # another memory size cannot reuse this instance: replace it
                 self._retire(instance)
                 self._spawn(job)
@@ -249,7 +279,7 @@ class Pool:
             self.failed += 1
             self.send(self.topics.results(batch.source), failure_result(
                 batch, source=instance.name, executor=self.executor, reason=DropReason.EXECUTOR_FAILED,
-                detail=f"instance exited with code {returncode}", ts={"received_s": received_s},
+                detail=f"instance exited with code {returncode}", ts={"received_s": received_s}, meta={"redelivered": redeliveries(msg)},
             ))  # fmt: skip
             self.ack(msg)
         if self.waiting and len(self.instances) < self.espec.max_instances:
@@ -297,6 +327,7 @@ class Pool:
             "service_s": percentiles(self.services),
             "batches": len(self.services) + self.failed,
             "failed": self.failed,
+            "injected_failures": dict(self.injected),
             "billed": self.billed,
         }
 
@@ -318,6 +349,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"--executor must name a serverless executor of the config, not {args.executor!r}")
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         in_topic = role.topics.batches(args.executor)
+        role.skip_consumer_ids(args.incarnation)  # not the id of a dead predecessor's consumer (pulsar-lite)
         consumer = role.subscribe(in_topic, "pool", receiver_queue_size=100,
                                   message_listener=lambda c, m: inbox.put(("batch", c, m)))  # fmt: skip
         dlq = role.producer(role.topics.dead_letter)

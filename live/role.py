@@ -7,12 +7,18 @@ its own machine of a testbed::
 
 The run's start is broadcast on the control topic as ``CONTROL op="start"``
 with ``meta.epoch_unix`` (the wall-clock time of ``now_s = 0``); ``--epoch``
-gives it directly instead. ``op="stop"`` ends every role. Each role
-subscribes to the control topic under its own subscription name, from the
-earliest message, so a role started late still sees the start (and a stop).
+gives it directly instead. ``op="stop"`` ends every role. Each role process
+subscribes to the control topic under a subscription of its own (its name
+and pid), from the earliest message, so a role started late, or restarted
+after a crash, still sees the start (and a stop).
 A role announces itself on the ``ready`` topic once it is connected and
 subscribed, so that the orchestrator starts the clock only when every
 consumer is in place.
+
+Anything on the control topic that is not a well-formed ``start`` or
+``stop`` (bytes that do not decode, another kind of message, an unknown op)
+goes to the run's dead-letter topic with the reason, and the role goes on.
+Every role sends its dead letters through ``Role.dead_letter``.
 
 The auth token is read from ``--auth-token``, else the environment variable
 ``EDGEBATCH_PULSAR_TOKEN`` (which keeps it off the process list), else the
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -55,6 +62,8 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--stats", help="write this role's statistics (JSON) here on exit")
     parser.add_argument("--exit-after-s", type=float, help="give up and exit this long after starting (a safety net)")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--incarnation", type=int, default=0,
+                        help="how many times this role was restarted in the run (set by live.run; see Role.skip_consumer_ids)")
     return parser
 
 
@@ -98,6 +107,9 @@ class Role:
         self._producers: dict[str, Any] = {}
         self.stats: dict[str, Any] = {"role": kind, "name": self.name}
         self._send_errors = 0
+        self.dead_letters = 0
+        # before the control subscription: a bad control message goes to the dead-letter topic
+        self._dead_letter_producer = self.producer(self.topics.dead_letter)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -105,7 +117,7 @@ class Role:
 
         self._control = self.client.subscribe(
             self.topics.control,
-            f"control-{self.name}",
+            f"control-{self.name}-{os.getpid()}",
             consumer_type=pulsar.ConsumerType.Shared,
             initial_position=pulsar.InitialPosition.Earliest,
             message_listener=self._on_control,
@@ -117,22 +129,34 @@ class Role:
         self._started.set()
 
     def _on_control(self, consumer, msg) -> None:
+        raw = msg.data()
         try:
-            message = decode(msg.data())
-        except DecodeError:
+            message = decode(raw)
+        except DecodeError as error:
+            self.dead_letter(raw, str(error), self.topics.control)
             consumer.acknowledge(msg)
             return
-        if message.kind is Kind.CONTROL:
-            op = message.meta.get("op")
-            if op == "start" and self._epoch is None:
-                epoch = message.meta.get("epoch_unix")
-                if isinstance(epoch, (int, float)) and not isinstance(epoch, bool):
-                    self._epoch = float(epoch)
-                    self._started.set()
-            elif op == "stop":
-                self.stop.set()
+        op = message.meta.get("op") if message.kind is Kind.CONTROL else None
+        if message.kind is not Kind.CONTROL:
+            self.dead_letter(raw, f"unexpected: a {message.kind.name} message on the control topic", self.topics.control)
+        elif op == "start":
+            epoch = message.meta.get("epoch_unix")
+            if not isinstance(epoch, (int, float)) or isinstance(epoch, bool) or not math.isfinite(epoch):
+                self.dead_letter(raw, f"unexpected: a start without a finite epoch_unix ({epoch!r})", self.topics.control)
+            elif self._epoch is None:
+                self._epoch = float(epoch)
                 self._started.set()
+        elif op == "stop":
+            self.stop.set()
+            self._started.set()
+        else:
+            self.dead_letter(raw, f"unexpected: control op {op!r} (one of start, stop)", self.topics.control)
         consumer.acknowledge(msg)
+
+    def dead_letter(self, raw: bytes, reason: str, source_topic: str) -> None:
+        """Publish ``raw`` unchanged to the run's dead-letter topic, with ``reason`` and ``source_topic``."""
+        self.dead_letters += 1
+        self._dead_letter_producer.send_async(bytes(raw), self._sent, properties={"reason": str(reason), "source_topic": str(source_topic)})
 
     def announce_ready(self) -> None:
         """Tell the orchestrator that this role is connected and subscribed."""
@@ -189,6 +213,11 @@ class Role:
         per connection. Replicas sharing one subscription therefore skip
         ``replica`` ids first (a throwaway subscribe and unsubscribe each),
         so that each joins with its own id. Harmless on a real Pulsar.
+
+        pulsar-lite also keeps the consumers of a connection that was reset
+        (a process killed while data was on its way to it) on their
+        subscriptions, so a restarted role skips past the ids of every
+        predecessor too (``--incarnation``).
         """
         import pulsar
 
@@ -207,6 +236,7 @@ class Role:
     # -- the end ---------------------------------------------------------------------
     def write_stats(self) -> None:
         self.stats["send_errors"] = self._send_errors
+        self.stats["dead_letters"] = self.stats.get("dead_letters", 0) + self.dead_letters
         if self.args.stats:
             path = Path(self.args.stats)
             path.parent.mkdir(parents=True, exist_ok=True)

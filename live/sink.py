@@ -12,6 +12,10 @@ writes, under ``--out``:
   work unchanged; requests that never ended are dropped as ``run_ended``;
 - ``plans.jsonl`` (one adopted plan a line) and ``summary.json``.
 
+A record that does not decode, or is not one of the records above (a
+message of another kind, request ids outside the workload, an unknown
+executor), goes to the dead-letter topic with the reason; the sink goes on.
+
 Request ids, sources, arrival times and deadlines come from the workload
 (``Workload.generate(seed)``), as in the simulator; batch ids are numbered
 in dispatch order. ``transfer_s`` is the uplink (dispatch to the batch's
@@ -50,6 +54,11 @@ DROP_REASONS = (
     DropReason.RUN_ENDED,
     DropReason.STALE,
 )
+
+
+def _count(value) -> int:
+    """A non-negative count from a record's meta (0 when absent or not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _f(ts, key) -> float:
@@ -111,40 +120,53 @@ class SinkState:
             "completed_s": _f(ts, "completed_s") if state == "finished" else math.nan,
             "cold_start_s": float(meta.get("cold_start_s") or 0.0),
             "cost": float(meta.get("cost") or 0.0),
+            "attempt": _count(meta.get("attempt")),
+            "redelivered": _count(meta.get("redelivered")),
             "state": state,
         })  # fmt: skip
         return index
 
-    def add(self, message: Message) -> None:
-        """One record from the records topic (duplicates are counted and ignored)."""
-        if message.kind is Kind.CONTROL and message.meta.get("op") == "plan":
+    def add(self, message: Message) -> str | None:
+        """One record from the records topic (duplicates are counted and ignored).
+
+        Returns why the message is not a record (for the dead-letter topic), else None.
+        """
+        op = message.meta.get("op") if message.kind is Kind.CONTROL else None
+        if op == "plan":
             plan = message.meta.get("plan")
             if isinstance(plan, dict):
                 self.plans.append(plan)
-            return
+                return None
+            self.ignored += 1
+            return "unexpected: a plan record without a plan"
+        if message.kind is not Kind.RESULT and op not in ("batch_failed", "drop"):
+            self.ignored += 1
+            return f"unexpected: a {message.kind.name} message{f' (op {op!r})' if op else ''} on the records topic"
         ids = self._ids(message)
         if ids is None or not ids:
             self.ignored += 1
-            return
+            return f"unexpected: request ids {list(message.ids)[:5]!r} are not ids of this run's {self.count} requests"
+        if op != "drop" and message.meta.get("executor") not in self.executor_names:
+            self.ignored += 1
+            return f"unexpected: executor {message.meta.get('executor')!r}, not one of {self.executor_names}"
         if message.kind is Kind.RESULT:
             index = self._batch(message, str(message.batch_id), ids, "finished")
             if index is None:
                 self.duplicates += len(ids)
-                return
+                return None
             for request_id in ids:
                 self._end(request_id, index, None)
-        elif message.kind is Kind.CONTROL and message.meta.get("op") == "batch_failed":
+        elif op == "batch_failed":
             index = self._batch(message, str(message.meta.get("batch_id")), ids, "failed")
             if index is not None:
                 for request_id in ids:
-                    if self.batch_of[request_id] < 0:
+                    if not self.ended[request_id]:  # its latest try (a retry follows its failed batch), as the simulator records
                         self.batch_of[request_id] = index
-        elif message.kind is Kind.CONTROL and message.meta.get("op") == "drop":
+        else:
             reason = str(message.meta.get("reason") or DropReason.RUN_ENDED)
             for request_id in ids:
                 self._end(request_id, None, reason)
-        else:
-            self.ignored += 1
+        return None
 
     def _end(self, request_id: int, batch_index: int | None, reason: str | None) -> None:
         if self.ended[request_id]:
@@ -187,6 +209,8 @@ class SinkState:
             "end_s": np.array([r["end_s"] for r in rows], dtype=np.float64),
             "cold": np.array([r["cold_start_s"] > 0 for r in rows], dtype=bool),
             "cost": np.array([r["cost"] for r in rows], dtype=np.float64),
+            "attempt": np.array([r["attempt"] for r in rows], dtype=np.int32),
+            "redelivered": np.array([r["redelivered"] for r in rows], dtype=np.int32),
         })  # fmt: skip
         return frame[list(BATCH_COLUMNS)]
 
@@ -303,6 +327,7 @@ def main(argv=None) -> int:
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         consumer = role.subscribe(role.topics.records, "sink", receiver_queue_size=1000,
                                   message_listener=lambda c, m: inbox.put(m))  # fmt: skip
+        role.producer(role.topics.dead_letter)
         role.announce_ready()
         undecodable = 0
         # records may come before the start message reaches us: no need to wait for it
@@ -311,10 +336,14 @@ def main(argv=None) -> int:
                 msg = inbox.get(timeout=0.2)
             except queue.Empty:
                 continue
+            raw = msg.data()
             try:
-                state.add(decode(msg.data()))
-            except DecodeError:
+                problem = state.add(decode(raw))
+            except DecodeError as error:
                 undecodable += 1
+                problem = str(error)
+            if problem is not None:
+                role.dead_letter(raw, problem, role.topics.records)
             consumer.acknowledge(msg)
         complete = state.done
         unfinished = state.finish()

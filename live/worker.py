@@ -24,8 +24,20 @@ measured cold start. End of stdin ends it.
 A result's ``ts`` has ``received_s``, ``start_s``, ``end_s`` and
 ``service_s`` on the run's clock (``service_s`` is the measured time of
 tensor conversion plus the forward pass); ``meta`` has the executor, the
-worker's name and, from a worker, the batch's ``cost``. A model error gives
-a result with ``meta.failed`` and ``meta.reason``.
+worker's name, ``redelivered`` (the broker's redelivery count of the batch:
+more than 0 when a worker died holding it) and, from a worker, the batch's
+``cost``. A model error gives a result with ``meta.failed`` and
+``meta.reason``.
+
+A worker killed mid-batch never acknowledged it, so the broker delivers it
+again to another replica (or to the worker the orchestrator restarts); if
+the dead worker had already published its result, the gateway ignores the
+second one. Delivery is at-least-once; the gateway and the sink deduplicate.
+
+Fault injection (used by ``live.pool`` for ``failure_probability``): an
+instance started with ``--crash-before-ready`` exits abruptly during its
+cold start; a CONTROL ``crash`` frame makes it exit abruptly in the middle
+of its next batch (after the forward pass, before the result is written).
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ from typing import BinaryIO
 
 from live.messages import Kind, Message, dead_letter, decode, DecodeError, encode_control, encode_result
 
-__all__ = ["ModelRunner", "read_frame", "write_frame", "check_batch", "failure_result", "main"]
+__all__ = ["ModelRunner", "read_frame", "write_frame", "check_batch", "failure_result", "redeliveries", "CRASH_EXIT_CODE", "main"]
 
 log = logging.getLogger("edgebatch.live")
 _FRAME = struct.Struct(">I")
@@ -115,6 +127,19 @@ def check_batch(message: Message, gateways, executor: str | None) -> str | None:
     return None
 
 
+def redeliveries(msg) -> int:
+    """The broker's redelivery count of a received message (0 when unknown)."""
+    try:
+        count = int(msg.redelivery_count())
+    except Exception:  # not a pulsar message (a unit test's stand-in), or a client without the count
+        return 0
+    return max(count, 0)
+
+
+#: the exit status of an instance that crashes on purpose (fault injection)
+CRASH_EXIT_CODE = 70
+
+
 def failure_result(message: Message, *, source: str, executor: str, reason: str, detail: str, ts=None, meta=None) -> bytes:
     """A RESULT saying the batch failed (its requests are dropped with ``reason``)."""
     return encode_result(
@@ -148,7 +173,8 @@ def serve_broker(argv) -> int:
         import pulsar
 
         in_topic = role.topics.batches(args.executor)
-        role.skip_consumer_ids(args.replica)
+        # distinct from every other replica's id and from those of this replica's dead predecessors (pulsar-lite)
+        role.skip_consumer_ids(args.replica + args.incarnation * settings.replicas)
         consumer = role.subscribe(in_topic, "workers", receiver_queue_size=1)
         dlq = role.producer(role.topics.dead_letter)
         for gateway in spec.gateways:
@@ -158,7 +184,7 @@ def serve_broker(argv) -> int:
         if clock is None:
             return 0
         gateways = set(spec.gateways)
-        services, dead = [], 0
+        services, dead, redelivered = [], 0, 0
         while not role.should_stop():
             try:
                 msg = consumer.receive(timeout_millis=100)
@@ -166,6 +192,8 @@ def serve_broker(argv) -> int:
                 continue
             received_s = clock.now()
             raw = msg.data()
+            if redeliveries(msg):
+                redelivered += 1
             try:
                 message = decode(raw)
                 problem = check_batch(message, gateways, args.executor)
@@ -181,7 +209,8 @@ def serve_broker(argv) -> int:
             except Exception as error:  # a model error fails the batch, not the worker
                 log.exception("batch %s failed", message.batch_id)
                 data = failure_result(message, source=role.name, executor=args.executor, reason="executor_failed",
-                                      detail=repr(error), ts={"received_s": received_s})  # fmt: skip
+                                      detail=repr(error), ts={"received_s": received_s},
+                                      meta={"redelivered": redeliveries(msg)})  # fmt: skip
             else:
                 service_s = end_s - start_s
                 services.append(service_s)
@@ -189,11 +218,12 @@ def serve_broker(argv) -> int:
                 data = encode_result(
                     message.batch_id, message.ids, outputs, source=role.name, labels=labels,
                     ts={"received_s": received_s, "start_s": start_s, "end_s": end_s, "service_s": service_s},
-                    meta={"executor": args.executor, "cost": cost, "cold_start_s": 0.0, "threads": settings.threads},
+                    meta={"executor": args.executor, "cost": cost, "cold_start_s": 0.0, "threads": settings.threads,
+                          "redelivered": redeliveries(msg)},
                 )  # fmt: skip
             role.producer(role.topics.results(message.source)).send(data)  # published, then acked
             consumer.acknowledge(msg)
-        role.stats.update(executor=args.executor, batches=len(services), dead_letters=dead, service_s=percentiles(services),
+        role.stats.update(executor=args.executor, batches=len(services), dead_letters=dead, service_s=percentiles(services), redelivered=redelivered,
                           model=settings.model, threads=settings.threads, import_s=runner.import_s, load_s=runner.load_s)  # fmt: skip
         return 0
     finally:
@@ -214,6 +244,7 @@ def serve_stdio(argv) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epoch", type=float, required=True)
     parser.add_argument("--name", default=f"instance-{os.getpid()}")
+    parser.add_argument("--crash-before-ready", action="store_true", help="fault injection: exit abruptly during the cold start")
     args = parser.parse_args(argv)
     # keep the frames clean: our stdout is the pipe; anything printed goes to stderr
     out = os.fdopen(os.dup(1), "wb")
@@ -223,6 +254,9 @@ def serve_stdio(argv) -> int:
 
     clock = RunClock(args.epoch)
     runner = ModelRunner(args.model, args.threads, args.seed)
+    if args.crash_before_ready:
+        os._exit(CRASH_EXIT_CODE)  # dies in its cold start: imports and model load done, never ready
+    crash_next = False
     write_frame(out, encode_control("ready", source=args.name, meta={"import_s": runner.import_s, "load_s": runner.load_s, "pid": os.getpid()}))
     while True:
         raw = read_frame(inp)
@@ -234,8 +268,13 @@ def serve_stdio(argv) -> int:
         except DecodeError as error:  # the pool checked it; a torn pipe is all this can be
             log.error("instance got a bad frame: %s", error)
             return 1
+        if message.kind is Kind.CONTROL:
+            crash_next = crash_next or message.meta.get("op") == "crash"
+            continue
         try:
             labels, outputs, start_s, end_s = runner.run(message, clock.now)
+            if crash_next:
+                os._exit(CRASH_EXIT_CODE)  # dies in the middle of the batch: no result
         except Exception as error:
             data = failure_result(message, source=args.name, executor="", reason="executor_failed", detail=repr(error),
                                   ts={"received_s": received_s})  # fmt: skip

@@ -17,13 +17,16 @@ class DispatchBatch(Action):
     """Send these requests, as one batch, to ``executor``.
 
     ``memory_mb`` selects the instance size of a serverless executor; ``None``
-    leaves the executor's configured default.
+    leaves the executor's configured default. ``attempt`` is 0 for a batch's
+    first dispatch and k for its k-th retry after a ``BatchFailed`` (the
+    scheduler's ``max_retries``); drivers record it per batch.
     """
 
     batch_id: int
     executor: str
     request_ids: tuple[int, ...]
     memory_mb: int | None = None
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

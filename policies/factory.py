@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 from policies.scheduler import Scheduler
 from spec.build import instantiate
 from spec.topology import Cluster
-from spec.validation import ConfigError
+from spec.validation import ConfigError, check_int_at_least
 
 __all__ = ["make_scheduler_factory", "POLICY_KEYS"]
 
-POLICY_KEYS = ("placement", "batching", "planner", "batching_per_executor")
+POLICY_KEYS = ("placement", "batching", "planner", "batching_per_executor", "max_retries")
 
 
 def make_scheduler_factory(policy: Mapping) -> Callable[[str, Cluster], Scheduler]:
@@ -32,6 +32,8 @@ def make_scheduler_factory(policy: Mapping) -> Callable[[str, Cluster], Schedule
     if policy.get("planner") is not None:
         instantiate("policy.planner", policy["planner"])
     per_executor = dict(policy.get("batching_per_executor") or {})
+    # a failed batch is dispatched again up to this many times (Scheduler), then dropped as retries_exhausted
+    max_retries = check_int_at_least("policy.max_retries", 0 if policy.get("max_retries") is None else policy["max_retries"], 0)
 
     def factory(gateway: str, cluster: Cluster) -> Scheduler:
         batching = instantiate("policy.batching", policy["batching"])
@@ -47,6 +49,7 @@ def make_scheduler_factory(policy: Mapping) -> Callable[[str, Cluster], Schedule
             batching=batching,
             planner=None if planner is None else instantiate("policy.planner", planner),
             gateway=gateway,
+            max_retries=max_retries,
         )
 
     return factory

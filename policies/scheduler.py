@@ -26,7 +26,7 @@ from policies.plan import Plan
 from policies.planner_base import Planner
 from spec.records import DropReason
 from spec.topology import Cluster
-from spec.validation import ConfigError
+from spec.validation import ConfigError, check_int_at_least
 
 __all__ = ["Scheduler", "BatchingFactory"]
 
@@ -63,6 +63,16 @@ class Scheduler:
     executor), a callable returning a fresh policy (a Hydra ``_partial_``),
     or a mapping from executor name to either.
 
+    A failed batch (``BatchFailed``) is retried up to ``max_retries`` times:
+    its requests are dispatched again at once, as one new batch to the same
+    executor with the same memory size (``DispatchBatch.attempt`` counts the
+    tries; the batching policy keeps counting it as one batch in flight).
+    When the tries are used up its requests are dropped with reason
+    ``retries_exhausted``; with ``max_retries=0`` (the default) they are
+    dropped at once with the failure's own reason (``executor_failed``). The
+    simulator and the live harness drive this same object, so a failure is
+    retried identically in both.
+
     Errors: ``DriverError`` when the driver reports something impossible (a
     batch never dispatched, a timer not running, time going backwards, a
     request id seen twice); ``PolicyError`` when a sub-policy misbehaves.
@@ -76,7 +86,9 @@ class Scheduler:
         batching: BatchingFactory | Mapping[str, BatchingFactory],
         planner: Planner | None = None,
         gateway: str = "edge",
+        max_retries: int = 0,
     ):
+        self.max_retries = check_int_at_least("policy.max_retries", max_retries, 0)
         if not isinstance(cluster, Cluster):
             raise ConfigError("scheduler.cluster", type(cluster).__name__, "a spec.topology.Cluster")
         if not isinstance(placement, PlacementPolicy):
@@ -119,7 +131,9 @@ class Scheduler:
             planner.bind(self.view)
         self.plan: Plan | None = None
         self._requests: dict[int, Request] = {}
-        self._in_flight: dict[int, tuple[str, tuple[Request, ...]]] = {}
+        #: batch id -> (executor, requests, attempt, memory_mb)
+        self._in_flight: dict[int, tuple[str, tuple[Request, ...], int, int | None]] = {}
+        self.retries = 0
         self._timers: dict[str, float] = {}
         self._next_batch_id = 0
         self._now_s = -math.inf
@@ -211,13 +225,17 @@ class Scheduler:
         executor = timer_id[len(_BATCH_TIMER):]
         self._decide(executor, self.batchers[executor], event.now_s, actions)
 
-    def _pop_batch(self, batch_id: int, executor: str) -> tuple[Request, ...]:
+    def _pop_entry(self, batch_id: int, executor: str) -> tuple[str, tuple[Request, ...], int, int | None]:
         entry = self._in_flight.pop(batch_id, None)
         if entry is None:
             raise DriverError(f"batch {batch_id} reported by {executor!r} was never dispatched or already ended")
         if entry[0] != executor:
             self._in_flight[batch_id] = entry
             raise DriverError(f"batch {batch_id} was dispatched to {entry[0]!r}, not {executor!r}")
+        return entry
+
+    def _pop_batch(self, batch_id: int, executor: str) -> tuple[Request, ...]:
+        entry = self._pop_entry(batch_id, executor)
         requests = self._requests
         for request in entry[1]:
             del requests[request.request_id]
@@ -230,9 +248,21 @@ class Scheduler:
         self._decide(event.executor, batcher, event.now_s, actions)
 
     def _on_failed(self, event: BatchFailed, actions: list[Action]) -> None:
-        batch = self._pop_batch(event.batch_id, event.executor)
+        executor, batch, attempt, memory_mb = self._pop_entry(event.batch_id, event.executor)
+        if attempt < self.max_retries:
+            # the same requests again, as a new batch to the same executor: still one batch in flight for its batcher
+            batch_id = self._next_batch_id
+            self._next_batch_id = batch_id + 1
+            self._in_flight[batch_id] = (executor, batch, attempt + 1, memory_mb)
+            self.retries += 1
+            actions.append(DispatchBatch(batch_id=batch_id, executor=executor, request_ids=tuple([r.request_id for r in batch]),
+                                         memory_mb=memory_mb, attempt=attempt + 1))  # fmt: skip
+            return
+        reason = event.reason if self.max_retries == 0 else DropReason.RETRIES_EXHAUSTED
+        requests = self._requests
         for request in batch:
-            actions.append(DropRequest(request_id=request.request_id, reason=event.reason))
+            del requests[request.request_id]
+            actions.append(DropRequest(request_id=request.request_id, reason=reason))
         batcher = self.batchers[event.executor]
         batcher.finished(event.now_s, len(batch), None)
         self._decide(event.executor, batcher, event.now_s, actions)
@@ -267,7 +297,7 @@ class Scheduler:
                 batch = batcher.take(size)
                 batch_id = self._next_batch_id
                 self._next_batch_id = batch_id + 1
-                self._in_flight[batch_id] = (executor, batch)
+                self._in_flight[batch_id] = (executor, batch, 0, batcher.memory_mb)
                 actions.append(
                     DispatchBatch(
                         batch_id=batch_id,

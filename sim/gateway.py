@@ -68,7 +68,7 @@ class GatewayDriver:
         now_s = self.env.now
         executor = action.executor
         ids = action.request_ids
-        batch_id = sim.recorder.batch_dispatched(now_s, self.executor_index[executor], ids, action.memory_mb)
+        batch_id = sim.recorder.batch_dispatched(now_s, self.executor_index[executor], ids, action.memory_mb, action.attempt)
         channel = self.channels[executor]
         size_bytes = sim.payload_bytes(ids) if channel is not None or self.hop_rates[executor] else 0
         hop_s = self.hops_s[executor]

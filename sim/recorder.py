@@ -56,6 +56,7 @@ class Recorder:
         self.b_size = array("i")
         self.b_memory_mb = array("i")
         self.b_dispatched_s = array("d")
+        self.b_attempt = array("i")
         # the rest, appended when a batch ends (in the order they end; e_batch says which)
         self.e_batch = array("i")
         self.b_arrived_s = array("d")  # at the executor, after the uplink
@@ -67,8 +68,9 @@ class Recorder:
         self.b_state = array("b")  # 1 finished, 2 failed; batches that never ended have no entry
 
     # -- during the run ------------------------------------------------------
-    def batch_dispatched(self, now_s: float, executor_index: int, request_ids, memory_mb: int | None) -> int:
+    def batch_dispatched(self, now_s: float, executor_index: int, request_ids, memory_mb: int | None, attempt: int = 0) -> int:
         batch_id = len(self.b_size)
+        self.b_attempt.append(attempt)
         self.b_executor.append(executor_index)
         self.b_size.append(len(request_ids))
         self.b_memory_mb.append(memory_mb or 0)
@@ -139,6 +141,8 @@ class Recorder:
             "end_s": self._by_batch(self.b_end_s, np.float64, np.nan),
             "cold": self._by_batch(self.b_cold_start_s, np.float64, 0.0) > 0,
             "cost": self._by_batch(self.b_cost, np.float64, 0.0),
+            "attempt": np.frombuffer(self.b_attempt, np.int32) if len(self.b_attempt) else np.zeros(0, np.int32),
+            "redelivered": np.zeros(len(self.b_size), dtype=np.int32),  # no broker in the simulator
         }
         frame = pd.DataFrame(table, copy=True)
         return frame[list(BATCH_COLUMNS)]

@@ -20,7 +20,10 @@ REQUEST_COLUMNS = (
     "latency_s", "deadline_s", "met_slo", "dropped", "drop_reason", "cost",
 )  # fmt: skip
 
-BATCH_COLUMNS = ("batch_id", "executor", "size", "memory_mb", "start_s", "end_s", "cold", "cost")
+#: ``attempt``: 0 for a batch's first dispatch, k for the scheduler's k-th retry of a failed batch;
+#: ``redelivered``: how many times the broker delivered the batch again after an executor
+#: died holding it (at-least-once delivery; always 0 in the simulator, which has no broker)
+BATCH_COLUMNS = ("batch_id", "executor", "size", "memory_mb", "start_s", "end_s", "cold", "cost", "attempt", "redelivered")
 
 
 class DropReason:
@@ -55,7 +58,9 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, *, span_s: float, s
 
     ``span_s`` is the run's length (first arrival to last completion) used for
     throughput; ``standing_cost`` is what idle servers cost on top of batches.
-    SLO attainment counts dropped requests as misses.
+    SLO attainment counts dropped requests as misses. ``retries`` counts
+    batches dispatched again after a failure, ``redelivered`` the broker's
+    redeliveries of batches (both from the batch table).
     """
     count = int(len(requests))
     dropped_mask = requests["dropped"].to_numpy(dtype=bool) if count else np.zeros(0, bool)
@@ -83,4 +88,6 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, *, span_s: float, s
         "cold_starts": int(batches["cold"].sum()) if len(batches) else 0,
         "batches": int(len(batches)),
         "mean_batch_size": float(batches["size"].mean()) if len(batches) else math.nan,
+        "retries": int((batches["attempt"] > 0).sum()) if len(batches) and "attempt" in batches else 0,
+        "redelivered": int(batches["redelivered"].sum()) if len(batches) and "redelivered" in batches else 0,
     }

@@ -1,0 +1,260 @@
+"""The live gateway's event log: every event given to the scheduler and the actions it returned.
+
+DESIGN.md: "A recorded live event log replayed into a fresh policy yields the
+same actions; this is tested." With ``live.event_log: true`` each gateway
+writes ``<out>/eventlog/gateway-<name>.jsonl``, one JSON object a line:
+
+- first a header: ``{"log": "edgebatch-eventlog", "version": 1, "gateway": NAME}``;
+- then per ``Scheduler.handle`` call: ``{"event": {...}, "actions": [...]}``;
+- at the end of a run cut short, per ``Scheduler.close`` call:
+  ``{"close": {"now_s": ...}, "actions": [...]}``.
+
+Events and actions are plain dicts with a ``"type"`` field naming their
+class in ``policies.events`` / ``policies.actions`` and one key per field;
+a ``Request`` is nested as a dict of its own (``"type": "Request"``); the
+plan of a ``NotePlan`` is ``Plan.as_dict()`` (made JSON-safe). Floats keep
+their exact value (JSON's shortest repr round-trips), ``inf`` and ``nan``
+are written as Python's ``json`` writes them (``Infinity``, ``NaN``).
+
+``replay(entries, scheduler)`` feeds the logged events into a fresh
+scheduler and returns, per entry, the actions it returned now (as dicts);
+``first_mismatch`` compares them with the logged ones. Two action lists are
+the same when their canonical JSON texts are (so NaN in a plan's detail
+equals NaN, and a NotePlan is compared by its plan's dict).
+
+This module imports neither torch nor the broker client: replaying a log
+needs only ``policies``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from policies import actions as _actions
+from policies import events as _events
+from policies.plan import Plan
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "EventLog",
+    "LogEntry",
+    "event_to_dict",
+    "event_from_dict",
+    "action_to_dict",
+    "action_from_dict",
+    "canonical",
+    "read_log",
+    "replay",
+    "first_mismatch",
+    "log_path",
+]
+
+FORMAT = "edgebatch-eventlog"
+VERSION = 1
+
+_EVENT_TYPES: dict[str, type] = {
+    name: getattr(_events, name) for name in _events.__all__ if name not in ("Event", "Request")
+}
+_ACTION_TYPES: dict[str, type] = {name: getattr(_actions, name) for name in _actions.__all__ if name != "Action"}
+_PLAN_KEYS = ("batch_size", "memory_mb", "weights", "feasible", "trigger")
+
+
+def log_path(out_dir: str | os.PathLike, gateway: str) -> Path:
+    """Where a run writes a gateway's event log: ``<out>/eventlog/gateway-<name>.jsonl``."""
+    return Path(out_dir) / "eventlog" / f"gateway-{gateway}.jsonl"
+
+
+# ---------------------------------------------------------------------------
+# The codec
+# ---------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able plain data: mappings to dicts, sequences to lists, numpy scalars to numbers."""
+    if value is None or isinstance(value, (bool, str, int, float)):
+        return value
+    if isinstance(value, Plan):
+        return _plain(value.as_dict())
+    if is_dataclass(value) and not isinstance(value, type):
+        return _dataclass_to_dict(value)
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if tolist is not None:
+        return _plain(tolist())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _dataclass_to_dict(value) -> dict:
+    out = {"type": type(value).__name__}
+    for f in fields(value):
+        out[f.name] = _plain(getattr(value, f.name))
+    return out
+
+
+def event_to_dict(event: _events.Event) -> dict:
+    """A plain dict of ``event`` (``"type"`` plus its fields; the request nested)."""
+    if type(event).__name__ not in _EVENT_TYPES:
+        raise TypeError(f"not an event of policies.events: {event!r}")
+    return _dataclass_to_dict(event)
+
+
+def event_from_dict(data: dict) -> _events.Event:
+    """The event ``event_to_dict`` wrote."""
+    data = dict(data)
+    kind = data.pop("type", None)
+    cls = _EVENT_TYPES.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown event type {kind!r}; one of {', '.join(_EVENT_TYPES)}")
+    if "request" in data:
+        request = dict(data["request"])
+        request.pop("type", None)
+        data["request"] = _events.Request(**request)
+    return cls(**data)
+
+
+def action_to_dict(action: _actions.Action) -> dict:
+    """A plain dict of ``action`` (``"type"`` plus its fields; a NotePlan's plan as ``Plan.as_dict``)."""
+    if type(action).__name__ not in _ACTION_TYPES:
+        raise TypeError(f"not an action of policies.actions: {action!r}")
+    return _dataclass_to_dict(action)
+
+
+def action_from_dict(data: dict) -> _actions.Action:
+    """The action ``action_to_dict`` wrote (a NotePlan's plan rebuilt as a ``Plan``: the keys
+    beyond its fields go to ``detail``)."""
+    data = dict(data)
+    kind = data.pop("type", None)
+    cls = _ACTION_TYPES.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown action type {kind!r}; one of {', '.join(_ACTION_TYPES)}")
+    if cls is _actions.DispatchBatch:
+        data["request_ids"] = tuple(data["request_ids"])
+    if cls is _actions.NotePlan and isinstance(data.get("plan"), dict):
+        plan = dict(data["plan"])
+        known = {k: plan.pop(k) for k in _PLAN_KEYS if k in plan}
+        data["plan"] = Plan(**known, detail=plan)
+    return cls(**data)
+
+
+def canonical(actions: Iterable) -> str:
+    """The canonical JSON text of a list of actions (objects or dicts): what replay compares."""
+    plain = [a if isinstance(a, dict) else action_to_dict(a) for a in actions]
+    return json.dumps(plain, sort_keys=True, allow_nan=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+class EventLog:
+    """Appends a gateway's events and actions to a JSON-lines file (see the module doc).
+
+    Writes are buffered; ``close()`` flushes. Not thread-safe: the gateway's
+    one scheduler thread writes it.
+    """
+
+    def __init__(self, path: str | os.PathLike, gateway: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w", buffering=1 << 16)
+        self._dumps = json.JSONEncoder(allow_nan=True, separators=(",", ":")).encode
+        self.entries = 0
+        self._file.write(self._dumps({"log": FORMAT, "version": VERSION, "gateway": gateway}) + "\n")
+
+    def record(self, event: _events.Event, actions: list) -> None:
+        """One ``Scheduler.handle(event)`` call and what it returned."""
+        line = {"event": _dataclass_to_dict(event), "actions": [_dataclass_to_dict(a) for a in actions]}
+        self._file.write(self._dumps(line) + "\n")
+        self.entries += 1
+
+    def record_close(self, now_s: float, actions: list) -> None:
+        """One ``Scheduler.close(now_s)`` call and what it returned."""
+        line = {"close": {"now_s": now_s}, "actions": [_dataclass_to_dict(a) for a in actions]}
+        self._file.write(self._dumps(line) + "\n")
+        self.entries += 1
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# Reading and replaying
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One logged call: ``event`` (None for a ``close``), ``close_s`` (the close's now_s, else None),
+    and the logged ``actions`` as dicts."""
+
+    event: _events.Event | None
+    close_s: float | None
+    actions: list[dict]
+
+
+def read_log(path: str | os.PathLike) -> tuple[dict, list[LogEntry]]:
+    """The header and the entries of an event log file."""
+    header: dict = {}
+    entries: list[LogEntry] = []
+    with open(path) as fp:
+        for number, line in enumerate(fp, 1):
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            if number == 1 and data.get("log") == FORMAT:
+                if data.get("version") != VERSION:
+                    raise ValueError(f"{path}: event log version {data.get('version')!r}, this reader knows {VERSION}")
+                header = data
+                continue
+            if "event" in data:
+                entries.append(LogEntry(event_from_dict(data["event"]), None, list(data["actions"])))
+            elif "close" in data:
+                entries.append(LogEntry(None, float(data["close"]["now_s"]), list(data["actions"])))
+            else:
+                raise ValueError(f"{path}:{number}: neither an event nor a close: {line[:200]!r}")
+    return header, entries
+
+
+def replay(entries: Iterable[LogEntry], scheduler) -> Iterator[list[dict]]:
+    """Feed the logged events (and closes) into ``scheduler``; yield each call's actions as dicts."""
+    for entry in entries:
+        if entry.event is not None:
+            got = scheduler.handle(entry.event)
+        else:
+            got = scheduler.close(entry.close_s)
+        yield [action_to_dict(a) for a in got]
+
+
+def first_mismatch(entries: list[LogEntry], scheduler) -> tuple[int, list[dict], list[dict]] | None:
+    """Replay ``entries`` into ``scheduler``; the first entry whose actions differ from the logged ones,
+    as ``(index, logged, replayed)``, or None when every entry gives the same actions.
+
+    An exception the scheduler raises on replay propagates (a replay that cannot
+    even be fed is a mismatch too)."""
+    for index, (entry, got) in enumerate(zip(entries, replay(entries, scheduler))):
+        if canonical(entry.actions) != canonical(got):
+            return index, entry.actions, got
+    return None

@@ -17,7 +17,10 @@ figure has its baseline measured in the same run, on the same broker:
    the last completion), p50/p99 latency, and whether the run sustained the
    rate (every request completed, p99 under ``--p99-limit-s``, throughput
    within 5 % of the offered rate). Baseline: the plain echo pipeline's
-   throughput (send as fast as the client takes them). Target: 2,000 req/s.
+   throughput (sent as fast as they come back, at most 500 on their way).
+   Target: 2,000 req/s. Also the timeout batching's ``max_inflight`` is
+   ``executor``: a batch forms when the worker is free (as in
+   conf/policy/batching/timeout.yaml), so batches grow with the load.
 3. Decision time. ``Scheduler.handle`` timed per event over a synthetic
    stream of ``--events`` events (Poisson arrivals, timeout batching 32 /
    5 ms, timers and finished batches of a 1-slot executor) and over the
@@ -116,8 +119,9 @@ class _Echo:
             if len(received) >= self.expected:
                 self.done.set()
 
-    def round_trips(self, count: int, rate_rps: float, *, first_seq: int = 0, timeout_s: float = 60.0) -> np.ndarray:
-        """Round trips (s) of ``count`` messages sent at ``rate_rps`` (inf: as fast as the client takes them)."""
+    def round_trips(self, count: int, rate_rps: float, *, first_seq: int = 0, timeout_s: float = 60.0, window: int | None = None) -> np.ndarray:
+        """Round trips (s) of ``count`` messages sent at ``rate_rps`` (inf: as fast as the client takes them),
+        with at most ``window`` messages on their way at a time (None: no bound)."""
         self.received.clear()
         self.done.clear()
         self.expected = count
@@ -128,6 +132,9 @@ class _Echo:
                 due = start + k / rate_rps
                 while (wait := due - time.perf_counter()) > 0:
                     time.sleep(wait)
+            if window is not None:
+                while k - len(self.received) >= window and not self.stop.is_set():
+                    time.sleep(0.0002)
             self.producer_a.send_async(_STAMP.pack(first_seq + k, time.perf_counter()) + pad, None)
         self.done.wait(timeout_s)
         return np.array([self.received[s] for s in sorted(self.received)])
@@ -148,13 +155,14 @@ def plain_round_trip(url: str, count: int, rate_rps: float) -> np.ndarray:
         echo.close()
 
 
-def plain_throughput(url: str, count: int) -> float:
-    """Messages per second through A -> echo -> B when sent as fast as the client takes them."""
+def plain_throughput(url: str, count: int, window: int = 500) -> float:
+    """Messages per second through A -> echo -> B, sent as fast as they come back (at most ``window`` on their way:
+    an unbounded backlog stalls the embedded broker)."""
     echo = _Echo(url, "bench-tput" + str(os.getpid()))
     try:
-        echo.round_trips(200, math.inf, first_seq=10**9)  # warm-up
+        echo.round_trips(200, math.inf, first_seq=10**9, window=window)  # warm-up
         start = time.perf_counter()
-        trips = echo.round_trips(count, math.inf, timeout_s=120)
+        trips = echo.round_trips(count, math.inf, timeout_s=60, window=window)
         return len(trips) / (time.perf_counter() - start)
     finally:
         echo.close()

@@ -83,7 +83,7 @@ def main(argv=None) -> pd.DataFrame:
     overrides = [
         "profile=calibrated", "cluster=edge_only", "workload=poisson", "policy/batching=timeout", "name=quickstart",
         f"rate_rps={args.rate_rps}", "slo_s=0.05", "workload.num_requests=null", f"+workload.duration_s={args.duration_s}",
-        "policy.batching.max_wait_s=0.01", "policy.batching.max_batch_size=8",
+        "policy.batching.max_wait_s=0.01", "policy.batching.max_batch_size=8", "policy.batching.max_inflight=null",
     ]  # fmt: skip
     sim_dir, live_dir = compare.run_both(overrides, out)
     table = compare.report(sim_dir, live_dir, out)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Union
 
 from policies.actions import Action, CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
-from policies.batching_base import BatchingPolicy, Decision
+from policies.batching_base import BatchingPolicy
 from policies.errors import DriverError, PolicyError
 from policies.events import (
     ArrivalRateMeasured,

@@ -385,7 +385,15 @@ class Gateway:
                   "worker": message.source, "cost": float(meta.get("cost", 0.0) or 0.0),
                   "cold_start_s": float(meta.get("cold_start_s", 0.0) or 0.0),
                   "attempt": flight.attempt, "redelivered": redelivered}  # fmt: skip
-        ts = {"dispatched_s": flight.dispatched_s, "arrived_s": flight.arrived_s, "completed_s": now_s}
+        arrived_s = flight.arrived_s
+        if not self.emulators and flight.executor in self.links:
+            # a real link (a testbed): the batch arrived when its worker received it (the
+            # worker's clock: synchronized clocks, docs/DEPLOY.md); with emulation the
+            # gateway itself held it for the link's time
+            received_s = message.ts.get("received_s")
+            if isinstance(received_s, (int, float)) and not isinstance(received_s, bool) and received_s >= arrived_s:
+                arrived_s = float(received_s)
+        ts = {"dispatched_s": flight.dispatched_s, "arrived_s": arrived_s, "completed_s": now_s}
         ids = [str(i) for i in flight.ids]
         if meta.get("failed"):
             reason = str(meta.get("reason") or DropReason.EXECUTOR_FAILED)

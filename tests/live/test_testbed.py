@@ -398,3 +398,6 @@ def test_box_uplink_shows_the_link_rate(box_runs, capsys):
     # ... and far slower than the same namespaces without it
     assert per_mb_limited > 4 * per_mb_control, (per_mb_limited, per_mb_control)
     assert float((control["uplink_s"] / control["floor_s"]).median()) < 0.3, control
+    # the records' own transfer_s carries the link's time (uplink to the worker's receipt, and back)
+    assert float((limited["transfer_s"] / limited["floor_s"]).median()) >= 0.9, limited
+    assert float(limited["transfer_s"].median()) > 10 * float(control["transfer_s"].median()), (limited, control)

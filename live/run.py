@@ -228,8 +228,12 @@ class RunHandle:
         raise KeyError(f"no role {name!r}; roles: {', '.join(self.names)}")
 
 
-def _stop(procs: list[_Proc], grace_s: float) -> None:
-    """SIGTERM then SIGKILL each process we started, by pid."""
+def stop_processes(procs: list, grace_s: float, term_wait_s: float = 3.0) -> None:
+    """Wait up to ``grace_s`` for each process we started to exit, then SIGTERM, then SIGKILL: by pid.
+
+    ``procs`` hold a ``popen`` and the ``log_file`` their output goes to
+    (closed at the end); shared by ``run_live`` and the testbed's per-host runs.
+    """
     deadline = time.monotonic() + grace_s
     for proc in procs:
         if proc.popen.poll() is None:
@@ -245,7 +249,7 @@ def _stop(procs: list[_Proc], grace_s: float) -> None:
                 pass
     for proc in procs:
         try:
-            proc.popen.wait(timeout=3.0)
+            proc.popen.wait(timeout=term_wait_s)
         except subprocess.TimeoutExpired:
             try:
                 os.kill(proc.popen.pid, signal.SIGKILL)
@@ -259,7 +263,8 @@ def _stop(procs: list[_Proc], grace_s: float) -> None:
             pass
 
 
-def _crashed(procs: list[_Proc]) -> _Proc | None:
+def first_crashed(procs: list):
+    """The first process that exited with an error, or None."""
     for proc in procs:
         code = proc.popen.poll()
         if code is not None and code != 0:
@@ -350,7 +355,7 @@ def run_live(
         seen: set[str] = set()
         deadline = time.monotonic() + settings.startup_timeout_s
         while seen != expected and not interrupted.is_set():
-            crashed = _crashed(procs)
+            crashed = first_crashed(procs)
             if crashed is not None:
                 raise LiveRunError(f"{crashed.name} exited with code {crashed.popen.returncode} while starting; {crashed.log_path}:\n{crashed.tail()}")
             if time.monotonic() > deadline:
@@ -395,7 +400,7 @@ def run_live(
                 fault_thread.start()
             end_at = epoch + settings.timeout_s
             while sink.popen.poll() is None and time.time() < end_at and not interrupted.is_set():
-                crashed = _crashed(procs)
+                crashed = first_crashed(procs)
                 if crashed is not None:
                     index = procs.index(crashed)
                     if crashed.module in _RESTARTABLE and restarts.get(crashed.name, 0) < settings.max_restarts:
@@ -417,8 +422,8 @@ def run_live(
         if handle is not None:
             handle.ending.set()
             fault_thread.join(timeout=60.0)
-        _stop(procs, grace_s=10.0)
-        crashed = _crashed(procs)
+        stop_processes(procs, grace_s=10.0)
+        crashed = first_crashed(procs)
         if stopped_by is None and crashed is not None and (crashed is sink or not timed_out):
             raise LiveRunError(f"{crashed.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
         if fault_error:
@@ -460,7 +465,7 @@ def run_live(
                     control.send(encode_control("stop", source="run"))
                 except Exception:
                     pass
-            _stop(procs, grace_s=5.0)
+            stop_processes(procs, grace_s=5.0)
         if client is not None:
             try:
                 client.close()

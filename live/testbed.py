@@ -69,6 +69,7 @@ from urllib.parse import urlsplit
 
 from live.config import RunSpec, Topics, build_run, load_config
 from live.role import TOKEN_ENV
+from live.run import first_crashed, stop_processes
 from spec.validation import (
     ConfigError,
     check_int_at_least,
@@ -627,44 +628,6 @@ class _Local:
             return "(no log)"
 
 
-def _stop_locals(locals_: list[_Local], grace_s: float) -> None:
-    """Wait up to ``grace_s`` for each to exit, then SIGTERM, then SIGKILL: by pid, only what we started."""
-    deadline = time.monotonic() + grace_s
-    for item in locals_:
-        if item.popen.poll() is None:
-            try:
-                item.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-    for item in locals_:
-        if item.popen.poll() is None:
-            try:
-                os.kill(item.popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for item in locals_:
-        try:
-            item.popen.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            try:
-                os.kill(item.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            item.popen.wait()
-        try:
-            item.log_file.close()
-        except Exception:
-            pass
-
-
-def _crashed(locals_: list[_Local]) -> _Local | None:
-    for item in locals_:
-        code = item.popen.poll()
-        if code is not None and code != 0:
-            return item
-    return None
-
-
 def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_dir: str | os.PathLike, log=print) -> int:
     """Start ``host_name``'s roles (and the embedded broker, if it is here) and wait; 0 on success.
 
@@ -719,7 +682,7 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
         log(f"[{host_name}] started {', '.join(f'{p.process.name} (pid {p.popen.pid})' for p in locals_) or 'no roles'}")
 
         def check():
-            crashed = _crashed(locals_)
+            crashed = first_crashed(locals_)
             if crashed is not None:
                 raise StartError(f"{crashed.process.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
             if stopping["signal"]:
@@ -741,8 +704,8 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
                 sink.popen.wait(timeout=30.0)
             except subprocess.TimeoutExpired:
                 pass
-            _stop_locals(locals_, testbed.stop_grace_s + 5.0)
-            crashed = _crashed(locals_)
+            stop_processes(locals_, testbed.stop_grace_s + 5.0, term_wait_s=5.0)
+            crashed = first_crashed(locals_)
             if crashed is not None:
                 raise StartError(f"{crashed.process.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
             summary_path = out / "summary.json"
@@ -786,8 +749,8 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
             watch.unsubscribe()
         except Exception:
             pass
-        _stop_locals(locals_, testbed.stop_grace_s)
-        crashed = _crashed(locals_)
+        stop_processes(locals_, testbed.stop_grace_s, term_wait_s=5.0)
+        crashed = first_crashed(locals_)
         if crashed is not None:
             log(f"[{host_name}] {crashed.process.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
             return 1
@@ -802,7 +765,7 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
                 pass
         return 1
     finally:
-        _stop_locals(locals_, 0.0 if stopping["signal"] else 2.0)
+        stop_processes(locals_, 0.0 if stopping["signal"] else 2.0, term_wait_s=5.0)
         if client is not None:
             try:
                 client.close()

@@ -39,7 +39,7 @@ import pandas as pd
 
 from live.config import RunSpec
 from live.messages import DecodeError, Kind, Message, decode
-from spec.records import BATCH_COLUMNS, REQUEST_COLUMNS, DropReason, summarize
+from spec.records import BATCH_COLUMNS, DropReason, request_table, summarize
 
 __all__ = ["SinkState", "DROP_REASONS", "main"]
 
@@ -215,8 +215,6 @@ class SinkState:
         return frame[list(BATCH_COLUMNS)]
 
     def requests_table(self) -> pd.DataFrame:
-        arrivals = self.spec.arrivals
-        n = self.count
         global_id = self._batch_order()
         has_batch = self.batch_of >= 0
         index = np.where(has_batch, self.batch_of, 0)
@@ -230,52 +228,25 @@ class SinkState:
         state = np.array([b["state"] == "finished" for b in self.batches] or [False], dtype=bool)[index] & has_batch
         reasons = list(DROP_REASONS) + sorted({r for r in self.drop_reason if r is not None} - set(DROP_REASONS))
         drop_code = np.array([-1 if r is None else reasons.index(r) for r in self.drop_reason], dtype=np.int16)
-        dropped = drop_code >= 0
-        completed = state & ~dropped
-        batch_id = np.where(has_batch, np.append(global_id, 0)[index], -1).astype(np.int32)
-        size = column("size", np.int32, 0)
-        executor_codes = column("executor", np.int16, -1)
-        memory_mb = column("memory_mb", np.int32, 0)
-        dispatched_s = column("dispatched_s", np.float64, np.nan)
-        arrived_s = column("arrived_s", np.float64, np.nan)
-        start_s = column("start_s", np.float64, np.nan)
-        end_s = column("end_s", np.float64, np.nan)
-        completed_s = column("completed_s", np.float64, np.nan)
-        cold_start_s = column("cold_start_s", np.float64, np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cost = column("cost", np.float64, 0.0) / np.maximum(size, 1)
-        completed_s[~completed] = np.nan
-        arrival_s = arrivals.arrival_s
-        transfer_s = (arrived_s - dispatched_s) + (completed_s - end_s)
-        service_s = end_s - start_s
-        latency_s = completed_s - arrival_s
-        queue_s = latency_s - transfer_s - cold_start_s - service_s
-        deadline_s = arrivals.deadline_s
-        kinds = sorted(set(self.executor_kinds))
-        kind_codes = np.array([kinds.index(k) for k in self.executor_kinds] + [-1], dtype=np.int8)[executor_codes]
-        table = {
-            "request_id": np.arange(n, dtype=np.int64),
-            "source": pd.Categorical.from_codes(arrivals.source_index, [s.name for s in arrivals.sources]),
-            "arrival_s": arrival_s,
-            "dispatched_s": dispatched_s,
-            "executor": pd.Categorical.from_codes(executor_codes, self.executor_names),
-            "executor_kind": pd.Categorical.from_codes(kind_codes, kinds),
-            "batch_id": batch_id,
-            "batch_size": size,
-            "memory_mb": memory_mb,
-            "transfer_s": transfer_s,
-            "queue_s": queue_s,
-            "cold_start_s": cold_start_s,
-            "service_s": service_s,
-            "completed_s": completed_s,
-            "latency_s": latency_s,
-            "deadline_s": deadline_s,
-            "met_slo": completed & (completed_s <= deadline_s),
-            "dropped": dropped,
-            "drop_reason": pd.Categorical.from_codes(drop_code, reasons),
-            "cost": cost,
-        }
-        return pd.DataFrame(table)[list(REQUEST_COLUMNS)]
+        return request_table(
+            self.spec.arrivals,
+            batch_id=np.where(has_batch, np.append(global_id, 0)[index], -1).astype(np.int32),
+            completed=state & (drop_code < 0),
+            drop_codes=drop_code,
+            drop_reasons=reasons,
+            executor_codes=column("executor", np.int16, -1),
+            executor_names=self.executor_names,
+            executor_kinds=self.executor_kinds,
+            size=column("size", np.int32, 0),
+            memory_mb=column("memory_mb", np.int32, 0),
+            batch_cost=column("cost", np.float64, 0.0),
+            dispatched_s=column("dispatched_s", np.float64, np.nan),
+            arrived_s=column("arrived_s", np.float64, np.nan),
+            start_s=column("start_s", np.float64, np.nan),
+            end_s=column("end_s", np.float64, np.nan),
+            completed_s=column("completed_s", np.float64, np.nan),
+            cold_start_s=column("cold_start_s", np.float64, np.nan),
+        )
 
     def plans_table(self) -> pd.DataFrame:
         return pd.DataFrame(self.plans)

@@ -14,7 +14,7 @@ from array import array
 import numpy as np
 import pandas as pd
 
-from spec.records import BATCH_COLUMNS, REQUEST_COLUMNS, DropReason
+from spec.records import BATCH_COLUMNS, DropReason, request_table
 from spec.workload import Arrivals
 
 __all__ = ["Recorder", "DROP_REASONS"]
@@ -168,53 +168,23 @@ class Recorder:
             out[~has_batch] = missing
             return out
 
-        arrival_s = arrivals.arrival_s
-        size = per_batch(self.b_size, np.int32, 0)
-        executor_codes = per_batch(self.b_executor, np.int16, -1)
         state = per_batch(self.b_state, np.int8, 0)
-        completed = (state == 1) & (self.drop_code == 0)
-        arrived_s = per_batch(self.b_arrived_s, np.float64, np.nan)
-        start_s = per_batch(self.b_start_s, np.float64, np.nan)
-        end_s = per_batch(self.b_end_s, np.float64, np.nan)
-        completed_s = per_batch(self.b_completed_s, np.float64, np.nan)
-        cold_start_s = per_batch(self.b_cold_start_s, np.float64, np.nan)
-        memory_mb = per_batch(self.b_memory_mb, np.int32, 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cost = per_batch(self.b_cost, np.float64, 0.0) / np.maximum(size, 1)
-        completed_s[~completed] = np.nan
-        # uplink (incl. waiting for the link) plus the result's way back
-        dispatched_s = per_batch(self.b_dispatched_s, np.float64, np.nan)
-        transfer_s = (arrived_s - dispatched_s) + (completed_s - end_s)
-        service_s = end_s - start_s
-        latency_s = completed_s - arrival_s
-        queue_s = latency_s - transfer_s - cold_start_s - service_s
-        del arrived_s, end_s, start_s
-        deadline_s = arrivals.deadline_s
-        sources = [s.name for s in arrivals.sources]
-        kinds = sorted(set(self.executor_kinds))
-        kind_codes = np.array([kinds.index(k) for k in self.executor_kinds] + [-1], dtype=np.int8)[executor_codes]
-        table = {
-            "request_id": np.arange(len(arrival_s), dtype=np.int64),
-            "source": pd.Categorical.from_codes(arrivals.source_index, sources),
-            "arrival_s": arrival_s,
-            "dispatched_s": dispatched_s,
-            "executor": pd.Categorical.from_codes(executor_codes, self.executor_names),
-            "executor_kind": pd.Categorical.from_codes(kind_codes, kinds),
-            "batch_id": batch,
-            "batch_size": size,
-            "memory_mb": memory_mb,
-            "transfer_s": transfer_s,
-            "queue_s": queue_s,
-            "cold_start_s": cold_start_s,
-            "service_s": service_s,
-            "completed_s": completed_s,
-            "latency_s": latency_s,
-            "deadline_s": deadline_s,
-            "met_slo": completed & (completed_s <= deadline_s),
-            "dropped": self.drop_code != 0,
-            "drop_reason": pd.Categorical.from_codes(self.drop_code.astype(np.int16) - 1, self._reasons()[1:]),
-            "cost": cost,
-        }
-        # copy=False: hand the columns over instead of holding two copies at the peak
-        frame = pd.DataFrame(table, copy=False)
-        return frame[list(REQUEST_COLUMNS)]
+        return request_table(
+            arrivals,
+            batch_id=batch,
+            completed=(state == 1) & (self.drop_code == 0),
+            drop_codes=self.drop_code.astype(np.int16) - 1,
+            drop_reasons=self._reasons()[1:],
+            executor_codes=per_batch(self.b_executor, np.int16, -1),
+            executor_names=self.executor_names,
+            executor_kinds=self.executor_kinds,
+            size=per_batch(self.b_size, np.int32, 0),
+            memory_mb=per_batch(self.b_memory_mb, np.int32, 0),
+            batch_cost=per_batch(self.b_cost, np.float64, 0.0),
+            dispatched_s=per_batch(self.b_dispatched_s, np.float64, np.nan),
+            arrived_s=per_batch(self.b_arrived_s, np.float64, np.nan),
+            start_s=per_batch(self.b_start_s, np.float64, np.nan),
+            end_s=per_batch(self.b_end_s, np.float64, np.nan),
+            completed_s=per_batch(self.b_completed_s, np.float64, np.nan),
+            cold_start_s=per_batch(self.b_cold_start_s, np.float64, np.nan),
+        )

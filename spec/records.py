@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["REQUEST_COLUMNS", "BATCH_COLUMNS", "DropReason", "summarize", "empty_requests", "empty_batches"]
+__all__ = ["REQUEST_COLUMNS", "BATCH_COLUMNS", "DropReason", "summarize", "empty_requests", "empty_batches", "request_table"]
 
 REQUEST_COLUMNS = (
     "request_id", "source", "arrival_s", "dispatched_s", "executor", "executor_kind", "batch_id",
@@ -47,6 +47,73 @@ def empty_requests() -> pd.DataFrame:
 def empty_batches() -> pd.DataFrame:
     """A batch table with no rows and the schema's columns."""
     return pd.DataFrame({c: [] for c in BATCH_COLUMNS})
+
+
+def request_table(
+    arrivals,
+    *,
+    batch_id: np.ndarray,
+    completed: np.ndarray,
+    drop_codes: np.ndarray,
+    drop_reasons: list[str],
+    executor_codes: np.ndarray,
+    executor_names: list[str],
+    executor_kinds: list[str],
+    size: np.ndarray,
+    memory_mb: np.ndarray,
+    batch_cost: np.ndarray,
+    dispatched_s: np.ndarray,
+    arrived_s: np.ndarray,
+    start_s: np.ndarray,
+    end_s: np.ndarray,
+    completed_s: np.ndarray,
+    cold_start_s: np.ndarray,
+) -> pd.DataFrame:
+    """The request table of both backends, from each request's batch columns.
+
+    Every array has one entry per request (its batch's value; ``batch_id`` -1
+    for a request never dispatched). ``completed`` says which requests got a
+    result, ``drop_codes`` index ``drop_reasons`` (-1: not dropped). Derived
+    here once, so the backends cannot drift apart: ``transfer_s`` (uplink,
+    waiting for the link included, plus the result's way back),
+    ``service_s``, ``latency_s``, ``queue_s`` (the rest), the per-request
+    cost, and ``met_slo``. ``completed_s`` is overwritten in place.
+    """
+    completed_s[~completed] = np.nan
+    arrival_s = arrivals.arrival_s
+    transfer_s = (arrived_s - dispatched_s) + (completed_s - end_s)
+    service_s = end_s - start_s
+    latency_s = completed_s - arrival_s
+    queue_s = latency_s - transfer_s - cold_start_s - service_s
+    deadline_s = arrivals.deadline_s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cost = batch_cost / np.maximum(size, 1)
+    kinds = sorted(set(executor_kinds))
+    kind_codes = np.array([kinds.index(k) for k in executor_kinds] + [-1], dtype=np.int8)[executor_codes]
+    table = {
+        "request_id": np.arange(len(arrival_s), dtype=np.int64),
+        "source": pd.Categorical.from_codes(arrivals.source_index, [s.name for s in arrivals.sources]),
+        "arrival_s": arrival_s,
+        "dispatched_s": dispatched_s,
+        "executor": pd.Categorical.from_codes(executor_codes, executor_names),
+        "executor_kind": pd.Categorical.from_codes(kind_codes, kinds),
+        "batch_id": batch_id,
+        "batch_size": size,
+        "memory_mb": memory_mb,
+        "transfer_s": transfer_s,
+        "queue_s": queue_s,
+        "cold_start_s": cold_start_s,
+        "service_s": service_s,
+        "completed_s": completed_s,
+        "latency_s": latency_s,
+        "deadline_s": deadline_s,
+        "met_slo": completed & (completed_s <= deadline_s),
+        "dropped": drop_codes >= 0,
+        "drop_reason": pd.Categorical.from_codes(drop_codes, drop_reasons),
+        "cost": cost,
+    }
+    # copy=False: hand the columns over instead of holding two copies at the peak
+    return pd.DataFrame(table, copy=False)[list(REQUEST_COLUMNS)]
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

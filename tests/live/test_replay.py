@@ -48,26 +48,17 @@ from policies.factory import make_scheduler_factory
 from policies.plan import Plan
 from spec.build import build_cluster
 from spec.validation import ConfigError
+from tests.live.test_harness import edge_config
 
-MAX_BATCH = 8
-MAX_WAIT_S = 0.02
 AIMD_SLO_S = 0.05
 
 
 def timeout_config(num_requests: int = 120, rate_rps: float = 60.0) -> dict:
-    return {
-        "seed": 5,
-        "workload": {
-            "num_requests": num_requests,
-            "sources": [{"name": "cam", "size_bytes": 256, "slo_s": 0.5, "gateway": "edge",
-                         "arrivals": {"kind": "poisson", "rate_rps": rate_rps}}],
-        },
-        "cluster": {"executors": [{"name": "edge", "kind": "edge", "gateway": "edge",
-                                   "profile": {"kind": "linear", "per_item_s": 0.0005, "base_s": 0.002}}]},
-        "policy": {"placement": {"_target_": "policies.placement.StaticPlacement"},
-                   "batching": {"_target_": "policies.batching.TimeoutBatching", "max_batch_size": MAX_BATCH, "max_wait_s": MAX_WAIT_S}},
-        "live": {"model": "mlp", "timeout_s": 60, "startup_timeout_s": 60, "event_log": True},
-    }  # fmt: skip
+    """The harness tests' edge run (timeout batching), with its own seed and the event log on."""
+    config = edge_config(num_requests=num_requests, rate_rps=rate_rps)
+    config["seed"] = 5
+    config["live"]["event_log"] = True
+    return config
 
 
 def planner_config() -> dict:

@@ -50,7 +50,7 @@ from pathlib import Path
 from live.config import ExecutorSettings, RunClock, RunSpec, Topics
 from live.messages import DecodeError, Kind, Message, decode, encode_control, encode_result
 from live.role import percentiles
-from live.worker import check_batch, failure_result, read_frame, redeliveries, write_frame
+from live.worker import accept_batch, failure_result, read_frame, redeliveries, write_frame
 from spec.records import DropReason
 from spec.topology import ServerlessSpec
 
@@ -333,7 +333,6 @@ class Pool:
 
 
 def main(argv=None) -> int:
-    from live.messages import dead_letter
     from live.role import Role, common_parser
 
     parser = common_parser("A serverless pool: instances as processes started on demand.")
@@ -371,14 +370,8 @@ def main(argv=None) -> int:
             except queue.Empty:
                 continue
             if kind == "batch":
-                raw = b.data()
-                try:
-                    message = decode(raw)
-                    problem = check_batch(message, gateways, args.executor)
-                except DecodeError as error:
-                    message, problem = None, str(error)
-                if problem is not None:
-                    dead_letter(dlq, raw, problem, in_topic)
+                message = accept_batch(b.data(), gateways, args.executor, dlq, in_topic)
+                if message is None:
                     dead += 1
                     a.acknowledge(b)
                     continue

@@ -127,6 +127,19 @@ def check_batch(message: Message, gateways, executor: str | None) -> str | None:
     return None
 
 
+def accept_batch(raw: bytes, gateways, executor: str | None, dlq, topic: str) -> Message | None:
+    """Decode and check a batch; a bad one goes to the dead-letter topic and None comes back."""
+    try:
+        message = decode(raw)
+        problem = check_batch(message, gateways, executor)
+    except DecodeError as error:
+        problem = str(error)
+    if problem is None:
+        return message
+    dead_letter(dlq, raw, problem, topic)
+    return None
+
+
 def redeliveries(msg) -> int:
     """The broker's redelivery count of a received message (0 when unknown)."""
     try:
@@ -194,13 +207,8 @@ def serve_broker(argv) -> int:
             raw = msg.data()
             if redeliveries(msg):
                 redelivered += 1
-            try:
-                message = decode(raw)
-                problem = check_batch(message, gateways, args.executor)
-            except DecodeError as error:
-                message, problem = None, str(error)
-            if problem is not None:
-                dead_letter(dlq, raw, problem, in_topic)
+            message = accept_batch(raw, gateways, args.executor, dlq, in_topic)
+            if message is None:
                 dead += 1
                 consumer.acknowledge(msg)
                 continue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.positional import positional_make
+
 __all__ = ["Action", "DispatchBatch", "StartTimer", "CancelTimer", "DropRequest", "NotePlan"]
 
 
@@ -12,6 +14,7 @@ class Action:
     """Base of every action."""
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DispatchBatch(Action):
     """Send these requests, as one batch, to ``executor``.
@@ -29,6 +32,7 @@ class DispatchBatch(Action):
     attempt: int = 0
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartTimer(Action):
     """Deliver ``TimerFired(timer_id=...)`` at ``at_s`` (or as soon as possible
@@ -38,6 +42,7 @@ class StartTimer(Action):
     at_s: float
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CancelTimer(Action):
     """Do not deliver the timer ``timer_id``; a no-op if it already fired."""
@@ -45,6 +50,7 @@ class CancelTimer(Action):
     timer_id: str
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DropRequest(Action):
     """Give up on a request; ``reason`` is recorded with it."""
@@ -53,6 +59,7 @@ class DropRequest(Action):
     reason: str
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NotePlan(Action):
     """Record that the planner adopted a new plan (for timelines and counts of

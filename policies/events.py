@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from policies.positional import positional_make
+
 __all__ = [
     "Request",
     "Event",
@@ -23,6 +25,7 @@ __all__ = [
 ]
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
     """One inference request as a policy sees it.
@@ -45,6 +48,7 @@ class Event:
     now_s: float
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestArrived(Event):
     """A request reached the scheduler."""
@@ -52,6 +56,7 @@ class RequestArrived(Event):
     request: Request
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimerFired(Event):
     """A timer the policy started (with ``StartTimer``) is due.
@@ -64,6 +69,7 @@ class TimerFired(Event):
     late_s: float = 0.0
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchFinished(Event):
     """An executor finished a batch the policy dispatched.
@@ -77,6 +83,7 @@ class BatchFinished(Event):
     service_s: float
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchFailed(Event):
     """An executor gave up on a batch the policy dispatched (crash, retries
@@ -87,6 +94,7 @@ class BatchFailed(Event):
     reason: str
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BandwidthMeasured(Event):
     """A telemetry sample of the uplink to ``executor`` (0 means down)."""
@@ -95,6 +103,7 @@ class BandwidthMeasured(Event):
     bandwidth_MBps: float
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArrivalRateMeasured(Event):
     """A telemetry sample of the offered load, in requests per second."""
@@ -102,6 +111,7 @@ class ArrivalRateMeasured(Event):
     rate_rps: float
 
 
+@positional_make
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceStateChanged(Event):
     """A serverless pool's number of warm instances changed."""

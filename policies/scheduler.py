@@ -298,14 +298,8 @@ class Scheduler:
                 batch_id = self._next_batch_id
                 self._next_batch_id = batch_id + 1
                 self._in_flight[batch_id] = (executor, batch, 0, batcher.memory_mb)
-                actions.append(
-                    DispatchBatch(
-                        batch_id=batch_id,
-                        executor=executor,
-                        request_ids=tuple([r.request_id for r in batch]),
-                        memory_mb=batcher.memory_mb,
-                    )
-                )
+                # positional ``make``: this runs once per batch (policies/positional.py says why)
+                actions.append(DispatchBatch.make(batch_id, executor, tuple([r.request_id for r in batch]), batcher.memory_mb, 0))
         if wake_at_s is None and batcher.queue and not batcher.batches_in_flight:
             # nothing would ever wake this queue again: its requests would be lost
             raise PolicyError(f"{batcher!r} holds {len(batcher.queue)} requests with no wake-up time and no batch in flight")
@@ -319,10 +313,10 @@ class Scheduler:
             return
         if at_s is None:
             del self._timers[timer_id]
-            actions.append(CancelTimer(timer_id=timer_id))
+            actions.append(CancelTimer.make(timer_id))
         else:
             self._timers[timer_id] = at_s
-            actions.append(StartTimer(timer_id=timer_id, at_s=at_s))
+            actions.append(StartTimer.make(timer_id, at_s))
 
     def _adopt(self, plan: Plan | None, now_s: float, actions: list[Action]) -> None:
         if plan is None:

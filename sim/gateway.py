@@ -128,9 +128,7 @@ class GatewayDriver:
         sim.recorder.batch_finished(
             batch.batch_id, batch.arrived_s, batch.start_s, batch.end_s, now_s, batch.cold_start_s, batch.cost
         )
-        self.handle(
-            BatchFinished(now_s=now_s, batch_id=batch.local_id, executor=batch.executor, service_s=batch.end_s - batch.start_s)
-        )
+        self.handle(BatchFinished.make(now_s, batch.local_id, batch.executor, batch.end_s - batch.start_s))
         sim.requests_ended(batch.size)
 
     def _start_timer(self, action: StartTimer) -> None:
@@ -149,7 +147,7 @@ class GatewayDriver:
         if self._timer_generation.get(timer_id) != generation:
             return  # cancelled or restarted since
         del self._timer_generation[timer_id]
-        self.handle(TimerFired(now_s=self.env.now, timer_id=timer_id))
+        self.handle(TimerFired.make(self.env.now, timer_id, 0.0))
 
     def _drop(self, action: DropRequest) -> None:
         self.sim.recorder.dropped(action.request_id, action.reason)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import simpy
 
 from policies.events import ArrivalRateMeasured, BandwidthMeasured, InstanceStateChanged
 from policies.scheduler import Scheduler
 from sim.arrivals import ArrivalFeed
+from sim.environment import FeedEnvironment
 from sim.gateway import GatewayDriver
 from sim.link import LinkChannel
 from sim.recorder import Recorder
@@ -64,7 +64,7 @@ class Simulation:
         progress: bool = False,
         central_scheduler: bool = False,
     ):
-        self.env = simpy.Environment()
+        self.env = FeedEnvironment()
         self.arrivals = arrivals
         self.cluster = cluster
         self.seed = seed

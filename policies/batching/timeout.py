@@ -47,6 +47,7 @@ class TimeoutBatching(BatchingPolicy):
                 f"batching.preferred_batch_sizes: {preferred} must all be <= max_batch_size={self.max_batch_size}"
             )
         self.preferred_batch_sizes = tuple(preferred)
+        self._waiting = NOTHING
         if max_inflight is None or max_inflight == "executor":
             self.max_inflight = max_inflight
         else:
@@ -72,7 +73,11 @@ class TimeoutBatching(BatchingPolicy):
             # the common case: a partial batch waits for its oldest request's bound
             due_s = queue[0].arrival_s + self.max_wait_s
             if now_s < due_s:
-                return Decision((), due_s, ())
+                # the same answer for every arrival until the head leaves: reuse it (one per request otherwise)
+                waiting = self._waiting
+                if waiting.wake_at_s != due_s:
+                    waiting = self._waiting = Decision((), due_s, ())
+                return waiting
         slots = None if self.max_inflight is None else self.max_inflight - self.batches_in_flight
         sizes: list[int] = []
         # full batches go at once

@@ -90,7 +90,12 @@ class BatchingPolicy(abc.ABC):
     def take(self, count: int) -> tuple[Request, ...]:
         """Pop ``count`` requests from the head of the queue as one batch."""
         queue = self.queue
-        batch = tuple(queue.popleft() for _ in range(count))
+        if count == len(queue):  # the usual case, and three times cheaper than popping one by one
+            batch = tuple(queue)
+            queue.clear()
+        else:
+            pop = queue.popleft
+            batch = tuple([pop() for _ in range(count)])
         self.batches_in_flight += 1
         self.requests_in_flight += count
         return batch

@@ -259,3 +259,20 @@ def test_several_sources_each_with_their_own_size_and_slo():
     assert not requests.loc[requests["source"] == "a", "met_slo"].any()  # 2 ms service > 1 ms SLO
     assert requests.loc[requests["source"] == "b", "met_slo"].all()
     assert result.summary["slo_attainment"] == pytest.approx(0.5)
+
+
+def test_source_hops_delay_and_reorder_arrivals_at_the_gateway():
+    # two sources whose requests reach the gateway 0 s and 30 ms after they arrive; over 4,096
+    # requests, so the feed's chunks are crossed too
+    config = single_queue(rate_rps=50.0, service_s=1e-6, slots=64, num_requests=6_000)
+    near = {"name": "near", "arrivals": {"kind": "poisson", "rate_rps": 50.0}}
+    far = {"name": "far", "hop_s": 0.03, "arrivals": {"kind": "poisson", "rate_rps": 50.0}}
+    config["workload"]["sources"] = [near, far]
+    requests = simulate(config).requests
+    assert len(requests) == 12_000 and requests["completed_s"].notna().all()  # num_requests per source
+    hop_s = np.where(requests["source"] == "far", 0.03, 0.0)
+    np.testing.assert_allclose(requests["dispatched_s"], requests["arrival_s"] + hop_s, rtol=0, atol=1e-9)
+    # without batching each request is its own batch, numbered in the order the gateway saw them
+    seen_s = requests.sort_values("batch_id")["dispatched_s"].to_numpy()
+    assert (np.diff(seen_s) >= 0).all()
+    assert (np.diff(requests.sort_values("arrival_s")["dispatched_s"].to_numpy()) < 0).any()  # reordered

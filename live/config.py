@@ -44,7 +44,7 @@ from typing import Any
 
 from live.broker import topic
 from policies.factory import make_scheduler_factory
-from spec.build import build_cluster, build_workload
+from spec.build import build_run_basics
 from spec.topology import Cluster, ServerlessSpec
 from spec.validation import ConfigError, check_int_at_least, check_positive
 from spec.workload import Arrivals, Workload
@@ -62,7 +62,6 @@ __all__ = [
     "Topics",
 ]
 
-_TOP_LEVEL = ("seed", "workload", "cluster", "policy", "sim", "live")
 
 LIVE_DEFAULTS: dict[str, Any] = {
     "broker": {"url": None, "auth_token": None, "tls_trust_certs_file": None},
@@ -325,14 +324,7 @@ class RunSpec:
 
 def build_run(config: Mapping) -> RunSpec:
     """Check and build a run config (raises ``ConfigError`` naming the field)."""
-    if not isinstance(config, Mapping):
-        raise ConfigError("config", type(config).__name__, "a mapping")
-    unknown = set(config) - set(_TOP_LEVEL)
-    if unknown:
-        raise ConfigError(sorted(unknown)[0], None, "a top-level key among " + ", ".join(_TOP_LEVEL))
-    seed = check_int_at_least("seed", config.get("seed", 0), 0)
-    workload = build_workload(config.get("workload"))
-    cluster = build_cluster(config.get("cluster"))
+    seed, workload, cluster = build_run_basics(config)
     for source in workload.sources:
         _name_part(f"workload.sources.{source.name}.name", source.name)
         _name_part(f"workload.sources.{source.name}.gateway", source.gateway)

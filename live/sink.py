@@ -39,21 +39,9 @@ import pandas as pd
 
 from live.config import RunSpec
 from live.messages import DecodeError, Kind, Message, decode
-from spec.records import BATCH_COLUMNS, DropReason, request_table, summarize
+from spec.records import BATCH_COLUMNS, DROP_REASONS, DropReason, request_table, summarize
 
-__all__ = ["SinkState", "DROP_REASONS", "main"]
-
-#: the simulator's order of drop reasons (sim/recorder.py), for the same categories
-DROP_REASONS = (
-    DropReason.QUEUE_FULL,
-    DropReason.DEADLINE,
-    DropReason.INFEASIBLE,
-    DropReason.NO_EXECUTOR,
-    DropReason.EXECUTOR_FAILED,
-    DropReason.RETRIES_EXHAUSTED,
-    DropReason.RUN_ENDED,
-    DropReason.STALE,
-)
+__all__ = ["SinkState", "main"]
 
 
 def _count(value) -> int:

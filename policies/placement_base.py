@@ -10,8 +10,25 @@ from policies.batching_base import BatchingPolicy
 from policies.events import Request
 from spec.links import Link
 from spec.topology import ExecutorSpec
+from spec.validation import ConfigError
 
-__all__ = ["PlacementPolicy", "ClusterView"]
+__all__ = ["PlacementPolicy", "ClusterView", "executor_subset", "bind_executor_subset"]
+
+
+def executor_subset(executors: Sequence[str] | None) -> list[str] | None:
+    """Check a placement's ``executors`` setting: a non-empty list of names, or None for all."""
+    if executors is not None and (isinstance(executors, str) or not len(executors)):
+        raise ConfigError("placement.executors", executors, "a non-empty list of executor names, or null for all")
+    return None if executors is None else list(executors)
+
+
+def bind_executor_subset(executors: list[str] | None, view: ClusterView) -> list[str]:
+    """The names a placement chooses among: ``executors`` checked against ``view`` (None: all, in its order)."""
+    names = list(view.executors)
+    for name in executors or ():
+        if name not in names:
+            raise ConfigError("placement.executors", name, "one of " + ", ".join(names))
+    return names if executors is None else executors
 
 
 @dataclass(kw_only=True)

@@ -17,25 +17,17 @@ from collections.abc import Mapping
 
 from policies.factory import make_scheduler_factory
 from sim.simulation import Simulation, SimResult
-from spec.build import build_cluster, build_workload
+from spec.build import build_run_basics
 from spec.topology import Cluster
-from spec.validation import ConfigError, check_int_at_least
+from spec.validation import ConfigError
 
 __all__ = ["simulate", "build_simulation", "make_scheduler_factory"]
 
-_TOP_LEVEL = ("seed", "workload", "cluster", "policy", "sim", "live")  # "live" is read by the live harness only
 
 
 def build_simulation(config: Mapping) -> Simulation:
     """Check and build everything in ``config``; the returned simulation has not run."""
-    if not isinstance(config, Mapping):
-        raise ConfigError("config", type(config).__name__, "a mapping")
-    unknown = set(config) - set(_TOP_LEVEL)
-    if unknown:
-        raise ConfigError(sorted(unknown)[0], None, "a top-level key among " + ", ".join(_TOP_LEVEL))
-    seed = check_int_at_least("seed", config.get("seed", 0), 0)
-    workload = build_workload(config.get("workload"))
-    cluster = build_cluster(config.get("cluster"))
+    seed, workload, cluster = build_run_basics(config)
     options = dict(config.get("sim") or {})
     central = bool(options.get("central_scheduler", False))
     for source in workload.sources:

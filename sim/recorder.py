@@ -14,23 +14,13 @@ from array import array
 import numpy as np
 import pandas as pd
 
-from spec.records import BATCH_COLUMNS, DropReason, request_table
+from spec.records import BATCH_COLUMNS, DROP_REASONS, request_table
 from spec.workload import Arrivals
 
-__all__ = ["Recorder", "DROP_REASONS"]
+__all__ = ["Recorder"]
 
 #: drop reasons by code; code 0 means not dropped
-DROP_REASONS = (
-    "",
-    DropReason.QUEUE_FULL,
-    DropReason.DEADLINE,
-    DropReason.INFEASIBLE,
-    DropReason.NO_EXECUTOR,
-    DropReason.EXECUTOR_FAILED,
-    DropReason.RETRIES_EXHAUSTED,
-    DropReason.RUN_ENDED,
-    DropReason.STALE,
-)
+_REASON_BY_CODE = ("", *DROP_REASONS)
 
 
 class Recorder:
@@ -50,7 +40,7 @@ class Recorder:
         # everything else is per batch, expanded at the end
         self._batch_of = array("i", [-1]) * count
         self.drop_code = np.zeros(count, dtype=np.int8)
-        self._reason_code = {reason: code for code, reason in enumerate(DROP_REASONS) if code}
+        self._reason_code = {reason: code for code, reason in enumerate(_REASON_BY_CODE) if code}
         # batch columns, appended at dispatch and filled in as the batch goes
         self.b_executor = array("h")
         self.b_size = array("i")
@@ -98,14 +88,14 @@ class Recorder:
     def dropped(self, request_id: int, reason: str) -> None:
         code = self._reason_code.get(reason)
         if code is None:
-            code = len(DROP_REASONS)  # an unlisted reason from a user's policy: kept by name
+            code = len(_REASON_BY_CODE)  # an unlisted reason from a user's policy: kept by name
             self._reason_code[reason] = code
         self.drop_code[request_id] = code
 
     # -- at the end --------------------------------------------------------------
     def _reasons(self) -> list[str]:
-        names = list(DROP_REASONS)
-        extra = sorted((code, reason) for reason, code in self._reason_code.items() if code >= len(DROP_REASONS))
+        names = list(_REASON_BY_CODE)
+        extra = sorted((code, reason) for reason, code in self._reason_code.items() if code >= len(_REASON_BY_CODE))
         return names + [reason for _, reason in extra]
 
     @property

@@ -21,7 +21,10 @@ from spec.topology import Cluster, ServerlessSpec, ServerSpec
 from spec.validation import ConfigError, check_int_at_least
 from spec.workload import GammaArrivals, MMPPArrivals, PoissonArrivals, Source, TraceArrivals, Workload
 
-__all__ = ["instantiate", "build_workload", "build_cluster", "build_component", "locate"]
+__all__ = ["instantiate", "build_workload", "build_cluster", "build_component", "locate", "build_run_basics", "RUN_KEYS"]
+
+#: the top-level keys of a run config; "sim" and "live" are each read by one backend only
+RUN_KEYS = ("seed", "workload", "cluster", "policy", "sim", "live")
 
 ARRIVAL_KINDS = {"poisson": PoissonArrivals, "gamma": GammaArrivals, "mmpp": MMPPArrivals, "trace": TraceArrivals}
 PROFILE_KINDS = {"linear": LinearProfile, "linear_memory": LinearMemoryProfile, "table": TableProfile}
@@ -169,3 +172,14 @@ def build_cluster(config: Mapping) -> Cluster:
     if extra:
         raise ConfigError(f"cluster.{sorted(extra)[0]}", None, "only 'executors' and 'links' in cluster")
     return Cluster(executors=executors, links=links)
+
+
+def build_run_basics(config: Mapping) -> tuple[int, Workload, Cluster]:
+    """A run config's top level checked, and its seed, workload and cluster built (both backends start here)."""
+    if not isinstance(config, Mapping):
+        raise ConfigError("config", type(config).__name__, "a mapping")
+    unknown = set(config) - set(RUN_KEYS)
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], None, "a top-level key among " + ", ".join(RUN_KEYS))
+    seed = check_int_at_least("seed", config.get("seed", 0), 0)
+    return seed, build_workload(config.get("workload")), build_cluster(config.get("cluster"))

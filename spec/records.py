@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["REQUEST_COLUMNS", "BATCH_COLUMNS", "DropReason", "summarize", "empty_requests", "empty_batches", "request_table"]
+__all__ = ["REQUEST_COLUMNS", "BATCH_COLUMNS", "DropReason", "DROP_REASONS", "summarize", "empty_requests", "empty_batches", "request_table"]
 
 REQUEST_COLUMNS = (
     "request_id", "source", "arrival_s", "dispatched_s", "executor", "executor_kind", "batch_id",
@@ -37,6 +37,19 @@ class DropReason:
     RETRIES_EXHAUSTED = "retries_exhausted"
     RUN_ENDED = "run_ended"
     STALE = "stale"
+
+
+#: the known drop reasons in the order both backends' request tables list them (a policy's own come after)
+DROP_REASONS = (
+    DropReason.QUEUE_FULL,
+    DropReason.DEADLINE,
+    DropReason.INFEASIBLE,
+    DropReason.NO_EXECUTOR,
+    DropReason.EXECUTOR_FAILED,
+    DropReason.RETRIES_EXHAUSTED,
+    DropReason.RUN_ENDED,
+    DropReason.STALE,
+)
 
 
 def empty_requests() -> pd.DataFrame:

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from policies.batching_base import BatchingPolicy
 from policies.events import Request
-from policies.placement_base import ClusterView, PlacementPolicy
+from policies.placement_base import ClusterView, PlacementPolicy, bind_executor_subset, executor_subset
 from spec.links import MB
 from spec.topology import ServerlessSpec, ServerSpec
-from spec.validation import ConfigError, check_choice, check_int_at_least
+from spec.validation import check_choice, check_int_at_least
 
 __all__ = ["LatencyAwarePlacement", "batch_size_of"]
 
@@ -61,21 +61,14 @@ class LatencyAwarePlacement(PlacementPolicy):
     def __init__(self, *, mode: str = "fastest", executors: Sequence[str] | None = None, batch_size_estimate: int | None = None):
         super().__init__()
         self.mode = check_choice("placement.mode", mode, MODES)
-        if executors is not None and (isinstance(executors, str) or not len(executors)):
-            raise ConfigError("placement.executors", executors, "a non-empty list of executor names, or null for all")
-        self.executors = None if executors is None else list(executors)
+        self.executors = executor_subset(executors)
         self.batch_size_estimate = (
             None if batch_size_estimate is None else check_int_at_least("placement.batch_size_estimate", batch_size_estimate, 1)
         )
 
     def bind(self, view: ClusterView) -> None:
         super().bind(view)
-        names = list(view.executors)
-        if self.executors is None:
-            self.executors = names
-        for name in self.executors:
-            if name not in names:
-                raise ConfigError("placement.executors", name, "one of " + ", ".join(names))
+        self.executors = bind_executor_subset(self.executors, view)
 
     # -- the model --------------------------------------------------------------
     def _batch(self, name: str) -> int:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from policies.events import Request
-from policies.placement_base import ClusterView, PlacementPolicy
-from spec.validation import ConfigError
+from policies.placement_base import ClusterView, PlacementPolicy, bind_executor_subset, executor_subset
 
 __all__ = ["LeastLoadedPlacement"]
 
@@ -22,18 +21,11 @@ class LeastLoadedPlacement(PlacementPolicy):
 
     def __init__(self, *, executors: Sequence[str] | None = None):
         super().__init__()
-        if executors is not None and (isinstance(executors, str) or not len(executors)):
-            raise ConfigError("placement.executors", executors, "a non-empty list of executor names, or null for all")
-        self.executors = None if executors is None else list(executors)
+        self.executors = executor_subset(executors)
 
     def bind(self, view: ClusterView) -> None:
         super().bind(view)
-        names = list(view.executors)
-        if self.executors is None:
-            self.executors = names
-        for name in self.executors:
-            if name not in names:
-                raise ConfigError("placement.executors", name, "one of " + ", ".join(names))
+        self.executors = bind_executor_subset(self.executors, view)
 
     def choose(self, now_s: float, request: Request) -> str | None:
         view = self.view

@@ -88,7 +88,7 @@ class Recorder:
     def dropped(self, request_id: int, reason: str) -> None:
         code = self._reason_code.get(reason)
         if code is None:
-            code = len(_REASON_BY_CODE)  # an unlisted reason from a user's policy: kept by name
+            code = len(self._reason_code) + 1  # an unlisted reason from a user's policy: the next code, kept by name
             self._reason_code[reason] = code
         self.drop_code[request_id] = code
 

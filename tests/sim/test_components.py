@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policies.batching_base import BatchingPolicy, Decision
 from sim import simulate
 from spec.links import MB
 from tests.sim.configs import NO_BATCHING, STATIC, single_queue, timeout_batching, with_changes
@@ -276,3 +277,18 @@ def test_source_hops_delay_and_reorder_arrivals_at_the_gateway():
     seen_s = requests.sort_values("batch_id")["dispatched_s"].to_numpy()
     assert (np.diff(seen_s) >= 0).all()
     assert (np.diff(requests.sort_values("arrival_s")["dispatched_s"].to_numpy()) < 0).any()  # reordered
+
+
+class DropByParity(BatchingPolicy):
+    """Drops every request with a reason of its own: one for even ids, another for odd ones."""
+
+    def decide(self, now_s: float) -> Decision:
+        return Decision(drops=tuple((r, "odd_id" if r.request_id % 2 else "even_id") for r in self.queue))
+
+
+def test_a_policys_own_drop_reasons_are_each_kept_by_name():
+    batching = {"_target_": "tests.sim.test_components.DropByParity"}
+    requests = simulate(single_queue(rate_rps=100.0, service_s=0.001, num_requests=200, batching=batching)).requests
+    assert requests["dropped"].all()
+    expected = np.where(requests["request_id"] % 2 == 1, "odd_id", "even_id")
+    assert (requests["drop_reason"].astype(str).to_numpy() == expected).all()

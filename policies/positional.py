@@ -3,11 +3,12 @@
 Events and actions are frozen, slotted, keyword-only dataclasses: that is the
 interface, and what policy authors and tests write. Their generated
 ``__init__`` parses keywords and sets every field through
-``object.__setattr__`` (the price of ``frozen``), about 0.8 us per object
+``object.__setattr__`` (the price of ``frozen``), about 0.9 us per object
 here; a simulated request makes three or four of them, so on the simulator's
 hot path that is a third of the time per request. ``make`` builds the very
 same object (equal, hashable, frozen afterwards) from positional arguments in
-field order, setting the slots through their descriptors, in about 0.3 us.
+field order, setting the slots through their descriptors, in about 0.35 us
+(both timed with ``python -m timeit`` on ``Request``; see BENCHMARKS.md).
 The classes have no ``__post_init__``: there is nothing ``make`` skips.
 """
 

@@ -50,9 +50,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from live.broker import EmbeddedBroker, connect, topic
+from live.wire.broker import EmbeddedBroker, connect, topic
 from live.eventlog import first_mismatch, log_path, read_log
-from live.run import run_live
+from live.deploy.local import run_live
 
 PAYLOAD_BYTES = 1024
 _STAMP = struct.Struct("<qd")  # sequence number, send time (perf_counter)

@@ -3,10 +3,10 @@
 Measures, with the live harness's own pieces:
 
 - service time against batch size for each model and thread count, timed
-  exactly as a live worker times a batch (``live.worker.ModelRunner.run``:
+  exactly as a live worker times a batch (``live.roles.worker.ModelRunner.run``:
   payload bytes to tensor, forward pass, outputs to records);
 - its noise (each measurement over the mean of its batch size: residual ratios);
-- cold starts: a serverless instance process (``python -m live.worker --stdio``)
+- cold starts: a serverless instance process (``python -m live.roles.worker --stdio``)
   from spawn to its ``ready`` frame (process start, torch import, model load);
 - the message hop: one-way latency of an encoded message through the embedded
   broker (producer to consumer) on an idle machine, and, from a short live
@@ -54,8 +54,8 @@ MEMORY_MB = (1024, 2048, 3072, 4096)
 
 def measure_service(model: str, threads: int, batch_sizes=BATCH_SIZES, *, repeats: int, size_bytes: int) -> dict[int, np.ndarray]:
     """Seconds per batch, ``repeats`` times per batch size, timed as a live worker times it."""
-    from live.messages import decode, encode_batch
-    from live.worker import ModelRunner
+    from live.wire.messages import decode, encode_batch
+    from live.roles.worker import ModelRunner
 
     runner = ModelRunner(model, threads)
     rng = np.random.default_rng(0)
@@ -75,14 +75,14 @@ def measure_service(model: str, threads: int, batch_sizes=BATCH_SIZES, *, repeat
 
 def measure_cold_starts(model: str, threads: int, count: int) -> list[float]:
     """Spawn-to-ready seconds of ``count`` serverless instance processes, one at a time."""
-    from live.messages import decode
-    from live.worker import read_frame
+    from live.wire.messages import decode
+    from live.roles.worker import read_frame
 
     results = []
     for _ in range(count):
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "live.worker", "--stdio", "--model", model, "--threads", str(threads), "--epoch", str(time.time())],
+            [sys.executable, "-m", "live.roles.worker", "--stdio", "--model", model, "--threads", str(threads), "--epoch", str(time.time())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT,
         )  # fmt: skip
         try:
@@ -100,8 +100,8 @@ def measure_hop(messages: int = 300, size_bytes: int = 1024) -> list[float]:
     """One-way seconds of encoded messages through a fresh embedded broker."""
     import pulsar
 
-    from live.broker import EmbeddedBroker, connect
-    from live.messages import decode, encode_request
+    from live.wire.broker import EmbeddedBroker, connect
+    from live.wire.messages import decode, encode_request
 
     with tempfile.TemporaryDirectory() as folder, EmbeddedBroker(folder) as broker:
         client, _ = connect(broker.url)
@@ -123,7 +123,7 @@ def measure_hop(messages: int = 300, size_bytes: int = 1024) -> list[float]:
 
 def _live_run(model: str, threads: int, service_s: float, batching: dict, requests: int):
     """One short live run of the calibration model; returns its LiveResult."""
-    from live.run import run_live
+    from live.deploy.local import run_live
 
     # about two-thirds of what one worker serves one at a time: backlogs come and
     # go (for the overhead) while the gateway keeps up (for the hops)

@@ -34,7 +34,7 @@ def _drop_none(mapping: Mapping) -> dict:
 
 
 def to_run_config(cfg: DictConfig | Mapping) -> dict:
-    """The plain mapping ``sim.simulate`` and ``live.run.run_live`` take, from a composed config."""
+    """The plain mapping ``sim.simulate`` and ``live.deploy.local.run_live`` take, from a composed config."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     cluster = container["cluster"]
     return {
@@ -86,7 +86,7 @@ def run_config(cfg: DictConfig, out_dir: Path) -> dict:
 
         result = simulate(config)
     else:
-        from live.run import LiveRunInterrupted, run_live
+        from live.deploy.local import LiveRunInterrupted, run_live
 
         try:
             result = run_live(config, out_dir)

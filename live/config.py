@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from live.broker import topic
+from live.wire.topics import Topics
 from policies.factory import make_scheduler_factory
 from spec.build import build_run_basics
 from spec.topology import Cluster, ServerlessSpec
@@ -185,13 +185,13 @@ def live_settings(config: Mapping, cluster: Cluster) -> LiveSettings:
     if unknown:
         raise ConfigError(f"live.{sorted(unknown)[0]}", raw[sorted(unknown)[0]], "a setting of the live section: one of " + ", ".join(LIVE_DEFAULTS))
     merged = {**copy.deepcopy(LIVE_DEFAULTS), **raw}
-    broker = _mapping("live.broker", merged["broker"])
+    broker = _mapping("live.wire.broker", merged["broker"])
     if set(broker) - set(_BROKER_KEYS):
         key = sorted(set(broker) - set(_BROKER_KEYS))[0]
-        raise ConfigError(f"live.broker.{key}", broker[key], "one of " + ", ".join(_BROKER_KEYS))
-    url = _optional_str("live.broker.url", broker.get("url"))
+        raise ConfigError(f"live.wire.broker.{key}", broker[key], "one of " + ", ".join(_BROKER_KEYS))
+    url = _optional_str("live.wire.broker.url", broker.get("url"))
     if url is not None and not url.startswith(("pulsar://", "pulsar+ssl://")):
-        raise ConfigError("live.broker.url", url, "a pulsar:// or pulsar+ssl:// service URL, or null for an embedded broker")
+        raise ConfigError("live.wire.broker.url", url, "a pulsar:// or pulsar+ssl:// service URL, or null for an embedded broker")
     model = _model_name("live.model", merged["model"])
     per_executor = _mapping("live.executors", merged["executors"])
     for name in per_executor:
@@ -236,8 +236,8 @@ def live_settings(config: Mapping, cluster: Cluster) -> LiveSettings:
         raise ConfigError("live.event_log", event_log, "true or false")
     return LiveSettings(
         broker_url=url,
-        auth_token=_optional_str("live.broker.auth_token", broker.get("auth_token")),
-        tls_trust_certs_file=_optional_str("live.broker.tls_trust_certs_file", broker.get("tls_trust_certs_file")),
+        auth_token=_optional_str("live.wire.broker.auth_token", broker.get("auth_token")),
+        tls_trust_certs_file=_optional_str("live.wire.broker.tls_trust_certs_file", broker.get("tls_trust_certs_file")),
         model=model,
         executors=executors,
         timeout_s=check_positive("live.timeout_s", merged["timeout_s"]),
@@ -259,41 +259,6 @@ def _name_part(field_name: str, value: str) -> str:
     if not value or "/" in value or any(c.isspace() for c in value):
         raise ConfigError(field_name, value, "a name without '/' or whitespace (it becomes part of a topic name)")
     return value
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The topics of one run (``live.broker.topic(run_id, name)``)."""
-
-    run_id: str
-
-    def _t(self, name: str) -> str:
-        return topic(self.run_id, name)
-
-    def requests(self, gateway: str) -> str:
-        return self._t(f"requests-{gateway}")
-
-    def batches(self, executor: str) -> str:
-        return self._t(f"batches-{executor}")
-
-    def results(self, gateway: str) -> str:
-        return self._t(f"results-{gateway}")
-
-    @property
-    def records(self) -> str:
-        return self._t("records")
-
-    @property
-    def control(self) -> str:
-        return self._t("control")
-
-    @property
-    def ready(self) -> str:
-        return self._t("ready")
-
-    @property
-    def dead_letter(self) -> str:
-        return self._t("dead-letter")
 
 
 # ---------------------------------------------------------------------------

@@ -35,8 +35,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from live.broker import connect
-from live.messages import DecodeError, Kind, Message, dead_letter, decode, encode, encode_request
+from live.wire.broker import connect
+from live.wire.messages import DecodeError, Kind, Message, dead_letter, decode, encode, encode_request
 
 __all__ = ["DataSource", "Compute", "Materialize", "PayloadStore", "LazyPayload", "Stats"]
 

@@ -7,7 +7,7 @@ the live harness (``live``) drive the very same objects.
 from typing import Protocol, runtime_checkable
 
 from policies.actions import Action, CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
-from policies.batching_base import NOTHING, BatchingPolicy, Decision
+from policies.batching.base import NOTHING, BatchingPolicy, Decision
 from policies.errors import DriverError, PolicyConfigError, PolicyError
 from policies.events import (
     ArrivalRateMeasured,
@@ -20,9 +20,9 @@ from policies.events import (
     RequestArrived,
     TimerFired,
 )
-from policies.placement_base import ClusterView, PlacementPolicy
+from policies.placement.base import ClusterView, PlacementPolicy
 from policies.plan import Plan
-from policies.planner_base import Planner
+from policies.planning.base import Planner
 from policies.scheduler import Scheduler
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Union
 
 from policies.actions import Action, CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
-from policies.batching_base import BatchingPolicy
+from policies.batching.base import BatchingPolicy
 from policies.errors import DriverError, PolicyError
 from policies.events import (
     ArrivalRateMeasured,
@@ -21,9 +21,9 @@ from policies.events import (
     RequestArrived,
     TimerFired,
 )
-from policies.placement_base import ClusterView, PlacementPolicy
+from policies.placement.base import ClusterView, PlacementPolicy
 from policies.plan import Plan
-from policies.planner_base import Planner
+from policies.planning.base import Planner
 from spec.records import DropReason
 from spec.topology import Cluster
 from spec.validation import ConfigError, check_int_at_least

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from policies.batching_base import NOTHING, BatchingPolicy, Decision
+from policies.batching.base import NOTHING, BatchingPolicy, Decision
 from policies.errors import PolicyConfigError
 from spec.validation import check_int_at_least, check_positive
 

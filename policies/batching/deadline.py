@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from policies.batching_base import NOTHING, BatchingPolicy, Decision
+from policies.batching.base import NOTHING, BatchingPolicy, Decision
 from policies.events import Request
 from spec.links import MB
 from spec.records import DropReason

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policies.batching_base import NOTHING, BatchingPolicy, Decision
+from policies.batching.base import NOTHING, BatchingPolicy, Decision
 from spec.validation import check_int_at_least, check_positive
 
 __all__ = ["FixedBatching"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from policies.batching_base import BatchingPolicy
+from policies.batching.base import BatchingPolicy
 from policies.events import Request
-from policies.placement_base import ClusterView, PlacementPolicy, bind_executor_subset, executor_subset
+from policies.placement.base import ClusterView, PlacementPolicy, bind_executor_subset, executor_subset
 from spec.links import MB
 from spec.topology import ServerlessSpec, ServerSpec
 from spec.validation import check_choice, check_int_at_least

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from policies.events import Request
-from policies.placement_base import ClusterView, PlacementPolicy, bind_executor_subset, executor_subset
+from policies.placement.base import ClusterView, PlacementPolicy, bind_executor_subset, executor_subset
 
 __all__ = ["RoundRobinPlacement"]
 

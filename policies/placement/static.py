@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from policies.events import Request
-from policies.placement_base import ClusterView, PlacementPolicy
+from policies.placement.base import ClusterView, PlacementPolicy
 from spec.validation import ConfigError
 
 __all__ = ["StaticPlacement"]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from policies.errors import PolicyError
 from policies.events import Request
-from policies.placement_base import ClusterView, PlacementPolicy
+from policies.placement.base import ClusterView, PlacementPolicy
 from spec.validation import ConfigError
 
 __all__ = ["WeightedPlacement"]

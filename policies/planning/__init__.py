@@ -2,8 +2,8 @@
 
 from policies.planning.changepoint import ChangepointDetector
 from policies.planning.edge_first import EdgeFirstAlgorithm, EdgeFirstDecision, EdgeFirstPlanner
-from policies.planning.p95 import TailAwareDecision, TailAwarePlanner
-from policies.planning.triggers import TRIGGERS, ReplanningPlanner
+from policies.planning.tail_aware import TailAwareDecision, TailAwarePlanner
+from policies.planning.replanning import TRIGGERS, ReplanningPlanner
 
 __all__ = [
     "ChangepointDetector",

@@ -6,9 +6,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from policies.placement_base import ClusterView
+from policies.placement.base import ClusterView
 from policies.plan import Plan
-from policies.planning.triggers import ReplanningPlanner
+from policies.planning.replanning import ReplanningPlanner
 from policies.planning.two_tier import (
     SEED_EDGE_BATCH_SIZES,
     SEED_MEMORY_SIZES_MB,

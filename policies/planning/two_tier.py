@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies.placement_base import ClusterView
+from policies.placement.base import ClusterView
 from spec.validation import ConfigError, check_int_at_least
 
 __all__ = [

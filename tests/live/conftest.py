@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from live.broker import EmbeddedBroker, connect, find_binary, topic
+from live.wire.broker import EmbeddedBroker, connect, find_binary, topic
 
 
 def _binary_or_skip() -> str:

@@ -13,7 +13,7 @@ import time
 import pulsar
 import pytest
 
-from live.broker import BrokerError, EmbeddedBroker, connect, free_port, topic
+from live.wire.broker import BrokerError, EmbeddedBroker, connect, free_port, topic
 
 pytestmark = pytest.mark.live
 

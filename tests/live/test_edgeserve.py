@@ -7,7 +7,7 @@ import time
 import pulsar
 
 from live.edgeserve import Compute, DataSource, Materialize
-from live.messages import encode_request
+from live.wire.messages import encode_request
 
 
 def drain(endpoint, steps: int, until=lambda: False) -> list:
@@ -66,7 +66,7 @@ def test_cascade_forwards_only_unconfident_results(client, topic_name):
         drain(compute, 30, until=lambda: compute.stats.computed == 3)
     assert compute.stats.forwarded == 1
     message = forwarded.receive(timeout_millis=5000)
-    from live.messages import decode
+    from live.wire.messages import decode
 
     assert decode(message.data()).payload == b"hard"
     forwarded.acknowledge(message)

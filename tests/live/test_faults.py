@@ -12,7 +12,7 @@ exactly once in the records, completed or dropped with a reason:
   consumed topic: transfers wait, the bad messages go to the dead-letter topic;
 - overload at several times the sustainable rate: bounded queues, shedding
   with a reason, recovery;
-- SIGINT / SIGTERM to ``python -m live.run`` and ``python -m experiments.run
+- SIGINT / SIGTERM to ``python -m live.deploy.local`` and ``python -m experiments.run
   backend=live``: everything stopped, records flushed, run marked incomplete.
 
 Plus broker-free checks: bad live configuration, the sink's dead letters.
@@ -35,11 +35,11 @@ import pandas as pd
 import pulsar
 import pytest
 
-from live.broker import topic
+from live.wire.broker import topic
 from live.config import build_run
-from live.messages import HEADER, encode_batch, encode_control, encode_request, encode_result
-from live.run import run_live
-from live.sink import SinkState
+from live.wire.messages import HEADER, encode_batch, encode_control, encode_request, encode_result
+from live.deploy.local import run_live
+from live.roles.sink import SinkState
 from spec.records import BATCH_COLUMNS, REQUEST_COLUMNS
 from spec.validation import ConfigError
 
@@ -390,7 +390,7 @@ def test_sigint_stops_every_process_and_flushes_the_records(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps(config))
     out = tmp_path / "out"
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "live.run", "--config", str(tmp_path / "run.json"), "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "live.deploy.local", "--config", str(tmp_path / "run.json"), "--out", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         running = _wait_running(proc, out)
@@ -446,10 +446,10 @@ def test_sigterm_to_an_experiment_run_stops_every_process_and_flushes_the_record
     ({"max_restarts": 1.5}, "live.max_restarts", "an integer >= 0"),
     ({"redeliver_after_s": 0}, "live.redeliver_after_s", "a number > 0 (finite), or null"),
     ({"redeliver_after_s": float("inf")}, "live.redeliver_after_s", "a number > 0 (finite), or null"),
-    ({"broker": "pulsar://127.0.0.1:6650"}, "live.broker", "a mapping"),
-    ({"broker": {"url": "http://127.0.0.1:6650"}}, "live.broker.url", "a pulsar:// or pulsar+ssl:// service URL"),
-    ({"broker": {"port": 6650}}, "live.broker.port", "one of url, auth_token, tls_trust_certs_file"),
-    ({"broker": {"auth_token": 42}}, "live.broker.auth_token", "a non-empty string or null"),
+    ({"broker": "pulsar://127.0.0.1:6650"}, "live.wire.broker", "a mapping"),
+    ({"broker": {"url": "http://127.0.0.1:6650"}}, "live.wire.broker.url", "a pulsar:// or pulsar+ssl:// service URL"),
+    ({"broker": {"port": 6650}}, "live.wire.broker.port", "one of url, auth_token, tls_trust_certs_file"),
+    ({"broker": {"auth_token": 42}}, "live.wire.broker.auth_token", "a non-empty string or null"),
     ({"model": ""}, "live.model", "a model name"),
     ({"executors": ["edge"]}, "live.executors", "a mapping"),
     ({"executors": {"nope": {}}}, "live.executors.nope", "an executor of the cluster: edge"),
@@ -496,7 +496,7 @@ def test_the_command_line_reports_a_bad_setting_without_a_traceback(tmp_path):
     config = edge_config()
     config["live"]["max_restarts"] = "lots"
     (tmp_path / "bad.json").write_text(json.dumps(config))
-    done = subprocess.run([sys.executable, "-m", "live.run", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out")],
+    done = subprocess.run([sys.executable, "-m", "live.deploy.local", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert "live.max_restarts='lots' is not allowed: an integer >= 0" in done.stderr
@@ -511,7 +511,7 @@ def test_the_command_line_reports_a_bad_setting_without_a_traceback(tmp_path):
 
 def test_the_sink_says_why_a_message_is_not_a_record():
     sink = SinkState(build_run(edge_config(num_requests=3)))
-    from live.messages import decode, encode_drop
+    from live.wire.messages import decode, encode_drop
 
     assert sink.add(decode(encode_request("0", b"x", source="cam", sent_s=0.0))).startswith("unexpected: a REQUEST")
     assert "not ids of this run" in sink.add(decode(encode_drop(["7"], "deadline", source="edge")))
@@ -536,8 +536,8 @@ class _Clock:
 
 def _gateway_with_three_batches():
     from live.config import Topics
-    from live.gateway import Gateway
-    from live.messages import decode
+    from live.roles.gateway import Gateway
+    from live.wire.messages import decode
 
     config = edge_config(num_requests=3)
     config["policy"]["batching"] = {"_target_": "policies.batching.NoBatching"}
@@ -559,7 +559,7 @@ def _result(batch):
 
 
 def _republished(sent, gateway):
-    from live.messages import decode
+    from live.wire.messages import decode
 
     return [decode(data).batch_id for topic_name, data in sent if topic_name.endswith("batches-edge")][3:]
 
@@ -575,7 +575,7 @@ def test_a_batch_overtaken_by_a_later_one_is_published_again():
     gateway.on_result(_result(batches[0]))
     gateway.on_result(_result(batches[0]))  # the stranded copy comes back after all: a duplicate
     assert gateway.counts["duplicate_results"] == 1 and gateway.done
-    from live.messages import decode
+    from live.wire.messages import decode
 
     record = [decode(d) for t, d in sent if t.endswith("records") and decode(d).batch_id == "edge:0"][0]
     assert record.meta["redelivered"] == 1

@@ -19,12 +19,12 @@ import pandas as pd
 import pulsar
 import pytest
 
-from live.broker import connect, topic
+from live.wire.broker import connect, topic
 from live.config import LIVE_DEFAULTS, RunClock, Topics, build_run
-from live.gateway import Gateway, LinkEmulator
-from live.messages import Kind, decode, encode_batch, encode_drop, encode_request, encode_result
-from live.run import role_commands, run_live
-from live.sink import SinkState
+from live.roles.gateway import Gateway, LinkEmulator
+from live.wire.messages import Kind, decode, encode_batch, encode_drop, encode_request, encode_result
+from live.deploy.local import role_commands, run_live
+from live.roles.sink import SinkState
 from spec.links import MB, Link
 from spec.records import BATCH_COLUMNS, REQUEST_COLUMNS, summarize
 from spec.validation import ConfigError
@@ -387,7 +387,7 @@ def test_live_section_is_checked_with_field_names():
         ({"executors": {"edge": {"replicas": 0}}}, "live.executors.edge.replicas"),
         ({"executors": {"edge": {"mb_per_thread": 512}}}, "live.executors.edge.mb_per_thread"),
         ({"timeout_s": -1}, "live.timeout_s"),
-        ({"broker": {"url": "http://x"}}, "live.broker.url"),
+        ({"broker": {"url": "http://x"}}, "live.wire.broker.url"),
     ]:
         config = copy.deepcopy(base)
         config["live"].update(change)
@@ -436,7 +436,7 @@ def test_gateway_turns_a_failed_batch_into_drops():
     gateway.poll()
     batch = decode(sent[0][1])
     assert batch.ids == ("0", "1")
-    from live.worker import failure_result
+    from live.roles.worker import failure_result
 
     gateway.on_result(failure_result(batch, source="w", executor="edge", reason="executor_failed", detail="boom"))
     records = [decode(data) for topic_name, data in sent[1:]]
@@ -455,7 +455,7 @@ def test_gateway_turns_a_failed_batch_into_drops():
 def test_a_crashing_role_ends_the_run_with_its_log(broker, tmp_path):
     import subprocess
 
-    from live.run import LiveRunError
+    from live.deploy.local import LiveRunError
 
     config = edge_config(num_requests=20)
     config["live"]["broker"] = {"url": broker.url}
@@ -475,7 +475,7 @@ def test_pool_keeps_instances_warm_and_fails_batches_of_a_crashed_one():
     import queue
     import signal
 
-    from live.pool import Pool
+    from live.roles.pool import Pool
 
     config = pool_config()
     config["cluster"]["executors"][0]["keep_alive_s"] = 30

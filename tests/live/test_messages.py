@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from live import messages as M
-from live.messages import (
+from live.wire import messages as M
+from live.wire.messages import (
     HEADER,
     MAGIC,
     VERSION,

@@ -32,7 +32,7 @@ from live.eventlog import (
     log_path,
     read_log,
 )
-from live.run import run_live
+from live.deploy.local import run_live
 from policies.actions import CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
 from policies.events import (
     ArrivalRateMeasured,

@@ -1,4 +1,4 @@
-"""live.testbed: the testbed file's checks, the printed commands, and a testbed in a box.
+"""live.deploy.testbed: the testbed file's checks, the printed commands, and a testbed in a box.
 
 The box: three network namespaces joined by veth pairs, as three machines
 would be: "core" (the embedded broker, bound to the core's own address, and
@@ -6,7 +6,7 @@ the sink: the control host), "edge" (the source and the gateway) and "cloud"
 (a worker of the remote executor). The core's link to the cloud is the
 edge-to-cloud uplink: rate-limited with tbf at 8 mbit/s; the gateway's link
 emulation is off, so the only limit is the kernel's. Each namespace runs
-``python -m live.testbed run --host ...`` (cloud first, control host last),
+``python -m live.deploy.testbed run --host ...`` (cloud first, control host last),
 which starts that host's roles as processes, over real sockets. A second,
 shorter run without the tbf qdisc is the control. Batches of 100 KB
 requests take at least their size over the rate on the uplink; without the
@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from live.config import build_run
-from live.testbed import load_testbed, main, make_plan, parse_testbed, print_commands
+from live.deploy.testbed import load_testbed, main, make_plan, parse_testbed, print_commands
 from spec.validation import ConfigError
 
 pytestmark = pytest.mark.live
@@ -80,7 +80,7 @@ def test_example_places_every_role():
     assert plan.control_host == "ctrl" and plan.broker_host == "ctrl"
     assert plan.testbed.broker_url == "pulsar://10.0.0.10:6650"
     # replica indices are distinct across hosts (pulsar-lite's consumer-id workaround needs that)
-    assert [p.extra for p in plan.processes if p.module == "live.worker" and p.extra[1] == "cloud"] == [
+    assert [p.extra for p in plan.processes if p.module == "live.roles.worker" and p.extra[1] == "cloud"] == [
         ("--executor", "cloud", "--replica", "0"), ("--executor", "cloud", "--replica", "1")]
 
 
@@ -122,7 +122,7 @@ def test_serverless_pool_needs_a_host():
     raw = example_raw()
     raw["roles"]["pools"] = {"lambda": "cloud2"}
     plan = plan_of(raw, config)
-    assert [(p.name, p.host) for p in plan.processes if p.module == "live.pool"] == [("pool-lambda", "cloud2")]
+    assert [(p.name, p.host) for p in plan.processes if p.module == "live.roles.pool"] == [("pool-lambda", "cloud2")]
 
 
 def test_print_gives_ssh_lines_without_the_token(tmp_path, monkeypatch, capsys):
@@ -133,14 +133,14 @@ def test_print_gives_ssh_lines_without_the_token(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "tok-s3cret" not in out
     lines = [line for line in out.splitlines() if line.startswith("ssh ")]
-    for name, address in [("live.sink", "10.0.0.10"), ("live.gateway", "10.0.0.11"), ("live.source", "10.0.0.11"),
-                          ("live.worker", "10.0.0.21"), ("live.worker", "10.0.0.22"), ("live.testbed broker", "10.0.0.10")]:  # fmt: skip
+    for name, address in [("live.roles.sink", "10.0.0.10"), ("live.roles.gateway", "10.0.0.11"), ("live.roles.source", "10.0.0.11"),
+                          ("live.roles.worker", "10.0.0.21"), ("live.roles.worker", "10.0.0.22"), ("live.deploy.testbed broker", "10.0.0.10")]:  # fmt: skip
         assert any(f"edgebatch@{address} " in line and f"-m {name} " in line for line in lines), (name, address)
     assert "--run-id rtest" in out and "--broker pulsar://10.0.0.10:6650" in out
-    assert "-m live.testbed start" in out and "--expect sink,worker-edge-0,worker-cloud-0,worker-cloud-1,gateway-edge,source-cam0" in out
+    assert "-m live.deploy.testbed start" in out and "--expect sink,worker-edge-0,worker-cloud-0,worker-cloud-1,gateway-edge,source-cam0" in out
     assert sum("--host " in line for line in lines) == 4  # the one-command-per-host alternative
     # every role line runs under a POSIX shell as printed: quoted once, backgrounded, logged
-    role_lines = [line for line in lines if " -m live.sink " in line or " -m live.worker " in line]
+    role_lines = [line for line in lines if " -m live.roles.sink " in line or " -m live.roles.worker " in line]
     assert role_lines and all(line.endswith("< /dev/null &'") for line in role_lines)
 
 
@@ -156,9 +156,9 @@ def test_print_reads_a_token_file_on_the_host():
     role_lines = [line for line in out.splitlines() if " -m live." in line and line.startswith("ssh ")]
     assert role_lines and all('EDGEBATCH_PULSAR_TOKEN="$(cat /etc/edgebatch/pulsar.token)"' in line for line in role_lines)
     assert all("SendEnv" not in line for line in role_lines)
-    workers = [line for line in role_lines if "-m live.worker" in line or "-m live.sink" in line]
+    workers = [line for line in role_lines if "-m live.roles.worker" in line or "-m live.roles.sink" in line]
     assert all("--tls-trust-certs-file /etc/edgebatch/ca.pem" in line for line in workers)
-    assert "-m live.testbed broker" not in out
+    assert "-m live.deploy.testbed broker" not in out
 
 
 def test_print_rejects_a_bad_testbed(tmp_path, capsys):
@@ -250,7 +250,7 @@ def box():
     if os.geteuid() != 0:
         pytest.skip("the testbed in a box needs root to create network namespaces (run the tests as root)")
     try:
-        from live.broker import find_binary
+        from live.wire.broker import find_binary
 
         find_binary()
     except FileNotFoundError as error:
@@ -300,7 +300,7 @@ def box_testbed(box: Box, port: int) -> dict:
 
 
 def run_in_box(box: Box, tmp: Path, name: str, config: dict, port: int, deadline_s: float = 60.0):
-    """One run: ``live.testbed run`` in each namespace; returns (requests, batches, summary)."""
+    """One run: ``live.deploy.testbed run`` in each namespace; returns (requests, batches, summary)."""
     folder = tmp / name
     folder.mkdir()
     config_path = folder / "config.json"
@@ -315,7 +315,7 @@ def run_in_box(box: Box, tmp: Path, name: str, config: dict, port: int, deadline
         for host in ("cloud", "edge", "core"):  # the control host last: the ready messages wait for it
             logs[host] = open(folder / f"testbed-{host}.log", "wb")
             procs[host] = subprocess.Popen(
-                ["ip", "netns", "exec", box.ns[host], sys.executable, "-m", "live.testbed", "run", "--testbed", str(testbed_path),
+                ["ip", "netns", "exec", box.ns[host], sys.executable, "-m", "live.deploy.testbed", "run", "--testbed", str(testbed_path),
                  "--config", str(config_path), "--run-id", run_id, "--host", host, "--out", str(folder / host)],
                 stdin=subprocess.DEVNULL, stdout=logs[host], stderr=subprocess.STDOUT, cwd=ROOT, env=env,
             )  # fmt: skip

@@ -70,7 +70,7 @@ def _wait_bound(request, executor, kwargs) -> float:
 #: per class: configs to run, bad settings (kwargs, name the error must mention),
 #: and for batching the latest dispatch time of a request (None: no bound)
 CONFIGS: dict[str, dict] = {
-    "policies.batching.immediate.NoBatching": dict(
+    "policies.batching.no_batching.NoBatching": dict(
         configs=[{}],
         bad=[({"max_queue": 0}, "max_queue")],
         bound=lambda r, e, kw: r.arrival_s,
@@ -157,7 +157,7 @@ CONFIGS: dict[str, dict] = {
             ({"slo_s": 0.8, "nominal_rate_rps": 60.0, "edge_executor": "cloud"}, "edge_executor"),
         ],
     ),
-    "policies.planning.p95.TailAwarePlanner": dict(
+    "policies.planning.tail_aware.TailAwarePlanner": dict(
         configs=[
             {"slo_s": 0.8, "nominal_rate_rps": 60.0, "period_s": 2.0},
             {"slo_s": 0.8, "nominal_rate_rps": 60.0, "trigger": "changepoint", "criterion": "mixture"},
@@ -230,7 +230,7 @@ def test_every_class_has_a_config():
 def test_the_walk_finds_the_known_classes():
     assert len(CLASSES) >= 12
     assert "policies.planning.edge_first.EdgeFirstPlanner" in CLASSES
-    assert "policies.planning.triggers.ReplanningPlanner" not in CLASSES  # abstract base
+    assert "policies.planning.replanning.ReplanningPlanner" not in CLASSES  # abstract base
 
 
 def _timers_honoured(result: H.Run) -> None:

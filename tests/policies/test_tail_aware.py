@@ -11,7 +11,7 @@ from policies import ArrivalRateMeasured, NotePlan, Scheduler
 from policies.batching import FixedBatching, TimeoutBatching
 from policies.placement import WeightedPlacement
 from policies.planning.edge_first import EdgeFirstAlgorithm
-from policies.planning.p95 import (
+from policies.planning.tail_aware import (
     TailAwarePlanner,
     erlang_c,
     fill_moments,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.batching_base import BatchingPolicy, Decision
+from policies.batching.base import BatchingPolicy, Decision
 from sim import simulate
 from spec.links import MB
 from tests.sim.configs import NO_BATCHING, STATIC, single_queue, timeout_batching, with_changes

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from policies.errors import DriverError
 from policies.events import ArrivalRateMeasured, BandwidthMeasured, Event
 from policies.plan import Plan
-from policies.planner_base import Planner
+from policies.planning.base import Planner
 from policies.planning.changepoint import ChangepointDetector
 from spec.validation import ConfigError, check_choice, check_int_at_least, check_positive
 

@@ -6,7 +6,7 @@
 1. checks and builds it exactly as every role will (a bad setting fails
    here, naming the field);
 2. starts the embedded pulsar-lite broker (data and log under
-   ``out_dir/broker``) unless ``live.broker.url`` names one;
+   ``out_dir/broker``) unless ``live.wire.broker.url`` names one;
 3. starts the roles as processes: the sink, the workers of every server
    executor (``live.executors.<name>.replicas``, default its ``slots``), a
    pool per serverless executor, a gateway per gateway, a source per
@@ -21,7 +21,7 @@
 
 From a shell::
 
-    python -m live.run --config run.json --out results/live1
+    python -m live.deploy.local --config run.json --out results/live1
 
 Faults:
 
@@ -38,7 +38,7 @@ Faults:
   not ended are dropped as ``run_ended``, the summary says ``"complete":
   false`` and ``"interrupted": "SIGINT"``), every process is stopped (broker
   last), and ``run_live`` raises ``LiveRunInterrupted`` (a
-  ``KeyboardInterrupt``; ``python -m live.run`` exits with 128 + the signal).
+  ``KeyboardInterrupt``; ``python -m live.deploy.local`` exits with 128 + the signal).
   A second signal stops at once. The roles and the broker run in sessions of
   their own, so a Ctrl-C at the terminal reaches only this process.
 
@@ -47,11 +47,11 @@ and every role's pid. ``run_live(..., on_start=f)`` calls ``f(handle)`` on a
 thread of its own once the clock has started (fault injection in the tests:
 ``handle.pid(name)``, ``handle.broker.restart()``, ``handle.now()``).
 To run the roles on separate machines, start each role's module by hand with
-the same ``--broker``, ``--run-id`` and ``--config`` (see ``live.role``),
+the same ``--broker``, ``--run-id`` and ``--config`` (see ``live.roles.role``),
 then start the clock and, at the end, stop the roles::
 
-    python -m live.run --control start --broker pulsar://host:6650 --run-id RUN
-    python -m live.run --control stop --broker pulsar://host:6650 --run-id RUN
+    python -m live.deploy.local --control start --broker pulsar://host:6650 --run-id RUN
+    python -m live.deploy.local --control stop --broker pulsar://host:6650 --run-id RUN
 """
 
 from __future__ import annotations
@@ -72,18 +72,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from live.broker import EmbeddedBroker, connect
+from live.wire.broker import EmbeddedBroker, connect
 from live.config import RunSpec, Topics, build_run
-from live.messages import DecodeError, Kind, decode, encode_control
-from live.role import TOKEN_ENV
+from live.wire.messages import DecodeError, Kind, decode, encode_control
+from live.roles.role import TOKEN_ENV
 from spec.validation import ConfigError
 
 __all__ = ["LiveResult", "LiveRunError", "LiveRunInterrupted", "RunHandle", "run_live", "role_commands", "main"]
 
-_ROOT = str(Path(__file__).resolve().parent.parent)
+_ROOT = str(Path(__file__).resolve().parents[2])
 _START_LEAD_S = 0.3
 #: roles whose process may be restarted during a run (their state is in the broker: unacknowledged batches)
-_RESTARTABLE = ("live.worker", "live.pool")
+_RESTARTABLE = ("live.roles.worker", "live.roles.pool")
 
 
 @dataclass
@@ -149,17 +149,17 @@ def _check_models(spec: RunSpec) -> None:
 
 def role_commands(spec: RunSpec) -> list[tuple[str, str, list[str]]]:
     """(name, module, extra arguments) of every role process of a run on one machine."""
-    roles: list[tuple[str, str, list[str]]] = [("sink", "live.sink", [])]
+    roles: list[tuple[str, str, list[str]]] = [("sink", "live.roles.sink", [])]
     for name, settings in spec.settings.executors.items():
         if settings.serverless:
-            roles.append((f"pool-{name}", "live.pool", ["--executor", name]))
+            roles.append((f"pool-{name}", "live.roles.pool", ["--executor", name]))
         else:
             for k in range(settings.replicas):
-                roles.append((f"worker-{name}-{k}", "live.worker", ["--executor", name, "--replica", str(k)]))
+                roles.append((f"worker-{name}-{k}", "live.roles.worker", ["--executor", name, "--replica", str(k)]))
     for gateway in spec.gateways:
-        roles.append((f"gateway-{gateway}", "live.gateway", ["--gateway", gateway]))
+        roles.append((f"gateway-{gateway}", "live.roles.gateway", ["--gateway", gateway]))
     for source in spec.workload.sources:
-        roles.append((f"source-{source.name}", "live.source", ["--source", source.name]))
+        roles.append((f"source-{source.name}", "live.roles.source", ["--source", source.name]))
     return roles
 
 
@@ -339,14 +339,14 @@ def run_live(
         exit_after_s = settings.startup_timeout_s + settings.timeout_s + 60.0
         for name, module, extra in role_commands(spec):
             role_env = dict(env)
-            if module == "live.worker":
+            if module == "live.roles.worker":
                 threads = str(settings.executors[extra[1]].threads)
                 role_env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
             cmd = [
                 sys.executable, "-m", module, "--broker", url, "--run-id", run_id, "--config", str(config_path),
                 "--name", name, "--stats", str(out / "stats" / f"{name}.json"), "--exit-after-s", str(exit_after_s), *extra,
             ]  # fmt: skip
-            if module == "live.sink":
+            if module == "live.roles.sink":
                 cmd += ["--out", str(out)]
             procs.append(_spawn(name, module, cmd, role_env, out / "logs" / f"{name}.log"))
 

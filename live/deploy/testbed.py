@@ -26,13 +26,13 @@ the sink bills.
 
 Commands::
 
-    python -m live.testbed check --testbed conf/testbed/example.yaml --config run_config.json
-    python -m live.testbed print --testbed conf/testbed/example.yaml --config run_config.json [--run-id R]
-    python -m live.testbed run   --testbed T --config C --run-id R --host edge1 [--out DIR]
-    python -m live.testbed broker --bind 10.0.0.10 --port 6650 [--http-port 8080] [--folder DIR]
-    python -m live.testbed prepare --broker URL --run-id R
-    python -m live.testbed start --broker URL --run-id R --expect sink,worker-cloud-0,... [--lead-s 1]
-    python -m live.testbed stop  --broker URL --run-id R
+    python -m live.deploy.testbed check --testbed conf/testbed/example.yaml --config run_config.json
+    python -m live.deploy.testbed print --testbed conf/testbed/example.yaml --config run_config.json [--run-id R]
+    python -m live.deploy.testbed run   --testbed T --config C --run-id R --host edge1 [--out DIR]
+    python -m live.deploy.testbed broker --bind 10.0.0.10 --port 6650 [--http-port 8080] [--folder DIR]
+    python -m live.deploy.testbed prepare --broker URL --run-id R
+    python -m live.deploy.testbed start --broker URL --run-id R --expect sink,worker-cloud-0,... [--lead-s 1]
+    python -m live.deploy.testbed stop  --broker URL --run-id R
 
 ``print`` writes, per host, ssh-ready lines: copy the run config there, then
 start each role in the background (logs and statistics under
@@ -43,7 +43,7 @@ on the control host (the sink's) it also waits until every role of every
 host has said it is ready, starts the clock (``CONTROL start`` with the
 epoch, ``start_lead_s`` ahead), waits for the sink to finish, and stops the
 run. The token never appears on a command line: roles read it from
-``EDGEBATCH_PULSAR_TOKEN`` (see ``live.role``); the testbed says where that
+``EDGEBATCH_PULSAR_TOKEN`` (see ``live.roles.role``); the testbed says where that
 comes from on each host (``broker.auth.token_env`` or ``token_file``).
 
 See docs/DEPLOY.md for ports, clocks and the start order.
@@ -68,8 +68,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from live.config import RunSpec, Topics, build_run, load_config
-from live.role import TOKEN_ENV
-from live.run import first_crashed, stop_processes
+from live.roles.role import TOKEN_ENV
+from live.deploy.local import first_crashed, stop_processes
 from spec.validation import (
     ConfigError,
     check_int_at_least,
@@ -91,7 +91,7 @@ __all__ = [
     "main",
 ]
 
-_ROOT = str(Path(__file__).resolve().parent.parent)
+_ROOT = str(Path(__file__).resolve().parents[2])
 _TOP_KEYS = ("name", "hosts", "broker", "roles", "start_lead_s", "stop_grace_s", "exit_after_s", "defaults")
 _HOST_KEYS = ("address", "ssh", "user", "workdir", "python", "env")
 _DEFAULT_KEYS = ("user", "workdir", "python", "env")
@@ -297,7 +297,7 @@ class Plan:
     @property
     def control_host(self) -> str:
         """The sink's host: it waits for every role, starts the clock and stops the run."""
-        return next(p.host for p in self.processes if p.module == "live.sink")
+        return next(p.host for p in self.processes if p.module == "live.roles.sink")
 
     @property
     def broker_host(self) -> str | None:
@@ -349,7 +349,7 @@ def make_plan(testbed: Testbed, spec: RunSpec) -> Plan:
     processes: list[RoleProcess] = []
     if "sink" not in testbed.roles:
         raise ConfigError("roles.sink", None, "a host for the sink (it is also the control host)")
-    processes.append(RoleProcess("sink", "live.sink", _host_of(testbed, "roles.sink", testbed.roles["sink"])))
+    processes.append(RoleProcess("sink", "live.roles.sink", _host_of(testbed, "roles.sink", testbed.roles["sink"])))
 
     servers = [n for n, s in settings.executors.items() if not s.serverless]
     serverless = [n for n, s in settings.executors.items() if s.serverless]
@@ -372,21 +372,21 @@ def make_plan(testbed: Testbed, spec: RunSpec) -> Plan:
         replica = 0
         for host, count in per_host.items():
             for _ in range(count):
-                processes.append(RoleProcess(f"worker-{executor}-{replica}", "live.worker", host,
+                processes.append(RoleProcess(f"worker-{executor}-{replica}", "live.roles.worker", host,
                                              ("--executor", executor, "--replica", str(replica)), settings.executors[executor].threads))  # fmt: skip
                 replica += 1
     pools = _assignments(testbed, "pools", serverless, "serverless executor")
     for executor in serverless:
-        processes.append(RoleProcess(f"pool-{executor}", "live.pool", _host_of(testbed, f"roles.pools.{executor}", pools[executor]),
+        processes.append(RoleProcess(f"pool-{executor}", "live.roles.pool", _host_of(testbed, f"roles.pools.{executor}", pools[executor]),
                                      ("--executor", executor)))  # fmt: skip
     gateways = _assignments(testbed, "gateways", list(spec.gateways), "gateway")
     for gateway in spec.gateways:
-        processes.append(RoleProcess(f"gateway-{gateway}", "live.gateway", _host_of(testbed, f"roles.gateways.{gateway}", gateways[gateway]),
+        processes.append(RoleProcess(f"gateway-{gateway}", "live.roles.gateway", _host_of(testbed, f"roles.gateways.{gateway}", gateways[gateway]),
                                      ("--gateway", gateway)))  # fmt: skip
     source_names = [s.name for s in spec.workload.sources]
     sources = _assignments(testbed, "sources", source_names, "workload source")
     for source in source_names:
-        processes.append(RoleProcess(f"source-{source}", "live.source", _host_of(testbed, f"roles.sources.{source}", sources[source]),
+        processes.append(RoleProcess(f"source-{source}", "live.roles.source", _host_of(testbed, f"roles.sources.{source}", sources[source]),
                                      ("--source", source)))  # fmt: skip
 
     used = {p.host for p in processes} | ({testbed.embedded.host} if testbed.embedded else set())
@@ -414,7 +414,7 @@ def role_argv(plan: Plan, process: RoleProcess, *, python: str, run_id: str, con
             "--exit-after-s", f"{plan.exit_after_s():g}", *process.extra]  # fmt: skip
     if testbed.tls_trust_certs_file:
         argv += ["--tls-trust-certs-file", testbed.tls_trust_certs_file]
-    if process.module == "live.sink":
+    if process.module == "live.roles.sink":
         argv += ["--out", out_dir]
     return argv
 
@@ -468,10 +468,10 @@ def print_commands(plan: Plan, *, config_path: str, testbed_path: str, run_id: s
         e = testbed.embedded
         host = testbed.hosts[plan.broker_host]
         lines.append(_ssh(testbed, host, f"mkdir -p {host.workdir}/{run_dir}/logs"))
-        command = (f"cd {shlex.quote(host.workdir)} && nohup {host.python} -m live.testbed broker --bind {e.bind} --port {e.port} "
+        command = (f"cd {shlex.quote(host.workdir)} && nohup {host.python} -m live.deploy.testbed broker --bind {e.bind} --port {e.port} "
                    f"--http-port {e.http_port} --folder {run_dir}/broker > {run_dir}/logs/broker.log 2>&1 < /dev/null &")  # fmt: skip
         lines.append(_ssh(testbed, host, command))
-    lines.append(_ssh(testbed, control, f"cd {shlex.quote(control.workdir)} && {token}{control.python} -m live.testbed prepare "
+    lines.append(_ssh(testbed, control, f"cd {shlex.quote(control.workdir)} && {token}{control.python} -m live.deploy.testbed prepare "
                       f"--broker {testbed.broker_url} --run-id {run_id}{tls} --wait-s 30"))  # fmt: skip
     lines.append("")
     lines.append("## 2. the roles, host by host (sink, workers and pools, gateways, sources)")
@@ -492,12 +492,12 @@ def print_commands(plan: Plan, *, config_path: str, testbed_path: str, run_id: s
     lines.append("")
     names = ",".join(p.name for p in plan.processes)
     lines.append(f"## 3. the clock: waits until every role is ready, then starts the run {testbed.start_lead_s:g}s ahead")
-    lines.append(_ssh(testbed, control, f"cd {shlex.quote(control.workdir)} && {token}{control.python} -m live.testbed start "
+    lines.append(_ssh(testbed, control, f"cd {shlex.quote(control.workdir)} && {token}{control.python} -m live.deploy.testbed start "
                       f"--broker {testbed.broker_url} --run-id {run_id}{tls} --expect {names} --lead-s {testbed.start_lead_s:g} "
                       f"--timeout-s {plan.spec.settings.startup_timeout_s:g}"))  # fmt: skip
     lines.append(f"# the sink writes {control.workdir}/{run_dir}/requests.parquet, batches.parquet, summary.json once every request has ended")
     lines.append("## 4. the end: stop every role (they also stop on their own once done, or after --exit-after-s)")
-    lines.append(_ssh(testbed, control, f"cd {shlex.quote(control.workdir)} && {token}{control.python} -m live.testbed stop "
+    lines.append(_ssh(testbed, control, f"cd {shlex.quote(control.workdir)} && {token}{control.python} -m live.deploy.testbed stop "
                       f"--broker {testbed.broker_url} --run-id {run_id}{tls}"))  # fmt: skip
     if plan.broker_host is not None:
         host = testbed.hosts[plan.broker_host]
@@ -510,7 +510,7 @@ def print_commands(plan: Plan, *, config_path: str, testbed_path: str, run_id: s
         lines.append(_ssh(testbed, host, f"mkdir -p {host.workdir}/{run_dir}/logs"))
         lines.append(f"scp {shlex.quote(config_path)} {host.ssh}:{host.workdir}/{remote_config}")
         lines.append(f"scp {shlex.quote(testbed_path)} {host.ssh}:{host.workdir}/{remote_testbed}")
-        lines.append(_ssh(testbed, host, f"cd {shlex.quote(host.workdir)} && {token}nohup {host.python} -m live.testbed run "
+        lines.append(_ssh(testbed, host, f"cd {shlex.quote(host.workdir)} && {token}nohup {host.python} -m live.deploy.testbed run "
                           f"--testbed {remote_testbed} --config {remote_config} --run-id {run_id} --host {name} "
                           f"--out {run_dir} > {run_dir}/logs/testbed-{name}.log 2>&1 < /dev/null &"))  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -523,7 +523,7 @@ def print_commands(plan: Plan, *, config_path: str, testbed_path: str, run_id: s
 
 def _connect(url: str, run_id: str, tls_trust_certs_file: str | None = None, wait_s: float = 0.0):
     """A Pulsar client on ``url``, retried until the broker answers (up to ``wait_s``)."""
-    from live.broker import connect
+    from live.wire.broker import connect
 
     token = os.environ.get(TOKEN_ENV)
     deadline = time.monotonic() + wait_s
@@ -564,7 +564,7 @@ def wait_ready(client, run_id: str, expected: set[str], timeout_s: float, *, che
     """
     import pulsar
 
-    from live.messages import DecodeError, Kind, decode
+    from live.wire.messages import DecodeError, Kind, decode
 
     started = time.monotonic()
     consumer = client.subscribe(Topics(run_id).ready, "orchestrator", consumer_type=pulsar.ConsumerType.Shared,
@@ -594,7 +594,7 @@ def wait_ready(client, run_id: str, expected: set[str], timeout_s: float, *, che
 
 def send_control(client, run_id: str, op: str, *, lead_s: float = 1.0, meta: dict | None = None) -> float | None:
     """Publish ``start`` (epoch: now + ``lead_s``; returned) or ``stop`` on the run's control topic."""
-    from live.messages import encode_control
+    from live.wire.messages import encode_control
 
     producer = client.create_producer(Topics(run_id).control, batching_enabled=False)
     try:
@@ -659,7 +659,7 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
     try:
         if plan.broker_host == host_name:
-            from live.broker import EmbeddedBroker
+            from live.wire.broker import EmbeddedBroker
 
             e = testbed.embedded
             broker = EmbeddedBroker(out / "broker", port=e.port, http_port=e.http_port, host=e.bind).start()
@@ -693,7 +693,7 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
             waited = wait_ready(client, run_id, expected, settings.startup_timeout_s, check=check)
             epoch = send_control(client, run_id, "start", lead_s=testbed.start_lead_s)
             log(f"[{host_name}] every role ready after {waited:.1f}s; clock started (epoch {epoch:.3f})")
-            sink = next(item for item in locals_ if item.process.module == "live.sink")
+            sink = next(item for item in locals_ if item.process.module == "live.roles.sink")
             end_at = epoch + settings.timeout_s
             while sink.popen.poll() is None and time.time() < end_at and not stopping["signal"]:
                 check()
@@ -723,7 +723,7 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
         # not the control host: until the local roles end, or the run's stop
         import pulsar
 
-        from live.messages import DecodeError, Kind, decode
+        from live.wire.messages import DecodeError, Kind, decode
 
         watch = client.subscribe(Topics(run_id).control, f"testbed-{host_name}-{os.getpid()}", consumer_type=pulsar.ConsumerType.Shared,
                                  initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
@@ -797,7 +797,7 @@ def _local_host(testbed: Testbed) -> str | None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m live.testbed", description="Deploy a live run on a testbed (see docs/DEPLOY.md).")
+    parser = argparse.ArgumentParser(prog="python -m live.deploy.testbed", description="Deploy a live run on a testbed (see docs/DEPLOY.md).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def testbed_args(p, host: bool = False):
@@ -857,7 +857,7 @@ def main(argv=None) -> int:
         return 2
 
     if args.command == "broker":
-        from live.broker import EmbeddedBroker
+        from live.wire.broker import EmbeddedBroker
 
         done = {"flag": False}
         for sig in (signal.SIGTERM, signal.SIGINT):

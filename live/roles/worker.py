@@ -2,7 +2,7 @@
 
 Broker mode (a server executor's replica)::
 
-    python -m live.worker --broker URL --run-id RUN --config run.json --executor edge --replica 0
+    python -m live.roles.worker --broker URL --run-id RUN --config run.json --executor edge --replica 0
 
 (each replica of an executor with its own ``--replica`` index) consumes ``batches-<executor>`` on a Shared subscription (replicas share the
 load), runs the model on each batch as one tensor, publishes a RESULT to
@@ -11,9 +11,9 @@ batch only after the result is published. A message that does not decode, or
 is not a batch this worker can run, goes to the dead-letter topic with the
 reason; it is acknowledged and the worker goes on.
 
-Stdio mode (one serverless instance, started by ``live.pool``)::
+Stdio mode (one serverless instance, started by ``live.roles.pool``)::
 
-    python -m live.worker --stdio --model mlp --threads 1 --seed 0 --epoch 1700000000.0
+    python -m live.roles.worker --stdio --model mlp --threads 1 --seed 0 --epoch 1700000000.0
 
 reads BATCH messages from stdin and writes RESULT messages to stdout, each
 framed by a 4-byte big-endian length, with the binary codec (never pickle).
@@ -34,7 +34,7 @@ again to another replica (or to the worker the orchestrator restarts); if
 the dead worker had already published its result, the gateway ignores the
 second one. Delivery is at-least-once; the gateway and the sink deduplicate.
 
-Fault injection (used by ``live.pool`` for ``failure_probability``): an
+Fault injection (used by ``live.roles.pool`` for ``failure_probability``): an
 instance started with ``--crash-before-ready`` exits abruptly during its
 cold start; a CONTROL ``crash`` frame makes it exit abruptly in the middle
 of its next batch (after the forward pass, before the result is written).
@@ -50,7 +50,7 @@ import sys
 import time
 from typing import BinaryIO
 
-from live.messages import Kind, Message, dead_letter, decode, DecodeError, encode_control, encode_result
+from live.wire.messages import Kind, Message, dead_letter, decode, DecodeError, encode_control, encode_result
 
 __all__ = ["ModelRunner", "read_frame", "write_frame", "check_batch", "failure_result", "redeliveries", "CRASH_EXIT_CODE", "main"]
 
@@ -167,7 +167,7 @@ def failure_result(message: Message, *, source: str, executor: str, reason: str,
 
 
 def serve_broker(argv) -> int:
-    from live.role import Role, common_parser, percentiles
+    from live.roles.role import Role, common_parser, percentiles
 
     parser = common_parser("A worker replica of a server executor.")
     parser.add_argument("--executor", required=True)
@@ -245,7 +245,7 @@ def serve_broker(argv) -> int:
 
 
 def serve_stdio(argv) -> int:
-    parser = argparse.ArgumentParser(description="One serverless instance on stdin/stdout (started by live.pool).")
+    parser = argparse.ArgumentParser(description="One serverless instance on stdin/stdout (started by live.roles.pool).")
     parser.add_argument("--stdio", action="store_true", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=1)

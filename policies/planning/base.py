@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 
 from policies.events import Event
-from policies.placement_base import ClusterView
+from policies.placement.base import ClusterView
 from policies.plan import Plan
 
 __all__ = ["Planner"]

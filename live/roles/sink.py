@@ -24,7 +24,7 @@ completion at the gateway); ``queue_s`` is the rest of the latency beyond
 transfer, cold start and service, exactly as ``sim/recorder.py`` derives
 them::
 
-    python -m live.sink --broker URL --run-id RUN --config run.json --out DIR
+    python -m live.roles.sink --broker URL --run-id RUN --config run.json --out DIR
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from live.config import RunSpec
-from live.messages import DecodeError, Kind, Message, decode
+from live.wire.messages import DecodeError, Kind, Message, decode
 from spec.records import BATCH_COLUMNS, DROP_REASONS, DropReason, request_table, summarize
 
 __all__ = ["SinkState", "main"]
@@ -274,7 +274,7 @@ class SinkState:
 
 
 def main(argv=None) -> int:
-    from live.role import Role, common_parser
+    from live.roles.role import Role, common_parser
 
     parser = common_parser("Collect every request's end into the record tables.")
     parser.add_argument("--out", required=True, help="folder for requests.parquet, batches.parquet, plans.jsonl, summary.json")

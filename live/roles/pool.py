@@ -1,7 +1,7 @@
 """The serverless pool role: function instances as real processes, started on demand.
 
 One pool process per serverless executor consumes ``batches-<executor>``
-and hands each batch to an instance: a ``python -m live.worker --stdio``
+and hands each batch to an instance: a ``python -m live.roles.worker --stdio``
 subprocess, fed over its stdin and read from its stdout in the binary codec
 (length-prefixed frames; never pickle). It follows the simulator's pool
 (``sim/serverless.py``):
@@ -32,7 +32,7 @@ The result (with ``meta.cold_start_s``, ``meta.cost``, ``meta.memory_mb``)
 is published to the sending gateway's results topic before the batch is
 acknowledged::
 
-    python -m live.pool --broker URL --run-id RUN --config run.json --executor lambda
+    python -m live.roles.pool --broker URL --run-id RUN --config run.json --executor lambda
 """
 
 from __future__ import annotations
@@ -48,16 +48,16 @@ from collections import deque
 from pathlib import Path
 
 from live.config import ExecutorSettings, RunClock, RunSpec, Topics
-from live.messages import DecodeError, Kind, Message, decode, encode_control, encode_result
-from live.role import percentiles
-from live.worker import accept_batch, failure_result, read_frame, redeliveries, write_frame
+from live.wire.messages import DecodeError, Kind, Message, decode, encode_control, encode_result
+from live.roles.role import percentiles
+from live.roles.worker import accept_batch, failure_result, read_frame, redeliveries, write_frame
 from spec.records import DropReason
 from spec.topology import ServerlessSpec
 
 __all__ = ["Instance", "Pool", "main"]
 
 log = logging.getLogger("edgebatch.live")
-_ROOT = str(Path(__file__).resolve().parent.parent)
+_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class Instance:
@@ -136,7 +136,7 @@ class Pool:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         cmd = [
-            sys.executable, "-m", "live.worker", "--stdio", "--model", self.settings.model, "--threads", str(threads),
+            sys.executable, "-m", "live.roles.worker", "--stdio", "--model", self.settings.model, "--threads", str(threads),
             "--seed", str(self.spec.seed), "--epoch", repr(self.clock.epoch_unix), "--name", name,
         ]  # fmt: skip
         crash = self._fails()
@@ -333,7 +333,7 @@ class Pool:
 
 
 def main(argv=None) -> int:
-    from live.role import Role, common_parser
+    from live.roles.role import Role, common_parser
 
     parser = common_parser("A serverless pool: instances as processes started on demand.")
     parser.add_argument("--executor", required=True)

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from policies.batching_base import BatchingPolicy
+from policies.batching.base import BatchingPolicy
 from policies.events import Request
 from spec.links import Link
 from spec.topology import ExecutorSpec

@@ -12,10 +12,10 @@ import numpy as np
 from scipy.special import gammainc, gammaincinv, ndtr
 
 from policies.events import ArrivalRateMeasured, BandwidthMeasured, BatchFinished, Event
-from policies.placement_base import ClusterView
+from policies.placement.base import ClusterView
 from policies.plan import Plan
 from policies.planning.edge_first import decision_to_plan
-from policies.planning.triggers import ReplanningPlanner
+from policies.planning.replanning import ReplanningPlanner
 from policies.planning.two_tier import (
     SEED_EDGE_BATCH_SIZES,
     SEED_MEMORY_SIZES_MB,

@@ -6,7 +6,7 @@ simulator's records), each as a REQUEST message to its gateway's requests
 topic at its arrival time, with a payload of the source's ``size_bytes``
 (deterministic bytes drawn from ``(seed, request_id)``)::
 
-    python -m live.source --broker URL --run-id RUN --config run.json --source camera
+    python -m live.roles.source --broker URL --run-id RUN --config run.json --source camera
 
 Each request carries ``ts.arrival_s`` (its scheduled time on the run's clock)
 and ``ts.sent_s`` (when it was actually sent); the lag between them is in
@@ -19,8 +19,8 @@ import logging
 
 import numpy as np
 
-from live.messages import encode_request
-from live.role import Role, common_parser, percentiles
+from live.wire.messages import encode_request
+from live.roles.role import Role, common_parser, percentiles
 
 __all__ = ["payload_for", "schedule", "main"]
 

@@ -35,7 +35,7 @@ and its actions are carried out the way ``sim/gateway.py`` carries them out:
 One thread runs the scheduler; the Pulsar client's listener threads only
 put messages on a queue::
 
-    python -m live.gateway --broker URL --run-id RUN --config run.json --gateway edge
+    python -m live.roles.gateway --broker URL --run-id RUN --config run.json --gateway edge
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from live.config import RunSpec, Topics
-from live.messages import DecodeError, Kind, Message, dead_letter, decode, encode, encode_batch, encode_control, encode_drop, encode_result
-from live.role import percentiles
+from live.wire.messages import DecodeError, Kind, Message, dead_letter, decode, encode, encode_batch, encode_control, encode_drop, encode_result
+from live.roles.role import percentiles
 from policies.actions import CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
 from policies.events import (
     ArrivalRateMeasured,
@@ -564,7 +564,7 @@ def _rss_mb() -> float | None:
 
 
 def main(argv=None) -> int:
-    from live.role import Role, common_parser
+    from live.roles.role import Role, common_parser
 
     parser = common_parser("Run one gateway's scheduler in real time.")
     parser.add_argument("--gateway", help="the gateway's name (default: the only one)")

@@ -1,0 +1,1 @@
+"""Deployment: process supervision, the local run on one machine, and the testbed."""

@@ -1,0 +1,1 @@
+"""The wire: the binary message format, the broker connection and the topic names."""

@@ -1,0 +1,44 @@
+"""The topic names of one run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from live.wire.broker import topic
+
+__all__ = ["Topics"]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one run (``live.wire.broker.topic(run_id, name)``)."""
+
+    run_id: str
+
+    def _t(self, name: str) -> str:
+        return topic(self.run_id, name)
+
+    def requests(self, gateway: str) -> str:
+        return self._t(f"requests-{gateway}")
+
+    def batches(self, executor: str) -> str:
+        return self._t(f"batches-{executor}")
+
+    def results(self, gateway: str) -> str:
+        return self._t(f"results-{gateway}")
+
+    @property
+    def records(self) -> str:
+        return self._t("records")
+
+    @property
+    def control(self) -> str:
+        return self._t("control")
+
+    @property
+    def ready(self) -> str:
+        return self._t("ready")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._t("dead-letter")

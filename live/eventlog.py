@@ -38,6 +38,7 @@ from typing import Any
 from policies import actions as _actions
 from policies import events as _events
 from policies.plan import Plan
+from policies.timer_id import TimerId
 
 __all__ = [
     "FORMAT",
@@ -81,6 +82,8 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, Plan):
         return _plain(value.as_dict())
+    if isinstance(value, TimerId):
+        return str(value)
     if is_dataclass(value) and not isinstance(value, type):
         return _dataclass_to_dict(value)
     if hasattr(value, "items"):
@@ -117,6 +120,8 @@ def event_from_dict(data: dict) -> _events.Event:
     cls = _EVENT_TYPES.get(kind)
     if cls is None:
         raise ValueError(f"unknown event type {kind!r}; one of {', '.join(_EVENT_TYPES)}")
+    if "timer_id" in data:
+        data["timer_id"] = TimerId.parse(data["timer_id"])
     if "request" in data:
         request = dict(data["request"])
         request.pop("type", None)
@@ -139,6 +144,8 @@ def action_from_dict(data: dict) -> _actions.Action:
     cls = _ACTION_TYPES.get(kind)
     if cls is None:
         raise ValueError(f"unknown action type {kind!r}; one of {', '.join(_ACTION_TYPES)}")
+    if "timer_id" in data:
+        data["timer_id"] = TimerId.parse(data["timer_id"])
     if cls is _actions.DispatchBatch:
         data["request_ids"] = tuple(data["request_ids"])
     if cls is _actions.NotePlan and isinstance(data.get("plan"), dict):

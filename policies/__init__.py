@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from policies.actions import Action, CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
 from policies.batching.base import NOTHING, BatchingPolicy, Decision
-from policies.errors import DriverError, PolicyConfigError, PolicyError
+from policies.errors import DriverError, PolicyError
 from policies.events import (
     ArrivalRateMeasured,
     BandwidthMeasured,
@@ -22,8 +22,10 @@ from policies.events import (
 )
 from policies.placement.base import ClusterView, PlacementPolicy
 from policies.plan import Plan
+from policies.timer_id import TimerId, TimerPurpose
 from policies.planning.base import Planner
 from policies.scheduler import Scheduler
+from spec.validation import ConfigError
 
 
 @runtime_checkable
@@ -36,6 +38,7 @@ class Policy(Protocol):
 __all__ = [
     "Policy", "Scheduler", "Action", "CancelTimer", "DispatchBatch", "DropRequest", "NotePlan", "StartTimer",
     "BatchingPolicy", "Decision", "NOTHING", "PlacementPolicy", "ClusterView", "Planner", "Plan",
-    "DriverError", "PolicyConfigError", "PolicyError", "Request", "Event", "RequestArrived", "TimerFired",
+    "DriverError", "ConfigError", "PolicyError", "Request", "Event", "RequestArrived", "TimerFired",
     "BatchFinished", "BatchFailed", "BandwidthMeasured", "ArrivalRateMeasured", "InstanceStateChanged",
+    "TimerId", "TimerPurpose",
 ]  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policies.positional import positional_make
+from policies.timer_id import TimerId
 
 __all__ = ["Action", "DispatchBatch", "StartTimer", "CancelTimer", "DropRequest", "NotePlan"]
 
@@ -38,7 +39,7 @@ class StartTimer(Action):
     """Deliver ``TimerFired(timer_id=...)`` at ``at_s`` (or as soon as possible
     after it). Starting a timer id that is running replaces it."""
 
-    timer_id: str
+    timer_id: TimerId
     at_s: float
 
 
@@ -47,7 +48,7 @@ class StartTimer(Action):
 class CancelTimer(Action):
     """Do not deliver the timer ``timer_id``; a no-op if it already fired."""
 
-    timer_id: str
+    timer_id: TimerId
 
 
 @positional_make

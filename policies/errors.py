@@ -1,8 +1,10 @@
-"""Errors that say which side misused the API."""
+"""Errors that say which side misused the API.
+
+A bad setting is ``spec.validation.ConfigError``, the one config-error class of both backends."""
 
 from __future__ import annotations
 
-__all__ = ["PolicyError", "DriverError", "PolicyConfigError"]
+__all__ = ["PolicyError", "DriverError"]
 
 
 class PolicyError(Exception):
@@ -14,7 +16,3 @@ class DriverError(PolicyError):
     for example a finished batch the policy never dispatched, or time going
     backwards. The driver is wrong, not the policy."""
 
-
-class PolicyConfigError(ValueError):
-    """A policy was built with a bad setting; the message names the setting
-    and the allowed values."""

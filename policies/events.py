@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from policies.positional import positional_make
+from policies.timer_id import TimerId
 
 __all__ = [
     "Request",
@@ -65,7 +66,7 @@ class TimerFired(Event):
     in the simulator; measured in the live harness.
     """
 
-    timer_id: str
+    timer_id: TimerId
     late_s: float = 0.0
 
 

@@ -24,6 +24,7 @@ from policies.events import (
 from policies.placement.base import ClusterView, PlacementPolicy
 from policies.plan import Plan
 from policies.planning.base import Planner
+from policies.timer_id import TimerId
 from spec.records import DropReason
 from spec.topology import Cluster
 from spec.validation import ConfigError, check_int_at_least
@@ -32,8 +33,7 @@ __all__ = ["Scheduler", "BatchingFactory"]
 
 BatchingFactory = Union[BatchingPolicy, Callable[[], BatchingPolicy]]
 
-_PLAN_TIMER = "plan"
-_BATCH_TIMER = "batch/"
+_PLAN_TIMER = TimerId.plan()
 # the simulator delivers timers exactly; a live driver may be late, never early
 _EARLY_TOLERANCE_S = 1e-9
 
@@ -123,7 +123,7 @@ class Scheduler:
             batchers=self.batchers,
             bandwidth_MBps={n: link.mean_bandwidth_MBps() for n, link in links.items() if link is not None},
         )
-        self._batch_timer_ids = {n: _BATCH_TIMER + n for n in names}
+        self._batch_timer_ids = {n: TimerId.batch(n) for n in names}
         self.placement = placement
         placement.bind(self.view)
         self.planner = planner
@@ -181,7 +181,7 @@ class Scheduler:
                 request = batcher.queue.popleft()
                 del self._requests[request.request_id]
                 actions.append(DropRequest(request_id=request.request_id, reason=DropReason.RUN_ENDED))
-            self._set_timer(_BATCH_TIMER + name, None, actions)
+            self._set_timer(self._batch_timer_ids[name], None, actions)
         self._set_timer(_PLAN_TIMER, None, actions)
         return actions
 
@@ -222,7 +222,7 @@ class Scheduler:
         if timer_id == _PLAN_TIMER:
             self._adopt(self.planner.on_wake(event.now_s), event.now_s, actions)
             return
-        executor = timer_id[len(_BATCH_TIMER):]
+        executor = timer_id.executor
         self._decide(executor, self.batchers[executor], event.now_s, actions)
 
     def _pop_entry(self, batch_id: int, executor: str) -> tuple[str, tuple[Request, ...], int, int | None]:
@@ -307,7 +307,7 @@ class Scheduler:
         if self._timers.get(timer_id) != wake_at_s:
             self._set_timer(timer_id, wake_at_s, actions)
 
-    def _set_timer(self, timer_id: str, at_s: float | None, actions: list[Action]) -> None:
+    def _set_timer(self, timer_id: TimerId, at_s: float | None, actions: list[Action]) -> None:
         current = self._timers.get(timer_id)
         if at_s == current:
             return

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from heapq import heappop, heappush
+from itertools import count
 
 import simpy
+from simpy.core import EmptySchedule, StopSimulation
+from simpy.events import NORMAL, URGENT
 
 __all__ = ["FeedEnvironment"]
 
@@ -23,32 +27,62 @@ class FeedEnvironment(simpy.Environment):
     works as in SimPy. At a tie, scheduled events go first, as the old
     one-timeout-per-arrival feed ordered them.
 
-    Like SimPy's own ``RealtimeEnvironment``, it fills one hook: ``step``.
+    It fills SimPy's environment hooks (``now``, ``schedule``, ``peek``,
+    ``step``) over a clock and an event heap of its own, so that it reads
+    none of SimPy's private attributes; events are ordered exactly as
+    SimPy orders them (time, priority, then scheduling order).
     """
 
     def __init__(self, initial_time: float = 0.0):
         super().__init__(initial_time)
+        self.now_s = float(initial_time)
+        #: scheduled events: (time, priority, scheduling order, event)
+        self.scheduled: list = []
+        self._order = count()
         self._feed: Callable[[], float] | None = None
         self._feed_due_s = math.inf
 
+    @property
+    def now(self) -> float:
+        """The current simulated time, in seconds."""
+        return self.now_s
+
+    def schedule(self, event: simpy.Event, priority=NORMAL, delay: float = 0) -> None:
+        """Schedule ``event`` after ``delay`` with ``priority`` (SimPy's hook)."""
+        heappush(self.scheduled, (self.now_s + delay, priority, next(self._order), event))
+
     def feed(self, first_due_s: float, on_due: Callable[[], float]) -> None:
         """Replay arrivals: call ``on_due()`` at ``first_due_s``; it returns the next due time (``inf``: done)."""
-        if first_due_s < self._now:
-            raise ValueError(f"first_due_s={first_due_s} is before now={self._now}")
+        if first_due_s < self.now_s:
+            raise ValueError(f"first_due_s={first_due_s} is before now={self.now_s}")
         self._feed = on_due
         self._feed_due_s = first_due_s
 
     def peek(self) -> float:
         """The time of the next scheduled event or arrival (``inf`` when there is none)."""
-        queue = self._queue
-        return min(self._feed_due_s, queue[0][0] if queue else math.inf)
+        scheduled = self.scheduled
+        return min(self._feed_due_s, scheduled[0][0] if scheduled else math.inf)
 
     def step(self) -> None:
         """Process the next arrival or the next scheduled event, whichever is earlier."""
         due_s = self._feed_due_s
-        queue = self._queue
-        if due_s < (queue[0][0] if queue else math.inf):
-            self._now = due_s
+        scheduled = self.scheduled
+        if due_s < (scheduled[0][0] if scheduled else math.inf):
+            self.now_s = due_s
             self._feed_due_s = self._feed()
-        else:
-            simpy.Environment.step(self)
+            return
+        if not scheduled:
+            raise EmptySchedule
+        self.now_s, _, _, event = heappop(scheduled)
+        callbacks, event.callbacks = event.callbacks, None
+        try:
+            for callback in callbacks:
+                callback(event)
+        except StopSimulation:
+            # as SimPy does: keep the remaining callbacks for when the run resumes
+            event.callbacks = callbacks[callbacks.index(callback) + 1 :]
+            self.schedule(event, URGENT - 1)
+            raise
+        if not event.ok and not event.defused:
+            failure = event.value
+            raise type(failure)(*failure.args) from failure

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 from sim.batch import SimBatch
 from sim.executor import SimExecutor
+from spec.slots import Slots
 
 __all__ = ["SlotServer"]
 
@@ -19,24 +18,13 @@ class SlotServer(SimExecutor):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.slots = self.spec.slots
-        self.busy = 0
-        self.waiting: deque[SimBatch] = deque()
+        self.queue: Slots[SimBatch] = Slots(self.slots)
 
     def submit(self, batch: SimBatch) -> None:
-        if self.busy < self.slots:
-            self.busy += 1
+        if self.queue.submit(batch) is not None:
             self.run(batch)
-        else:
-            self.waiting.append(batch)
 
     def release(self, batch: SimBatch, failed: bool = False) -> None:
-        if self.waiting:
-            self.run(self.waiting.popleft())
-        else:
-            self.busy -= 1
-
-    def standing_cost(self, span_s: float) -> float:
-        # paid for every slot over the whole span; batches already carry their busy share
-        whole = self.spec.pricing.standing_cost(span_s=span_s, units=self.slots)
-        busy = self.spec.pricing.standing_cost(span_s=self.busy_s, units=1)
-        return max(0.0, whole - busy)
+        nxt = self.queue.release()
+        if nxt is not None:
+            self.run(nxt)

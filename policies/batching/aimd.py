@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 from policies.batching.base import NOTHING, BatchingPolicy, Decision
-from policies.errors import PolicyConfigError
-from spec.validation import check_int_at_least, check_positive
+from spec.validation import ConfigError, check_int_at_least, check_positive
 
 __all__ = ["AIMDBatching"]
 
@@ -58,13 +57,11 @@ class AIMDBatching(BatchingPolicy):
         self.max_batch_size = check_int_at_least("batching.max_batch_size", max_batch_size, 1)
         initial = check_int_at_least("batching.initial_batch_size", initial_batch_size, 1)
         if initial > self.max_batch_size:
-            raise PolicyConfigError(
-                f"batching.initial_batch_size={initial} is not allowed: an integer in [1, max_batch_size={self.max_batch_size}]"
-            )
+            raise ConfigError("batching.initial_batch_size", initial, f"an integer in [1, max_batch_size={self.max_batch_size}]")
         self.increase = check_positive("batching.increase", increase)
         self.decrease = check_positive("batching.decrease", decrease)
         if self.decrease >= 1.0:
-            raise PolicyConfigError(f"batching.decrease={decrease!r} is not allowed: a factor in (0, 1)")
+            raise ConfigError("batching.decrease", decrease, "a factor in (0, 1)")
         self.max_wait_s = check_positive("batching.max_wait_s", max_wait_s)
         self.max_inflight = None if max_inflight is None else check_int_at_least("batching.max_inflight", max_inflight, 1)
         self.size = float(initial)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from policies.batching.base import NOTHING, BatchingPolicy, Decision
-from policies.errors import PolicyConfigError
-from spec.validation import check_int_at_least, check_non_negative
+from spec.validation import ConfigError, check_int_at_least, check_non_negative
 
 __all__ = ["TimeoutBatching"]
 
@@ -43,9 +42,7 @@ class TimeoutBatching(BatchingPolicy):
         self.max_wait_s = check_non_negative("batching.max_wait_s", max_wait_s)
         preferred = sorted({check_int_at_least("batching.preferred_batch_sizes", b, 1) for b in preferred_batch_sizes})
         if preferred and preferred[-1] > self.max_batch_size:
-            raise PolicyConfigError(
-                f"batching.preferred_batch_sizes: {preferred} must all be <= max_batch_size={self.max_batch_size}"
-            )
+            raise ConfigError("batching.preferred_batch_sizes", preferred, f"sizes all <= max_batch_size={self.max_batch_size}")
         self.preferred_batch_sizes = tuple(preferred)
         self._waiting = NOTHING
         if max_inflight is None or max_inflight == "executor":

@@ -19,6 +19,8 @@ import math
 
 import pytest
 
+from policies.timer_id import TimerId
+
 from live.config import build_run
 from live.eventlog import (
     EventLog,
@@ -212,7 +214,7 @@ def test_codec_round_trips_every_event_and_action(tmp_path):
     events = [
         RequestArrived(now_s=0.30000000000000004, request=request),
         RequestArrived(now_s=0.31, request=Request(request_id=8, source="cam", arrival_s=0.31, size_bytes=0)),
-        TimerFired(now_s=0.32, timer_id="batch/edge", late_s=1e-5),
+        TimerFired(now_s=0.32, timer_id=TimerId.batch("edge"), late_s=1e-5),
         BatchFinished(now_s=0.4, batch_id=0, executor="edge", service_s=0.0012345678901234),
         BatchFailed(now_s=0.5, batch_id=1, executor="edge", reason="executor_failed"),
         BandwidthMeasured(now_s=1.0, executor="lambda", bandwidth_MBps=0.0),
@@ -223,8 +225,8 @@ def test_codec_round_trips_every_event_and_action(tmp_path):
                 detail={"rate_rps": 61.5, "reason": "edge_only", "nan": math.nan})  # fmt: skip
     actions = [
         DispatchBatch(batch_id=3, executor="edge", request_ids=(7, 8), memory_mb=None),
-        StartTimer(timer_id="batch/edge", at_s=0.33),
-        CancelTimer(timer_id="plan"),
+        StartTimer(timer_id=TimerId.batch("edge"), at_s=0.33),
+        CancelTimer(timer_id=TimerId.plan()),
         DropRequest(request_id=9, reason="deadline"),
         NotePlan(at_s=1.0, plan=plan, trigger="periodic"),
     ]

@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from policies.timer_id import TimerId
+
 from policies import (
     BatchFinished,
     CancelTimer,
@@ -48,18 +50,18 @@ def test_fixed_waits_for_a_full_batch():
     s = Scheduler(cluster=edge_only(), placement=StaticPlacement(), batching=FixedBatching(batch_size=3, max_wait_s=1.0))
     a1 = s.handle(RequestArrived(now_s=0.0, request=req(1, 0.0)))
     assert not of(a1, DispatchBatch)
-    assert of(a1, StartTimer) == [StartTimer(timer_id="batch/edge", at_s=1.0)]
+    assert of(a1, StartTimer) == [StartTimer(timer_id=TimerId.batch("edge"), at_s=1.0)]
     assert not of(s.handle(RequestArrived(now_s=0.1, request=req(2, 0.1))), DispatchBatch)
     a3 = s.handle(RequestArrived(now_s=0.2, request=req(3, 0.2)))
     assert of(a3, DispatchBatch)[0].request_ids == (1, 2, 3)
-    assert of(a3, CancelTimer) == [CancelTimer(timer_id="batch/edge")]
+    assert of(a3, CancelTimer) == [CancelTimer(timer_id=TimerId.batch("edge"))]
 
 
 def test_fixed_dispatches_a_partial_batch_at_the_safety_bound():
     s = Scheduler(cluster=edge_only(), placement=StaticPlacement(), batching=FixedBatching(batch_size=3, max_wait_s=0.5))
     s.handle(RequestArrived(now_s=0.0, request=req(1, 0.0)))
     s.handle(RequestArrived(now_s=0.3, request=req(2, 0.3)))
-    fired = s.handle(TimerFired(now_s=0.5, timer_id="batch/edge"))
+    fired = s.handle(TimerFired(now_s=0.5, timer_id=TimerId.batch("edge")))
     assert of(fired, DispatchBatch)[0].request_ids == (1, 2)
 
 
@@ -161,13 +163,13 @@ def test_deadline_waits_exactly_as_long_as_the_slack_allows():
     )
     a = s.handle(RequestArrived(now_s=0.0, request=req(1, 0.0, deadline=0.3)))
     # l0(1) = 0.050505: latest dispatch 0.3 - 0.050505 - 0.01
-    assert of(a, StartTimer) == [StartTimer(timer_id="batch/edge", at_s=pytest.approx(0.3 - L1 - 0.01))]
+    assert of(a, StartTimer) == [StartTimer(timer_id=TimerId.batch("edge"), at_s=pytest.approx(0.3 - L1 - 0.01))]
     b = s.handle(RequestArrived(now_s=0.1, request=req(2, 0.1, deadline=0.2)))
     # the tighter deadline and a batch of 2 (l0(2) = 0.05867): 0.2 - 0.05867 - 0.01 = 0.13133
     due = 0.2 - L2 - 0.01
     assert of(b, StartTimer)[0].at_s == pytest.approx(due)
     assert not of(b, DispatchBatch)
-    fired = s.handle(TimerFired(now_s=of(b, StartTimer)[0].at_s, timer_id="batch/edge"))
+    fired = s.handle(TimerFired(now_s=of(b, StartTimer)[0].at_s, timer_id=TimerId.batch("edge")))
     assert of(fired, DispatchBatch)[0].request_ids == (1, 2)
 
 

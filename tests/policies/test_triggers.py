@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from policies.timer_id import TimerId
+
 from policies import ArrivalRateMeasured, BandwidthMeasured, DriverError, NotePlan, Scheduler, TimerFired
 from policies.batching import FixedBatching
 from policies.placement import WeightedPlacement
@@ -28,7 +30,7 @@ def test_periodic_replans_every_period(cls):
     s = scheduler(planner)
     result = H.run(s, rate_rps=50.0, duration_s=21.0, rate_period_s=1.0)
     assert [p.trigger for p in result.plans] == ["initial", "periodic", "periodic", "periodic", "periodic"]
-    fired = [t for name, t in result.timers_fired if name == "plan"]
+    fired = [t for name, t in result.timers_fired if name == TimerId.plan()]
     first = result.events[0].now_s
     assert fired == pytest.approx([first + 5 * k for k in range(1, 5)])
 
@@ -37,7 +39,7 @@ def test_none_plans_once():
     planner = EdgeFirstPlanner(slo_s=0.8, nominal_rate_rps=50.0, trigger="none")
     result = H.run(scheduler(planner), rate_rps=50.0, duration_s=12.0, rate_period_s=1.0, bandwidth=lambda t: 4.0 if t < 6 else 1.0)
     assert [p.trigger for p in result.plans] == ["initial"]
-    assert not [t for name, t in result.timers_fired if name == "plan"]
+    assert not [t for name, t in result.timers_fired if name == TimerId.plan()]
 
 
 def feed_rates(s, values, start=0.0):
@@ -100,7 +102,7 @@ def test_plan_timer_is_a_driver_contract():
     s = scheduler(planner)
     s.handle(ArrivalRateMeasured(now_s=0.0, rate_rps=50.0))
     with pytest.raises(DriverError):
-        s.handle(TimerFired(now_s=0.5, timer_id="plan"))  # early
+        s.handle(TimerFired(now_s=0.5, timer_id=TimerId.plan()))  # early
     s = scheduler(EdgeFirstPlanner(slo_s=0.8, nominal_rate_rps=50.0, period_s=1.0))
     s.handle(ArrivalRateMeasured(now_s=0.0, rate_rps=50.0))
-    assert [p.trigger for p in plans(s.handle(TimerFired(now_s=1.0, timer_id="plan")))] == ["periodic"]
+    assert [p.trigger for p in plans(s.handle(TimerFired(now_s=1.0, timer_id=TimerId.plan())))] == ["periodic"]

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import experiments.paths  # noqa: F401  (registers the ${data:...} resolver)
 import experiments.schema  # noqa: F401  (registers the structured schema)
+from policies.run_spec import build_run_spec
 from spec.validation import check_choice
 
 __all__ = ["main", "run_config", "to_run_config", "write_results", "BACKENDS"]
@@ -80,16 +81,16 @@ def write_results(out_dir: Path, result, extra: Mapping) -> dict:
 def run_config(cfg: DictConfig, out_dir: Path) -> dict:
     """Run a composed config on its backend and write its results into ``out_dir``."""
     backend = check_choice("backend.kind", cfg.backend.kind, BACKENDS)
-    config = to_run_config(cfg)
+    spec = build_run_spec(to_run_config(cfg))  # built and checked once, here; the backends take the spec
     if backend == "sim":
         from sim import simulate
 
-        result = simulate(config)
+        result = simulate(spec)
     else:
         from live.deploy.local import LiveRunInterrupted, run_live
 
         try:
-            result = run_live(config, out_dir)
+            result = run_live(spec, out_dir)
         except LiveRunInterrupted as stopped:
             # Ctrl-C or SIGTERM: keep what was gathered (the summary says incomplete), then stop
             (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -38,16 +38,15 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from live.wire.topics import Topics
 from policies.factory import make_scheduler_factory
-from spec.build import build_run_basics
-from spec.topology import Cluster, ServerlessSpec
+from policies.run_spec import RunSpec, build_run_spec
+from spec.topology import ServerlessSpec
 from spec.validation import ConfigError, check_int_at_least, check_positive
-from spec.workload import Arrivals, Workload
 
 __all__ = [
     "LIVE_DEFAULTS",
@@ -58,6 +57,7 @@ __all__ = [
     "build_run",
     "live_settings",
     "load_config",
+    "load_run",
     "make_scheduler_factory",
     "Topics",
 ]
@@ -83,6 +83,11 @@ _SERVERLESS_KEYS = ("model", "threads", "mb_per_thread")
 # ---------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------
+
+
+def load_run(path: str | os.PathLike) -> RunSpec:
+    """A role's one call: the run config file the orchestrator wrote, rebuilt as the checked run spec."""
+    return build_run(load_config(path))
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -178,8 +183,9 @@ def _model_name(field_name: str, value: Any) -> str:
     return value
 
 
-def live_settings(config: Mapping, cluster: Cluster) -> LiveSettings:
-    """The ``live`` section with defaults filled in, checked against ``cluster``."""
+def live_settings(run: RunSpec) -> LiveSettings:
+    """The ``live`` section of ``run.config`` with defaults filled in, checked against its cluster."""
+    config, cluster = run.config, run.cluster
     raw = _mapping("live", config.get("live"))
     unknown = set(raw) - set(LIVE_DEFAULTS)
     if unknown:
@@ -224,8 +230,7 @@ def live_settings(config: Mapping, cluster: Cluster) -> LiveSettings:
         executors[name] = ExecutorSettings(name, spec.kind, exec_model, threads, replicas, serverless, mb_per_thread)
     telemetry = merged["telemetry_period_s"]
     if telemetry is None:
-        telemetry = _mapping("sim", config.get("sim")).get("telemetry_period_s", 1.0)
-        telemetry = check_positive("sim.telemetry_period_s", telemetry)
+        telemetry = run.sim.telemetry_period_s
     else:
         telemetry = check_positive("live.telemetry_period_s", telemetry)
     emulate = merged["emulate_links"]
@@ -266,46 +271,23 @@ def _name_part(field_name: str, value: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-@dataclass
-class RunSpec:
-    """A checked, built run config: what every role works from."""
+def build_run(config: Mapping | RunSpec) -> RunSpec:
+    """The run spec with the live settings attached (``ConfigError`` naming the field).
 
-    config: dict
-    seed: int
-    workload: Workload
-    cluster: Cluster
-    arrivals: Arrivals
-    settings: LiveSettings
-    make_scheduler: Any
-    gateways: list[str] = field(default_factory=list)  # gateways that receive requests
-
-    def expected_at(self, gateway: str) -> int:
-        """How many requests ``gateway`` receives in the run."""
-        index = [i for i, s in enumerate(self.arrivals.sources) if s.gateway == gateway]
-        if not index:
-            return 0
-        return int(sum(int((self.arrivals.source_index == i).sum()) for i in index))
-
-
-def build_run(config: Mapping) -> RunSpec:
-    """Check and build a run config (raises ``ConfigError`` naming the field)."""
-    seed, workload, cluster = build_run_basics(config)
-    for source in workload.sources:
+    The shared part is checked once, by ``policies.run_spec.build_run_spec``
+    (or was, by the entry point that passes a spec); only what the live
+    harness adds is checked here: names that become topic names, and the
+    ``live`` section.
+    """
+    spec = config if isinstance(config, RunSpec) else build_run_spec(config)
+    if spec.sim.central_scheduler:
+        raise ConfigError("sim.central_scheduler", True, "false for the live harness (it runs a gateway per edge node)")
+    for source in spec.workload.sources:
         _name_part(f"workload.sources.{source.name}.name", source.name)
         _name_part(f"workload.sources.{source.name}.gateway", source.gateway)
-        if not cluster.reachable(source.gateway):
-            raise ConfigError(
-                f"workload.sources.{source.name}.gateway", source.gateway, "a gateway with executors: " + ", ".join(cluster.gateways)
-            )
-    for name in cluster.executors:
+    for name in spec.cluster.executors:
         _name_part(f"cluster.executors.{name}.name", name)
-    factory = make_scheduler_factory(config.get("policy"))
-    gateways = sorted({s.gateway for s in workload.sources})
-    for gateway in gateways:
-        factory(gateway, cluster)  # a trial build: placement names, batching maps
-    settings = live_settings(config, cluster)
-    arrivals = workload.generate(seed)
-    return RunSpec(dict(config), seed, workload, cluster, arrivals, settings, factory, gateways)
+    return spec.with_settings(live_settings(spec))
 
 
 # ---------------------------------------------------------------------------

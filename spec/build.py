@@ -1,8 +1,9 @@
 """Build workloads, clusters and policies from plain config mappings.
 
-A component is given either by ``kind`` (a short name for a built-in class)
-or by ``_target_`` (the dotted path of any class, the Hydra convention, so a
-user's own class plugs in without editing a registry). Every error names the
+A component is given by ``_target_`` (the dotted path of any class, the
+Hydra convention, so a user's own class plugs in without editing a
+registry), or by ``kind``: a shorthand for the ``_target_`` of a built-in
+class, spelled out below and resolved by the very same path (``locate``). Every error names the
 full field path and what is allowed, before any simulation starts.
 """
 
@@ -14,24 +15,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from spec.links import Link
-from spec.noise import ConstantDelay, EmpiricalDelay, GammaNoise, LognormalDelay, LognormalNoise, NoNoise, ResidualNoise
-from spec.pricing import FreePricing, HourlyPricing, ServerlessPricing
-from spec.profiles import LinearMemoryProfile, LinearProfile, TableProfile
-from spec.topology import Cluster, ServerlessSpec, ServerSpec
+from spec.topology import Cluster
 from spec.validation import ConfigError, check_int_at_least
-from spec.workload import GammaArrivals, MMPPArrivals, PoissonArrivals, Source, TraceArrivals, Workload
+from spec.workload import Source, Workload
 
 __all__ = ["instantiate", "build_workload", "build_cluster", "build_component", "locate", "build_run_basics", "RUN_KEYS"]
 
 #: the top-level keys of a run config; "sim" and "live" are each read by one backend only
 RUN_KEYS = ("seed", "workload", "cluster", "policy", "sim", "live")
 
-ARRIVAL_KINDS = {"poisson": PoissonArrivals, "gamma": GammaArrivals, "mmpp": MMPPArrivals, "trace": TraceArrivals}
-PROFILE_KINDS = {"linear": LinearProfile, "linear_memory": LinearMemoryProfile, "table": TableProfile}
-NOISE_KINDS = {"none": NoNoise, "lognormal": LognormalNoise, "gamma": GammaNoise, "residual": ResidualNoise}
-DELAY_KINDS = {"constant": ConstantDelay, "lognormal": LognormalDelay, "empirical": EmpiricalDelay}
-PRICING_KINDS = {"free": FreePricing, "hourly": HourlyPricing, "serverless": ServerlessPricing}
-EXECUTOR_CLASSES = {"edge": ServerSpec, "cloud": ServerSpec, "serverless": ServerlessSpec}
+#: ``kind`` shorthands: each names the ``_target_`` it stands for
+ARRIVAL_KINDS = {"poisson": "spec.workload.PoissonArrivals", "gamma": "spec.workload.GammaArrivals",
+                 "mmpp": "spec.workload.MMPPArrivals", "trace": "spec.workload.TraceArrivals"}  # fmt: skip
+PROFILE_KINDS = {"linear": "spec.profiles.LinearProfile", "linear_memory": "spec.profiles.LinearMemoryProfile",
+                 "table": "spec.profiles.TableProfile"}  # fmt: skip
+NOISE_KINDS = {"none": "spec.noise.NoNoise", "lognormal": "spec.noise.LognormalNoise", "gamma": "spec.noise.GammaNoise",
+               "residual": "spec.noise.ResidualNoise"}  # fmt: skip
+DELAY_KINDS = {"constant": "spec.noise.ConstantDelay", "lognormal": "spec.noise.LognormalDelay", "empirical": "spec.noise.EmpiricalDelay"}
+PRICING_KINDS = {"free": "spec.pricing.FreePricing", "hourly": "spec.pricing.HourlyPricing", "serverless": "spec.pricing.ServerlessPricing"}
+EXECUTOR_CLASSES = {"edge": "spec.topology.ServerSpec", "cloud": "spec.topology.ServerSpec", "serverless": "spec.topology.ServerlessSpec"}
 
 
 def locate(field: str, path: Any) -> Any:
@@ -88,12 +90,12 @@ def build_component(field: str, config: Any, kinds: Mapping[str, Any] | None = N
     params = dict(config)
     target = params.pop("_target_", None)
     kind = params.pop("kind", None)
-    if target is not None:
-        factory = locate(field, target)
-    elif kinds is not None and kind is not None:
+    if target is None and kinds is not None and kind is not None:
         if kind not in kinds:
             raise ConfigError(f"{field}.kind", kind, "one of " + ", ".join(map(repr, kinds)) + " (or a _target_ class)")
-        factory = kinds[kind]
+        target = kinds[kind]
+    if target is not None:
+        factory = locate(field, target)
     else:
         allowed = ("'kind' (one of " + ", ".join(map(repr, kinds)) + ") or ") if kinds else ""
         raise ConfigError(field, dict(config), allowed + "'_target_' naming a class")
@@ -164,7 +166,7 @@ def build_cluster(config: Mapping) -> Cluster:
             raw["cold_start"] = build_component(f"{field}.cold_start", raw["cold_start"], DELAY_KINDS)
         if "slots" in raw:
             check_int_at_least(f"{field}.slots", raw["slots"], 1)
-        executors.append(_call(field, EXECUTOR_CLASSES[kind], raw))
+        executors.append(_call(field, locate(field, EXECUTOR_CLASSES[kind]), raw))
     links = {}
     for key, raw in dict(config.get("links") or {}).items():
         links[key] = raw if isinstance(raw, Link) else _call(f"cluster.links.{key}", Link, dict(raw))

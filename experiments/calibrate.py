@@ -122,7 +122,7 @@ def measure_hop(messages: int = 300, size_bytes: int = 1024) -> list[float]:
 
 
 def _live_run(model: str, threads: int, service_s: float, batching: dict, requests: int):
-    """One short live run of the calibration model; returns its LiveResult."""
+    """One short live run of the calibration model; returns its RunResult."""
     from live.deploy.local import run_live
 
     # about two-thirds of what one worker serves one at a time: backlogs come and

@@ -43,7 +43,6 @@ class SimExecutor(abc.ABC):
         self.batches_failed = 0
         self.overhead_s = getattr(spec, "overhead_s", 0.0)
         self.batches_run = 0
-        self.busy_s = 0.0
 
     def service_s(self, size: int, memory_mb: int | None) -> float:
         """Draw one service time for a batch of ``size`` at ``memory_mb``."""
@@ -79,20 +78,19 @@ class SimExecutor(abc.ABC):
             busy.callbacks.append(self._freed)
 
     def _finished(self, event) -> None:
-        batch: SimBatch = event._value
+        batch: SimBatch = event.value
         self.batches_run += 1
         duration_s = batch.end_s - batch.start_s
-        self.busy_s += duration_s
         batch.cost = self.batch_cost(batch, duration_s)
         if self.overhead_s <= 0:
             self.release(batch)
         self.on_done(batch)
 
     def _freed(self, event) -> None:
-        self.release(event._value)
+        self.release(event.value)
 
     def _failed(self, event) -> None:
-        batch: SimBatch = event._value
+        batch: SimBatch = event.value
         self.batches_failed += 1
         started_s = min(batch.start_s, batch.end_s)
         batch.cost = self.batch_cost(batch, max(0.0, batch.end_s - started_s))
@@ -106,7 +104,3 @@ class SimExecutor(abc.ABC):
     @abc.abstractmethod
     def release(self, batch: SimBatch, failed: bool = False) -> None:
         """``batch`` has left the executor (``failed``: its instance died): free its place."""
-
-    def standing_cost(self, span_s: float) -> float:
-        """Cost beyond the batches' own (idle time of servers paid by the hour)."""
-        return 0.0

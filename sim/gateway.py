@@ -88,11 +88,11 @@ class GatewayDriver:
         return self.hops_s[executor] + (size_bytes / (rate * MB) if rate else 0.0)
 
     def _hopped(self, event) -> None:
-        batch: SimBatch = event._value
+        batch: SimBatch = event.value
         self.executors[batch.executor].submit(batch)
 
     def _arrived(self, event) -> None:
-        batch: SimBatch = event._value
+        batch: SimBatch = event.value
         batch.arrived_s = self.env.now
         hop_s = self._hop_there_s(batch.executor, batch.size_bytes)
         if hop_s > 0:
@@ -110,7 +110,7 @@ class GatewayDriver:
             self._complete(batch)
 
     def _result_back(self, event) -> None:
-        self._complete(event._value)
+        self._complete(event.value)
 
     def batch_failed(self, batch: SimBatch) -> None:
         """The executor lost ``batch``; the failure is reported back after the link's delay."""
@@ -118,7 +118,7 @@ class GatewayDriver:
         event.callbacks.append(self._failure_back)
 
     def _failure_back(self, event) -> None:
-        batch: SimBatch = event._value
+        batch: SimBatch = event.value
         self.sim.recorder.batch_failed(batch.batch_id, cost=batch.cost)
         self.handle(BatchFailed(now_s=self.env.now, batch_id=batch.local_id, executor=batch.executor, reason=DropReason.EXECUTOR_FAILED))
 
@@ -143,7 +143,7 @@ class GatewayDriver:
         self._timer_generation.pop(action.timer_id, None)
 
     def _timer_fired(self, event) -> None:
-        timer_id, generation = event._value
+        timer_id, generation = event.value
         if self._timer_generation.get(timer_id) != generation:
             return  # cancelled or restarted since
         del self._timer_generation[timer_id]

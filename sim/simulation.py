@@ -3,46 +3,31 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from policies.events import ArrivalRateMeasured, BandwidthMeasured, InstanceStateChanged
-from policies.scheduler import Scheduler
+from policies.run_spec import RunSpec
 from sim.arrivals import ArrivalFeed
 from sim.environment import FeedEnvironment
 from sim.gateway import GatewayDriver
 from sim.link import LinkChannel
-from sim.recorder import Recorder
 from sim.server import SlotServer
 from sim.serverless import ServerlessPool
-from spec.records import DropReason, summarize
+from spec.recorder import Recorder, hourly_servers, summary
+from spec.run_result import RunResult
 from spec.topology import Cluster, ServerlessSpec
-from spec.validation import ConfigError, check_positive
-from spec.workload import Arrivals
+from spec.validation import ConfigError
 
-__all__ = ["Simulation", "SimResult"]
-
-
-@dataclass
-class SimResult:
-    """What a run produced: the two record tables, the plans adopted, and the summary."""
-
-    requests: pd.DataFrame
-    batches: pd.DataFrame
-    plans: pd.DataFrame
-    summary: dict
-    wall_s: float = 0.0
-    extra: dict = field(default_factory=dict)
+__all__ = ["Simulation"]
 
 
 class Simulation:
-    """Replays ``arrivals`` through one scheduler per gateway on a SimPy clock.
+    """Replays a run spec's arrivals through one scheduler per gateway on a SimPy clock.
 
-    ``make_scheduler(gateway, cluster)`` builds each gateway's scheduler (its
-    own placement, batching and planner objects). Every request ends
+    ``spec.make_scheduler(gateway, cluster)`` builds each gateway's scheduler
+    (its own placement, batching and planner objects). Every request ends
     completed or dropped with a reason; a run that cannot finish (a policy
     stranding requests) raises instead of losing them. With ``horizon_s``, the
     run stops there and whatever has not finished is dropped as ``run_ended``.
@@ -52,37 +37,29 @@ class Simulation:
     planner. Identical inputs and seed give identical tables.
     """
 
-    def __init__(
-        self,
-        *,
-        arrivals: Arrivals,
-        cluster: Cluster,
-        make_scheduler: Callable[[str, Cluster], Scheduler],
-        seed: int = 0,
-        telemetry_period_s: float = 1.0,
-        horizon_s: float | None = None,
-        progress: bool = False,
-        central_scheduler: bool = False,
-    ):
+    def __init__(self, spec: RunSpec):
         self.env = FeedEnvironment()
-        self.arrivals = arrivals
-        self.cluster = cluster
-        self.seed = seed
-        self.telemetry_period_s = check_positive("sim.telemetry_period_s", telemetry_period_s)
-        self.horizon_s = None if horizon_s is None else check_positive("sim.horizon_s", horizon_s)
-        self.progress = progress
+        self.spec = spec
+        self.arrivals = arrivals = spec.arrivals
+        self.cluster = cluster = spec.cluster
+        self.seed = seed = spec.seed
+        make_scheduler = spec.make_scheduler
+        central_scheduler = spec.sim.central_scheduler
+        self.telemetry_period_s = spec.sim.telemetry_period_s
+        self.horizon_s = spec.sim.horizon_s
+        self.progress = spec.sim.progress
         self.executor_names = list(cluster.executors)
         kinds = [cluster.executors[n].kind for n in self.executor_names]
         self.recorder = Recorder(arrivals, self.executor_names, kinds)
         streams = np.random.SeedSequence([seed, 0xEB]).spawn(len(self.executor_names))
         self.executors = {}
         for name, stream in zip(self.executor_names, streams):
-            spec = cluster.executors[name]
+            executor_spec = cluster.executors[name]
             rng = np.random.default_rng(stream)
-            if isinstance(spec, ServerlessSpec):
-                executor = ServerlessPool(self.env, spec, rng, self._batch_done, self._batch_failed, on_instances=self._instances_changed)
+            if isinstance(executor_spec, ServerlessSpec):
+                executor = ServerlessPool(self.env, executor_spec, rng, self._batch_done, self._batch_failed, on_instances=self._instances_changed)
             else:
-                executor = SlotServer(self.env, spec, rng, self._batch_done, self._batch_failed)
+                executor = SlotServer(self.env, executor_spec, rng, self._batch_done, self._batch_failed)
             self.executors[name] = executor
         gateway_of = [s.gateway for s in arrivals.sources]
         if central_scheduler:
@@ -137,7 +114,7 @@ class Simulation:
         event.callbacks.append(self._deliver_instances)
 
     def _deliver_instances(self, event) -> None:
-        executor, warm = event._value
+        executor, warm = event.value
         if self.done.triggered:
             return
         for driver in self.gateways.values():
@@ -167,7 +144,7 @@ class Simulation:
                         driver.handle(BandwidthMeasured(now_s=now_s, executor=executor, bandwidth_MBps=bandwidth))
 
     # -- the run ----------------------------------------------------------------
-    def run(self) -> SimResult:
+    def run(self) -> RunResult:
         """Run to the end (or the horizon) and return the records and summary."""
         started = time.perf_counter()
         env = self.env
@@ -187,21 +164,14 @@ class Simulation:
         recorder = self.recorder
         requests = recorder.requests()
         batches = recorder.batches()
-        plans = pd.DataFrame([p for d in self.gateways.values() for p in d.plans])
-        completed_s = requests["completed_s"].to_numpy()
-        first_s = float(self.arrivals.arrival_s[0]) if self.count else 0.0
-        last_s = float(np.nanmax(completed_s)) if np.isfinite(completed_s).any() else first_s
-        span_s = max(last_s - first_s, 0.0)
-        standing = sum(e.standing_cost(span_s) for e in self.executors.values())
-        summary = summarize(requests, batches, span_s=span_s, standing_cost=standing)
-        summary["replans"] = int(sum(1 for d in self.gateways.values() for p in d.plans if p.get("trigger") != "initial"))
-        summary["complete"] = bool(self.done.triggered) or self.horizon_s is not None
-        return SimResult(requests, batches, plans, summary, wall_s=time.perf_counter() - started)
+        plan_list = [p for d in self.gateways.values() for p in d.plans]
+        result = summary(requests, batches, arrivals=self.arrivals, servers=hourly_servers(self.cluster), plans=plan_list,
+                         complete=bool(self.done.triggered) or self.horizon_s is not None)  # fmt: skip
+        return RunResult(requests, batches, pd.DataFrame(plan_list), result, wall_s=time.perf_counter() - started)
 
     def _end_early(self) -> None:
         now_s = self.env.now
         for driver in self.gateways.values():
             for action in driver.scheduler.close(now_s):
                 driver._act[type(action)](action)
-        for request_id in self.recorder.unfinished().tolist():
-            self.recorder.dropped(request_id, DropReason.RUN_ENDED)
+        self.recorder.end_unfinished()

@@ -21,7 +21,8 @@ import pytest
 
 from live.wire.broker import connect, topic
 from live.config import LIVE_DEFAULTS, RunClock, Topics, build_run
-from live.roles.gateway import Gateway, LinkEmulator
+from live.roles.gateway import Gateway
+from spec.link_queue import LinkQueue
 from live.wire.messages import Kind, decode, encode_batch, encode_drop, encode_request, encode_result
 from live.deploy.local import role_commands, run_live
 from live.roles.sink import SinkState
@@ -330,13 +331,13 @@ def test_sink_marks_unfinished_requests_run_ended():
 
 
 def test_link_emulator_is_fifo_and_follows_the_trace(tmp_path):
-    link = LinkEmulator(Link(delay_s=0.1, bandwidth_MBps=1.0))
+    link = LinkQueue(Link(delay_s=0.1, bandwidth_MBps=1.0))
     assert link.send(0.0, MB) == pytest.approx(1.1)
     assert link.send(0.5, MB) == pytest.approx(2.1)  # waits for the first to leave
     assert link.send(5.0, 0.5 * MB) == pytest.approx(5.6)
     trace = tmp_path / "bw.json"
     trace.write_text("[1.0, 0.0, 2.0]")
-    outage = LinkEmulator(Link(delay_s=0.0, bandwidth_trace=str(trace)))
+    outage = LinkQueue(Link(delay_s=0.0, bandwidth_trace=str(trace)))
     assert outage.send(0.5, MB) == pytest.approx(2.25)  # half a MB in second 0, none in second 1, the rest at 2 MB/s
 
 
@@ -513,7 +514,7 @@ def test_pool_keeps_instances_warm_and_fails_batches_of_a_crashed_one():
         instances = [m.meta["warm"] for _, m in sent if m.kind is Kind.CONTROL]
         assert instances == [1]  # InstanceStateChanged for the gateways
         # an instance that dies with a batch in hand fails it (its requests are dropped, not lost)
-        instance = pool.idle[1024][-1]
+        instance = pool.instances[pool.model.idle_ids(1024)[-1]]
         os.kill(instance.proc.pid, signal.SIGKILL)
         instance.proc.wait(timeout=10)
         pool.submit("m2", batch(2))  # the pool has not heard yet: it hands the batch to the dead instance

@@ -54,6 +54,14 @@ MEMORY_SWITCH_GAIN = 0.01
 EDGE_DISPATCH = ("auto", "fill", "when_free")
 
 
+def _below_one(field: str, raw, check, expected: str) -> float:
+    """``raw`` through ``check`` (``check_positive`` or ``check_non_negative``), refused unless below 1."""
+    value = check(field, raw)
+    if not value < 1.0:
+        raise ConfigError(field, raw, expected)
+    return value
+
+
 # -- the queueing model, vectorised --------------------------------------------------------------
 def fill_moments(batch_size, rate_rps):
     """Mean and variance of the time a request waits for its batch to fill.
@@ -412,9 +420,7 @@ class TailAwarePlanner(ReplanningPlanner):
             changepoint=changepoint,
         )
         self.slo_s = check_positive("planner.slo_s", slo_s)
-        self.percentile = check_positive("planner.percentile", percentile)
-        if not self.percentile < 1.0:
-            raise ConfigError("planner.percentile", percentile, "a fraction in (0, 1), e.g. 0.95")
+        self.percentile = _below_one("planner.percentile", percentile, check_positive, "a fraction in (0, 1), e.g. 0.95")
         self.criterion = check_choice("planner.criterion", criterion, CRITERIA)
         self.request_size_bytes = check_int_at_least("planner.request_size_bytes", request_size_bytes, 0)
         self.edge_batch_sizes = check_grid("planner.edge_batch_sizes", edge_batch_sizes)
@@ -431,9 +437,9 @@ class TailAwarePlanner(ReplanningPlanner):
         self.link_utilisation = check_positive("planner.link_utilisation", link_utilisation)
         if self.link_utilisation > 1.0:
             raise ConfigError("planner.link_utilisation", link_utilisation, "a fraction in (0, 1]")
-        self.memory_switch_saving = check_non_negative("planner.memory_switch_saving", memory_switch_saving)
-        if not self.memory_switch_saving < 1.0:
-            raise ConfigError("planner.memory_switch_saving", memory_switch_saving, "a fraction in [0, 1)")
+        self.memory_switch_saving = _below_one(
+            "planner.memory_switch_saving", memory_switch_saving, check_non_negative, "a fraction in [0, 1)"
+        )
         if not isinstance(overload_replan, bool):
             raise ConfigError("planner.overload_replan", overload_replan, "true or false")
         self.overload_replan = overload_replan
@@ -442,6 +448,11 @@ class TailAwarePlanner(ReplanningPlanner):
         self.edge_executor = edge_executor
         self.serverless_executor = serverless_executor
         self.log_in_detail = check_int_at_least("planner.log_in_detail", log_in_detail, 0)
+        self._init_run_state()
+
+    def _init_run_state(self) -> None:
+        # what the planner learns while it runs (samples, predictions, the plan in force); set
+        # once the settings are checked, since the sample windows are sized by them
         #: closed prediction-vs-observation entries, oldest first (the last 1000)
         self.prediction_log: deque[dict] = deque(maxlen=1000)
         self._open: dict[str, dict] = {}
@@ -632,6 +643,48 @@ class TailAwarePlanner(ReplanningPlanner):
         on the uplink beyond the usual, to be sent before new ones.
         ``current_memory_mb``: the memory size in use (stickiness).
         """
+        rate, margin, scenarios = self._checked_inputs(rate_rps, bandwidth_MBps, rate_margin_rps, bandwidth_samples)
+        rate = max(rate, 1e-9)  # an idle system is planned as a very light one
+        plan_rate = rate + margin
+        shares = np.linspace(0.0, 1.0, self.split_steps + 1)
+        e_m, e_v, f_edge, e_unit = self._edge_side(plan_rate, shares, int(edge_backlog))
+        sl = self._serverless_side(plan_rate, shares, scenarios, int(link_backlog))
+        # a side that carries no traffic is never late
+        f_edge = np.where((shares > 0)[None, :], f_edge, 1.0)
+        f_sl = np.where((shares < 1)[None, None, :], sl["in_time"], 1.0)
+        meets, score, mixture = self._targets(f_edge, f_sl, sl["fits"], shares)
+        cost = self._cost_per_s(e_unit, sl["unit_cost"], rate, shares)
+        feasible = bool(meets.any())
+        choice = self._choose(
+            cost=cost,
+            meets=meets,
+            score=score,
+            mixture=mixture,
+            f_sl=f_sl,
+            alone=sl["alone"],
+            shares=shares,
+            feasible=feasible,
+            current_memory_mb=current_memory_mb,
+        )
+        decision = self._decision(choice, feasible=feasible, rate=rate, shares=shares, edge=(e_m, e_v), serverless=sl, cost=cost)
+        return Evaluation(
+            cost_per_s=cost,
+            meets=meets,
+            score=score,
+            edge_share=shares,
+            choice=choice,
+            decision=decision,
+            edge_in_time=f_edge,
+            serverless_in_time=f_sl,
+            link_fits=sl["fits"],
+            planning_rate_rps=plan_rate,
+            bandwidth_scenarios_MBps=tuple(float(x) for x in scenarios),
+            edge_backlog=int(edge_backlog),
+            link_backlog=int(link_backlog),
+        )
+
+    def _checked_inputs(self, rate_rps, bandwidth_MBps, rate_margin_rps, bandwidth_samples) -> tuple[float, float, np.ndarray]:
+        """The expected rate, the rate margin and the bandwidth scenarios of ``evaluate``, checked."""
         if self.view is None:
             raise ConfigError("planner", "unbound", "a planner bound to a cluster (it reads profiles and pricing)")
         rate = float(rate_rps)
@@ -646,17 +699,12 @@ class TailAwarePlanner(ReplanningPlanner):
         scenarios = np.asarray([bandwidth] if not bandwidth_samples else list(bandwidth_samples), dtype=float)
         if np.isnan(scenarios).any() or (scenarios < 0).any():
             raise ConfigError("planner.bandwidth_samples", list(scenarios), "bandwidths >= 0")
-        rate = max(rate, 1e-9)  # an idle system is planned as a very light one
-        plan_rate = rate + margin
-        T, p = self.slo_s, self.percentile
-        shares = np.linspace(0.0, 1.0, self.split_steps + 1)
-        e_m, e_v, f_edge, e_unit = self._edge_side(plan_rate, shares, int(edge_backlog))
-        sl = self._serverless_side(plan_rate, shares, scenarios, int(link_backlog))
-        s_m, s_v, f_sl, s_fits, s_fixed, s_unit = sl["mean"], sl["var"], sl["in_time"], sl["fits"], sl["fixed"], sl["unit_cost"]
-        used_edge = shares > 0
-        used_sl = shares < 1
-        f_edge = np.where(used_edge[None, :], f_edge, 1.0)
-        f_sl = np.where(used_sl[None, None, :], f_sl, 1.0)
+        return rate, margin, scenarios
+
+    def _targets(self, f_edge: np.ndarray, f_sl: np.ndarray, fits: np.ndarray, shares: np.ndarray):
+        """Whether each candidate meets the target, its score and its mixture P(in time), all of
+        shape (edge, batch, memory, split), from each side's P(in time)."""
+        p = self.percentile
         fe = f_edge[:, None, None, :]
         fs = f_sl[None, :, :, :]
         w = shares[None, None, None, :]
@@ -670,23 +718,34 @@ class TailAwarePlanner(ReplanningPlanner):
             meets = (mixture >= p) & (fe >= self.side_floor) & (fs >= self.side_floor)
             score = mixture
         # the uplink's capacity is a hard constraint of a feasible plan
-        meets = meets & (s_fits | ~used_sl[None, None, :])[None, :, :, :]
-        # cost per second at the expected rate
-        e_cost = np.where(used_edge[None, :], e_unit * rate * shares[None, :], 0.0)
-        s_cost = np.where(used_sl[None, None, :], s_unit * rate * (1.0 - shares)[None, None, :], 0.0)
+        meets = meets & (fits | ~(shares < 1)[None, None, :])[None, :, :, :]
+        return meets, score, mixture
+
+    @staticmethod
+    def _cost_per_s(e_unit: np.ndarray, s_unit: np.ndarray, rate: float, shares: np.ndarray) -> np.ndarray:
+        """Cost per second of each candidate, shape (edge, batch, memory, split), at the expected
+        rate (a side that carries no traffic costs nothing; an impossible one, inf)."""
+        e_cost = np.where((shares > 0)[None, :], e_unit * rate * shares[None, :], 0.0)
+        s_cost = np.where((shares < 1)[None, None, :], s_unit * rate * (1.0 - shares)[None, None, :], 0.0)
         cost = e_cost[:, None, None, :] + s_cost[None, :, :, :]
-        cost = np.where(np.isfinite(cost), cost, np.inf)
-        shape = cost.shape
+        return np.where(np.isfinite(cost), cost, np.inf)
+
+    def _sticky(self, cost: np.ndarray, mixture: np.ndarray, shares: np.ndarray, current_memory_mb: int | None):
+        """The cost and the best-effort score to rank by, favouring the memory size in use."""
+        if current_memory_mb not in self.memory_sizes_mb:
+            return cost, mixture
+        # instances have a fixed memory size, so a new size means new cold instances: another size
+        # must save more than memory_switch_saving to be taken (or, when nothing meets the target,
+        # bring MEMORY_SWITCH_GAIN more of the traffic in time); an edge-only plan uses none
         memories = np.asarray(self.memory_sizes_mb)
-        rank_cost = cost
-        best_effort = mixture
-        if current_memory_mb in self.memory_sizes_mb:
-            # stickiness: another memory size must save more than memory_switch_saving to be taken
-            # (or, when nothing meets the target, bring MEMORY_SWITCH_GAIN more of the traffic in time)
-            keep = (memories == current_memory_mb)[None, None, :, None] | (w >= 1.0)
-            rank_cost = np.where(keep, cost * (1.0 - self.memory_switch_saving), cost)
-            best_effort = mixture + MEMORY_SWITCH_GAIN * keep
-        feasible = bool(meets.any())
+        keep = (memories == current_memory_mb)[None, None, :, None] | (shares[None, None, None, :] >= 1.0)
+        return np.where(keep, cost * (1.0 - self.memory_switch_saving), cost), mixture + MEMORY_SWITCH_GAIN * keep
+
+    def _choose(self, *, cost, meets, score, mixture, f_sl, alone, shares, feasible, current_memory_mb) -> tuple[int, int, int, int]:
+        """The chosen candidate's (edge, batch, memory, split) indices: see the class's docstring
+        for the order of preference."""
+        shape = cost.shape
+        rank_cost, best_effort = self._sticky(cost, mixture, shares, current_memory_mb)
         if feasible:
             # the cheapest (with stickiness) of those that meet the target, then the tie-breaks below
             masked = np.where(meets, rank_cost, np.inf)
@@ -698,8 +757,8 @@ class TailAwarePlanner(ReplanningPlanner):
             # batch too slow to make it, however cheap), the cheapest
             rounded = np.round(best_effort, 3)
             candidates = np.flatnonzero(rounded.ravel() >= rounded.max())
-            fs_rounded = np.broadcast_to(np.round(fs, 3), shape).ravel()[candidates]
-            viable = np.broadcast_to((sl["alone"] <= T)[None, :, :, :], shape).ravel()[candidates]
+            fs_rounded = np.broadcast_to(np.round(f_sl[None, :, :, :], 3), shape).ravel()[candidates]
+            viable = np.broadcast_to((alone <= self.slo_s)[None, :, :, :], shape).ravel()[candidates]
             primary = (cost.ravel()[candidates], ~viable, -fs_rounded)
         i_, j_, k_, l_ = np.unravel_index(candidates, shape)
         edge_order = -i_ if self._edge_mode == "when_free" else i_
@@ -707,12 +766,21 @@ class TailAwarePlanner(ReplanningPlanner):
         keys = (k_, j_, edge_order, -score.ravel()[candidates], -shares[l_]) + primary
         best = int(candidates[np.lexsort(keys)[0]])
         i, j, k, l = np.unravel_index(best, shape)
+        return int(i), int(j), int(k), int(l)
+
+    def _decision(self, choice, *, feasible: bool, rate: float, shares, edge, serverless, cost) -> TailAwareDecision:
+        """The decision for the chosen candidate, with its predicted latencies (``edge``: the edge's
+        latency mean and variance; ``serverless``: ``_serverless_side``'s arrays)."""
+        i, j, k, l = choice
+        e_m, e_v = edge
+        s_m, s_v, s_fixed = serverless["mean"], serverless["var"], serverless["fixed"]
         share = float(shares[l])
         edge_p = self._side_quantile(e_m[i, l], e_v[i, l], 0.0) if share > 0 else None
         sl_p = self._side_quantile(s_m[j, k, l], s_v[j, k, l], float(s_fixed[j, k, l])) if share < 1 else None
         overall = self._mixture_quantile(share, (e_m[i, l], e_v[i, l]), (s_m[j, k, l], s_v[j, k, l], float(s_fixed[j, k, l])))
         edge_only = share >= 1.0
-        decision = TailAwareDecision(
+        p, T = self.percentile, self.slo_s
+        return TailAwareDecision(
             feasible=feasible,
             edge_batch_size=int(self.edge_batch_sizes[i]) if share > 0 else int(self.edge_batch_sizes[0]),
             serverless_batch_size=0 if edge_only else int(self.serverless_batch_sizes[j]),
@@ -724,21 +792,6 @@ class TailAwarePlanner(ReplanningPlanner):
             predicted_edge_p_s=edge_p,
             predicted_serverless_p_s=sl_p,
             predicted_p_s=overall,
-        )
-        return Evaluation(
-            cost_per_s=cost,
-            meets=meets,
-            score=score,
-            edge_share=shares,
-            choice=(int(i), int(j), int(k), int(l)),
-            decision=decision,
-            edge_in_time=f_edge,
-            serverless_in_time=f_sl,
-            link_fits=s_fits,
-            planning_rate_rps=plan_rate,
-            bandwidth_scenarios_MBps=tuple(float(x) for x in scenarios),
-            edge_backlog=int(edge_backlog),
-            link_backlog=int(link_backlog),
         )
 
     def edge_limit_rps(self, edge_batch_size: int) -> float:

@@ -319,7 +319,7 @@ class _NoOp:
 # ---------------------------------------------------------------------------
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="requests of the low-load run (part 1)")
     parser.add_argument("--low-rate", type=float, default=20.0, help="req/s of the low-load run and the round trips")
@@ -330,91 +330,110 @@ def main(argv=None) -> int:
     parser.add_argument("--echo-messages", type=int, default=20_000, help="messages of the plain echo throughput baseline")
     parser.add_argument("--out", help="keep the runs' folders here (default: a temporary folder, removed)")
     parser.add_argument("--skip", default="", help="parts to skip: latency,rate,decision")
-    args = parser.parse_args(argv)
+    return parser
+
+
+class _Rows(list):
+    """The result table's rows: harness against baseline, in milliseconds unless ``scale`` says otherwise."""
+
+    def add(self, part, metric, harness, baseline=math.nan, target="", note="", scale=1e3) -> None:
+        ratio = harness / baseline if baseline and math.isfinite(baseline) and math.isfinite(harness) else math.nan
+        self.append({"part": part, "metric": metric, "harness": harness * scale, "baseline": baseline * scale,
+                     "ratio": ratio, "target": target, "note": note})  # fmt: skip
+
+
+def _latency_part(url: str, root: Path, args, rows: _Rows) -> None:
+    """1. added latency at low load."""
+    rtt = plain_round_trip(url, args.requests, args.low_rate)
+    low = low_load_run(url, root / "low-load", args.requests, args.low_rate)
+    overhead = low["overhead_s"]
+    added = _pct(overhead, 50) - _pct(rtt, 50)
+    part = f"1 latency @{args.low_rate:g} rps"
+    rows.add(part, "latency p50 (ms)", _pct(low["latency_s"], 50), note="end to end, model included")
+    rows.add(part, "service_s p50 (ms)", _pct(low["service_s"], 50), note="the model's own time")
+    rows.add(part, "latency - service p50 (ms)", _pct(overhead, 50), _pct(rtt, 50), note="baseline: plain A->echo->B round trip")
+    rows.add(part, "latency - service p95 (ms)", _pct(overhead, 95), _pct(rtt, 95), note="baseline: plain round trip p95")
+    rows.add(part, "added p50 (ms)", added, target="< 2 ms", note="PASS" if added < 0.002 else "FAIL")
+    hops = low["hops_s"]
+    rows.add(part, "hop p50: source->gateway (ms)", _pct(hops[0], 50), _pct(rtt, 50) / 2,
+             note=f"arrival to dispatch; source send lag p50 {low['source_lag_s'] * 1e3:.2f} ms; baseline: half the round trip")
+    rows.add(part, "hop p50: gateway->worker (ms)", _pct(hops[1], 50), _pct(rtt, 50) / 2, note="dispatch to the model's start")
+    rows.add(part, "hop p50: worker->gateway (ms)", _pct(hops[2], 50), _pct(rtt, 50) / 2, note="the model's end to completion")
+    rows.add(part, "completed", float(len(overhead)), float(len(rtt)), note=f"of {args.requests}", scale=1.0)
+
+
+def _rate_part(url: str, root: Path, args, rates: list[float], record_first: bool, rows: _Rows) -> Path | None:
+    """2. sustained rate; returns the event log of the first rate's run (recorded when ``record_first``)."""
+    echo_rps = plain_throughput(url, args.echo_messages)
+    best = 0.0
+    recorded_log = None
+    for k, rate in enumerate(rates):
+        record = k == 0 and record_first
+        run = rate_run(url, root / f"rate-{int(rate)}", rate, args.duration_s, event_log=record, p99_limit_s=args.p99_limit_s)
+        if record:
+            recorded_log = log_path(run["out"], "edge")
+        part = f"2 rate {rate:g} rps"
+        rows.add(part, "throughput (req/s)", run["throughput_rps"], echo_rps, scale=1.0,
+                 note=f"offered {run['offered_rps']:.0f}; baseline: plain echo pipeline msgs/s")  # fmt: skip
+        rows.add(part, "latency p50 (ms)", run["p50_s"], note=f"mean batch {run['mean_batch']:.1f}")
+        rows.add(part, "latency p99 (ms)", run["p99_s"], target=f"<= {args.p99_limit_s * 1e3:g} ms")
+        rows.add(part, "sustained (1 yes, 0 no)", float(run["sustained"]), scale=1.0,
+                 note=f"{run['completed']}/{run['count']} done; lag p99: source {run['source_lag_p99_s'] * 1e3:.1f} ms, "
+                      f"ingest {run['ingest_lag_p99_s'] * 1e3:.1f} ms, timers {run['timer_late_p99_s'] * 1e3:.1f} ms"
+                      + ("; event log on" if record else ""))  # fmt: skip
+        if run["sustained"]:
+            best = max(best, rate)
+    rows.add("2 rate", "highest sustained (req/s)", best, echo_rps, target=">= 2000", note="PASS" if best >= 2000 else "FAIL", scale=1.0)
+    return recorded_log
+
+
+def _decision_part(args, rates: list[float], recorded_log: Path | None, rows: _Rows) -> None:
+    """3. decision time: a synthetic event stream, and the live run's recorded one (replayed, checked)."""
+    events, make = synthetic_events(args.events)
+    floor = time_handle(events, _NoOp())
+    took = time_handle(events, make())
+    part = f"3 decision ({len(events)} synthetic events)"
+    rows.add(part, "handle median (us)", _pct(took, 50), _pct(floor, 50), scale=1e6, target="< 20 us",
+             note=("PASS" if _pct(took, 50) < 20e-6 else "FAIL") + "; baseline: a no-op handle, timed the same way")  # fmt: skip
+    rows.add(part, "handle p99 (us)", _pct(took, 99), _pct(floor, 99), scale=1e6)
+    if recorded_log is None or not recorded_log.is_file():
+        return
+    import json
+
+    from policies.factory import make_scheduler_factory
+    from spec.build import build_cluster
+
+    config = json.loads((recorded_log.parent.parent / "config.json").read_text())  # the recorded run's own config
+    _, entries = read_log(recorded_log)
+    logged = [e.event for e in entries if e.event is not None]
+    floor = time_handle(logged, _NoOp())
+    took = time_handle(logged, make_scheduler_factory(config["policy"])("edge", build_cluster(config["cluster"])))
+    part = f"3 decision ({len(logged)} events, live log @{rates[0]:g} rps)"
+    same = first_mismatch(entries, make_scheduler_factory(config["policy"])("edge", build_cluster(config["cluster"]))) is None
+    rows.add(part, "handle median (us)", _pct(took, 50), _pct(floor, 50), scale=1e6, target="< 20 us",
+             note="PASS" if _pct(took, 50) < 20e-6 else "FAIL")  # fmt: skip
+    rows.add(part, "handle p99 (us)", _pct(took, 99), _pct(floor, 99), scale=1e6,
+             note="replayed actions identical to the logged ones: " + ("yes" if same else "NO"))
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     keep = args.out is not None
     root = Path(args.out) if keep else Path(tempfile.mkdtemp(prefix="edgebatch-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    rows = _Rows()
     started = time.perf_counter()
-
-    def row(part, metric, harness, baseline=math.nan, target="", note="", scale=1e3):
-        ratio = harness / baseline if baseline and math.isfinite(baseline) and math.isfinite(harness) else math.nan
-        rows.append({"part": part, "metric": metric, "harness": harness * scale, "baseline": baseline * scale,
-                     "ratio": ratio, "target": target, "note": note})  # fmt: skip
-
     broker = EmbeddedBroker(root / "broker").start()
     recorded_log = None
     try:
-        url = broker.url
-        # -- 1. added latency at low load -----------------------------------------------------------
         if "latency" not in skip:
-            rtt = plain_round_trip(url, args.requests, args.low_rate)
-            low = low_load_run(url, root / "low-load", args.requests, args.low_rate)
-            overhead = low["overhead_s"]
-            added = _pct(overhead, 50) - _pct(rtt, 50)
-            part = f"1 latency @{args.low_rate:g} rps"
-            row(part, "latency p50 (ms)", _pct(low["latency_s"], 50), note="end to end, model included")
-            row(part, "service_s p50 (ms)", _pct(low["service_s"], 50), note="the model's own time")
-            row(part, "latency - service p50 (ms)", _pct(overhead, 50), _pct(rtt, 50), note="baseline: plain A->echo->B round trip")
-            row(part, "latency - service p95 (ms)", _pct(overhead, 95), _pct(rtt, 95), note="baseline: plain round trip p95")
-            row(part, "added p50 (ms)", added, target="< 2 ms", note="PASS" if added < 0.002 else "FAIL")
-            hops = low["hops_s"]
-            row(part, "hop p50: source->gateway (ms)", _pct(hops[0], 50), _pct(rtt, 50) / 2,
-                note=f"arrival to dispatch; source send lag p50 {low['source_lag_s'] * 1e3:.2f} ms; baseline: half the round trip")
-            row(part, "hop p50: gateway->worker (ms)", _pct(hops[1], 50), _pct(rtt, 50) / 2, note="dispatch to the model's start")
-            row(part, "hop p50: worker->gateway (ms)", _pct(hops[2], 50), _pct(rtt, 50) / 2, note="the model's end to completion")
-            row(part, "completed", float(len(overhead)), float(len(rtt)), note=f"of {args.requests}", scale=1.0)
-
-        # -- 2. sustained rate -------------------------------------------------------------------------
+            _latency_part(broker.url, root, args, rows)
         if "rate" not in skip:
-            echo_rps = plain_throughput(url, args.echo_messages)
-            best = 0.0
-            for k, rate in enumerate(rates):
-                record = k == 0 and "decision" not in skip
-                run = rate_run(url, root / f"rate-{int(rate)}", rate, args.duration_s, event_log=record, p99_limit_s=args.p99_limit_s)
-                if record:
-                    recorded_log = log_path(run["out"], "edge")
-                part = f"2 rate {rate:g} rps"
-                row(part, "throughput (req/s)", run["throughput_rps"], echo_rps, scale=1.0,
-                    note=f"offered {run['offered_rps']:.0f}; baseline: plain echo pipeline msgs/s")  # fmt: skip
-                row(part, "latency p50 (ms)", run["p50_s"], note=f"mean batch {run['mean_batch']:.1f}")
-                row(part, "latency p99 (ms)", run["p99_s"], target=f"<= {args.p99_limit_s * 1e3:g} ms")
-                row(part, "sustained (1 yes, 0 no)", float(run["sustained"]), scale=1.0,
-                    note=f"{run['completed']}/{run['count']} done; lag p99: source {run['source_lag_p99_s'] * 1e3:.1f} ms, "
-                         f"ingest {run['ingest_lag_p99_s'] * 1e3:.1f} ms, timers {run['timer_late_p99_s'] * 1e3:.1f} ms"
-                         + ("; event log on" if record else ""))  # fmt: skip
-                if run["sustained"]:
-                    best = max(best, rate)
-            row("2 rate", "highest sustained (req/s)", best, echo_rps, target=">= 2000", note="PASS" if best >= 2000 else "FAIL", scale=1.0)
-
-        # -- 3. decision time ---------------------------------------------------------------------------
+            recorded_log = _rate_part(broker.url, root, args, rates, "decision" not in skip, rows)
         if "decision" not in skip:
-            events, make = synthetic_events(args.events)
-            floor = time_handle(events, _NoOp())
-            took = time_handle(events, make())
-            part = f"3 decision ({len(events)} synthetic events)"
-            row(part, "handle median (us)", _pct(took, 50), _pct(floor, 50), scale=1e6, target="< 20 us",
-                note=("PASS" if _pct(took, 50) < 20e-6 else "FAIL") + "; baseline: a no-op handle, timed the same way")  # fmt: skip
-            row(part, "handle p99 (us)", _pct(took, 99), _pct(floor, 99), scale=1e6)
-            if recorded_log is not None and recorded_log.is_file():
-                import json
-
-                from policies.factory import make_scheduler_factory
-                from spec.build import build_cluster
-
-                config = json.loads((recorded_log.parent.parent / "config.json").read_text())  # the recorded run's own config
-                _, entries = read_log(recorded_log)
-                logged = [e.event for e in entries if e.event is not None]
-                floor = time_handle(logged, _NoOp())
-                took = time_handle(logged, make_scheduler_factory(config["policy"])("edge", build_cluster(config["cluster"])))
-                part = f"3 decision ({len(logged)} events, live log @{rates[0]:g} rps)"
-                same = first_mismatch(entries, make_scheduler_factory(config["policy"])("edge", build_cluster(config["cluster"]))) is None
-                row(part, "handle median (us)", _pct(took, 50), _pct(floor, 50), scale=1e6, target="< 20 us",
-                    note="PASS" if _pct(took, 50) < 20e-6 else "FAIL")  # fmt: skip
-                row(part, "handle p99 (us)", _pct(took, 99), _pct(floor, 99), scale=1e6,
-                    note="replayed actions identical to the logged ones: " + ("yes" if same else "NO"))
+            _decision_part(args, rates, recorded_log, rows)
     finally:
         broker.stop()
         if not keep:
@@ -426,7 +445,6 @@ def main(argv=None) -> int:
               f"{PAYLOAD_BYTES} B payloads, mlp model; {time.perf_counter() - started:.0f} s")  # fmt: skip
         print(table.to_string())
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

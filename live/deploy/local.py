@@ -17,7 +17,7 @@
    for ``live.timeout_s``; then stops every role (``stop`` on the control
    topic, then SIGTERM and SIGKILL by pid) and the broker;
 6. returns the sink's tables, with the simulator's columns, as a
-   ``LiveResult`` (``.requests``, ``.batches``, ``.plans``, ``.summary``).
+   ``RunResult`` (``.requests``, ``.batches``, ``.plans``, ``.summary``).
 
 From a shell::
 
@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import subprocess
@@ -74,28 +73,17 @@ import pandas as pd
 
 from live.wire.broker import EmbeddedBroker, connect
 from live.config import RunSpec, Topics, build_run
-from live.wire.messages import DecodeError, Kind, decode, encode_control
+from live.deploy.processes import ControlChannel, Interrupts, RoleProc, StartError, Supervisor, child_env, close_connection
+from live.deploy.processes import subscribe_ready, wait_ready
 from live.roles.role import TOKEN_ENV
+from spec.run_result import RunResult
 from spec.validation import ConfigError
 
-__all__ = ["LiveResult", "LiveRunError", "LiveRunInterrupted", "RunHandle", "run_live", "role_commands", "main"]
+__all__ = ["LiveRunError", "LiveRunInterrupted", "RunHandle", "run_live", "role_commands", "main"]
 
-_ROOT = str(Path(__file__).resolve().parents[2])
 _START_LEAD_S = 0.3
 #: roles whose process may be restarted during a run (their state is in the broker: unacknowledged batches)
 _RESTARTABLE = ("live.roles.worker", "live.roles.pool")
-
-
-@dataclass
-class LiveResult:
-    """What a live run produced: the same fields as ``sim.SimResult``."""
-
-    requests: pd.DataFrame
-    batches: pd.DataFrame
-    plans: pd.DataFrame
-    summary: dict
-    wall_s: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class LiveRunError(RuntimeError):
@@ -105,30 +93,12 @@ class LiveRunError(RuntimeError):
 class LiveRunInterrupted(KeyboardInterrupt):
     """The run was stopped by SIGINT or SIGTERM; ``result`` holds the records gathered so far (or None)."""
 
-    def __init__(self, signum: int, result: "LiveResult | None", out_dir: Path):
+    def __init__(self, signum: int, result: "RunResult | None", out_dir: Path):
         self.signum = int(signum)
         self.result = result
         name = signal.Signals(self.signum).name
         where = f"records so far in {out_dir}" if result is not None else "no records were written"
         super().__init__(f"live run stopped by {name}; {where}")
-
-
-@dataclass
-class _Proc:
-    name: str
-    module: str
-    popen: subprocess.Popen
-    log_path: Path
-    log_file: object
-    cmd: list = field(default_factory=list)
-    env: dict = field(default_factory=dict)
-
-    def tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(text[-lines:]) or "(log is empty)"
 
 
 def _plain_config(config: Mapping) -> dict:
@@ -167,31 +137,6 @@ def _ignore(result, msg_id) -> None:
     """A send callback that does nothing (dead letters are best effort)."""
 
 
-def _spawn(name: str, module: str, cmd: list[str], env: dict, log_path: Path, append: bool = False) -> _Proc:
-    log_file = open(log_path, "ab" if append else "wb")
-    # a session of its own: a terminal's Ctrl-C reaches the orchestrator only, which stops the roles in order
-    popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=_ROOT, env=env,
-                             start_new_session=True)  # fmt: skip
-    return _Proc(name, module, popen, log_path, log_file, cmd, env)
-
-
-def _restart(proc: _Proc, epoch_unix: float, incarnation: int) -> _Proc:
-    """Start a role's process again with the same command line (and the run's epoch: the start has been sent)."""
-    try:
-        proc.log_file.close()
-    except Exception:
-        pass
-    with open(proc.log_path, "ab") as fp:
-        fp.write(f"\n--- edgebatch: {proc.name} exited with code {proc.popen.returncode}; restarted ---\n".encode())
-    cmd = list(proc.cmd)
-    if "--incarnation" in cmd:
-        del cmd[cmd.index("--incarnation"):cmd.index("--incarnation") + 2]
-    cmd += ["--incarnation", str(incarnation)]
-    if "--epoch" not in cmd:
-        cmd += ["--epoch", repr(epoch_unix)]
-    return _spawn(proc.name, proc.module, cmd, proc.env, proc.log_path, append=True)
-
-
 @dataclass
 class RunHandle:
     """What ``run_live(..., on_start=f)`` gives ``f`` (on a thread of its own) once the clock has started."""
@@ -205,7 +150,7 @@ class RunHandle:
     _procs: list
     #: set when the run is ending: ``f`` should return soon
     ending: threading.Event = field(default_factory=threading.Event)
-    #: anything ``f`` wants to report (returned in ``LiveResult.extra["faults"]``)
+    #: anything ``f`` wants to report (returned in ``RunResult.extra["faults"]``)
     notes: dict = field(default_factory=dict)
 
     def now(self) -> float:
@@ -228,57 +173,13 @@ class RunHandle:
         raise KeyError(f"no role {name!r}; roles: {', '.join(self.names)}")
 
 
-def stop_processes(procs: list, grace_s: float, term_wait_s: float = 3.0) -> None:
-    """Wait up to ``grace_s`` for each process we started to exit, then SIGTERM, then SIGKILL: by pid.
-
-    ``procs`` hold a ``popen`` and the ``log_file`` their output goes to
-    (closed at the end); shared by ``run_live`` and the testbed's per-host runs.
-    """
-    deadline = time.monotonic() + grace_s
-    for proc in procs:
-        if proc.popen.poll() is None:
-            try:
-                proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-    for proc in procs:
-        if proc.popen.poll() is None:
-            try:
-                os.kill(proc.popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for proc in procs:
-        try:
-            proc.popen.wait(timeout=term_wait_s)
-        except subprocess.TimeoutExpired:
-            try:
-                os.kill(proc.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.popen.wait()
-    for proc in procs:
-        try:
-            proc.log_file.close()
-        except Exception:
-            pass
-
-
-def first_crashed(procs: list):
-    """The first process that exited with an error, or None."""
-    for proc in procs:
-        code = proc.popen.poll()
-        if code is not None and code != 0:
-            return proc
-    return None
-
-
 def run_live(
     config: Mapping,
     out_dir: str | os.PathLike,
     *,
     run_id: str | None = None,
     on_start: Callable[[RunHandle], None] | None = None,
-) -> LiveResult:
+) -> RunResult:
     """Run ``config`` live on this machine; return its records and summary (see the module doc).
 
     Raises ``ConfigError`` (before anything starts) for a bad setting,
@@ -286,148 +187,155 @@ def run_live(
     ``LiveRunInterrupted`` after SIGINT or SIGTERM (records flushed first).
     """
     started = time.perf_counter()
-    config = _plain_config(config)
-    spec = build_run(config)
+    spec = build_run(config if isinstance(config, RunSpec) else _plain_config(config))
+    config = _plain_config(spec.config)
     _check_models(spec)
-    settings = spec.settings
     out = Path(out_dir).absolute()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / "stats").mkdir(parents=True, exist_ok=True)
-    config_path = out / "config.json"
-    config_path.write_text(json.dumps(config, indent=1))
-    run_id = run_id or "r" + uuid.uuid4().hex[:10]
-    topics = Topics(run_id)
-    broker = None
-    client = None
-    control = None
-    procs: list[_Proc] = []
-    restarts: dict[str, int] = {}
-    handle: RunHandle | None = None
-    fault_thread: threading.Thread | None = None
-    fault_error: list[BaseException] = []
-
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    run = _LocalRun(spec, out, run_id or "r" + uuid.uuid4().hex[:10], on_start)
     # SIGINT / SIGTERM: stop in order and keep the records (a second signal: at once)
-    interrupted = threading.Event()
-    signals: list[int] = []
+    with Interrupts(second_raises=True) as interrupts:
+        try:
+            return run.run(interrupts, started)
+        finally:
+            run.close()
 
-    def on_signal(signum, frame):
-        if interrupted.is_set():
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping at once")
-        signals.append(signum)
-        interrupted.set()
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
-    try:
-        url = settings.broker_url
-        if url is None:
-            broker = EmbeddedBroker(out / "broker").start()
-            url = broker.url
-        client, _ = connect(url, auth_token=settings.auth_token, tls_trust_certs_file=settings.tls_trust_certs_file)
-        import pulsar
+class _LocalRun:
+    """The state of one ``run_live``: the broker, the client, the role processes, the fault hook."""
 
-        ready = client.subscribe(topics.ready, "orchestrator", consumer_type=pulsar.ConsumerType.Shared,
-                                 initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
-        control = client.create_producer(topics.control, batching_enabled=False)
-        dead_letters = client.create_producer(topics.dead_letter, batching_enabled=False)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    def __init__(self, spec: RunSpec, out: Path, run_id: str, on_start: Callable[[RunHandle], None] | None):
+        self.spec = spec
+        self.settings = spec.settings
+        self.out = out
+        self.run_id = run_id
+        self.topics = Topics(run_id)
+        self.on_start = on_start
+        self.supervisor = Supervisor(out / "logs", restartable=_RESTARTABLE, max_restarts=self.settings.max_restarts)
+        self.broker: EmbeddedBroker | None = None
+        self.client = None
+        self.control: ControlChannel | None = None
+        self.url = ""
+        self.handle: RunHandle | None = None
+        self.fault_thread: threading.Thread | None = None
+        self.fault_error: list[BaseException] = []
+
+    def run(self, interrupts: Interrupts, started: float) -> RunResult:
+        ready = self._connect()
+        self._start_roles()
+        self._wait_ready(ready, interrupts)
+        ready_s = time.perf_counter() - started
+        sink = self.supervisor.procs[0]
+        if not interrupts.is_set():
+            epoch = self._start_clock()
+            self.supervisor.watch(sink, epoch + self.settings.timeout_s, interrupts, on_crash=lambda p: self._on_crash(p, epoch),
+                                  period_s=0.05)  # fmt: skip
+        stopped_by = interrupts.first
+        timed_out = stopped_by is None and sink.popen.poll() is None
+        self._stop(sink, timed_out, stopped_by)
+        result = self._result(sink, timed_out, stopped_by, ready_s, started)
+        if stopped_by is not None:
+            raise LiveRunInterrupted(stopped_by, result, self.out)
+        return result
+
+    def _connect(self):
+        """The broker (embedded unless the config names one), the client, the control and dead-letter producers."""
+        settings = self.settings
+        self.url = settings.broker_url
+        if self.url is None:
+            self.broker = EmbeddedBroker(self.out / "broker").start()
+            self.url = self.broker.url
+        self.client, _ = connect(self.url, auth_token=settings.auth_token, tls_trust_certs_file=settings.tls_trust_certs_file)
+        ready = subscribe_ready(self.client, self.run_id)
+        self.control = ControlChannel(self.client, self.run_id, source="run")
+        self.dead_letters = self.client.create_producer(self.topics.dead_letter, batching_enabled=False)
+        return ready
+
+    def _start_roles(self) -> None:
+        settings = self.settings
+        out = self.out
+        env = child_env({"PYTHONUNBUFFERED": "1"})
         if settings.auth_token:
             env[TOKEN_ENV] = settings.auth_token
         exit_after_s = settings.startup_timeout_s + settings.timeout_s + 60.0
-        for name, module, extra in role_commands(spec):
+        for name, module, extra in role_commands(self.spec):
             role_env = dict(env)
             if module == "live.roles.worker":
                 threads = str(settings.executors[extra[1]].threads)
                 role_env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
             cmd = [
-                sys.executable, "-m", module, "--broker", url, "--run-id", run_id, "--config", str(config_path),
+                sys.executable, "-m", module, "--broker", self.url, "--run-id", self.run_id, "--config", str(out / "config.json"),
                 "--name", name, "--stats", str(out / "stats" / f"{name}.json"), "--exit-after-s", str(exit_after_s), *extra,
             ]  # fmt: skip
             if module == "live.roles.sink":
                 cmd += ["--out", str(out)]
-            procs.append(_spawn(name, module, cmd, role_env, out / "logs" / f"{name}.log"))
+            self.supervisor.spawn(name, module, cmd, role_env)
 
-        # every role connected and subscribed
-        expected = {p.name for p in procs}
-        seen: set[str] = set()
-        deadline = time.monotonic() + settings.startup_timeout_s
-        while seen != expected and not interrupted.is_set():
-            crashed = first_crashed(procs)
+    def _wait_ready(self, ready, interrupts: Interrupts) -> None:
+        """Every role connected and subscribed (or a signal came first)."""
+
+        def check():
+            crashed = self.supervisor.crashed()
             if crashed is not None:
-                raise LiveRunError(f"{crashed.name} exited with code {crashed.popen.returncode} while starting; {crashed.log_path}:\n{crashed.tail()}")
-            if time.monotonic() > deadline:
-                missing = sorted(expected - seen)
-                raise LiveRunError(f"roles not ready after {settings.startup_timeout_s:.0f}s: {', '.join(missing)}; "
-                                   f"{procs[[p.name for p in procs].index(missing[0])].log_path}")  # fmt: skip
-            try:
-                msg = ready.receive(timeout_millis=200)
-            except pulsar.Timeout:
-                continue
-            ready.acknowledge(msg)
-            raw = msg.data()
-            try:
-                message = decode(raw)
-            except DecodeError as error:
-                dead_letters.send_async(raw, _ignore, properties={"reason": str(error), "source_topic": topics.ready})
-                continue
-            if message.kind is Kind.CONTROL and message.meta.get("op") == "ready":
-                seen.add(message.source)
-            else:
-                reason = f"unexpected: a {message.kind.name} message (op {message.meta.get('op')!r}) on the ready topic"
-                dead_letters.send_async(raw, _ignore, properties={"reason": reason, "source_topic": topics.ready})
-        ready_s = time.perf_counter() - started
+                raise LiveRunError(crashed.exit_report(" while starting"))
 
-        sink = procs[0]
-        epoch = math.nan
-        if not interrupted.is_set():
-            # the clock starts
-            epoch = time.time() + _START_LEAD_S
-            control.send(encode_control("start", source="run", meta={"epoch_unix": epoch, "run_id": run_id}))
-            _write_run_file(out, run_id, url, epoch, procs, state="running")
-            if on_start is not None:
-                handle = RunHandle(run_id, out, url, broker, epoch, procs)
+        def reject(raw, reason):
+            self.dead_letters.send_async(raw, _ignore, properties={"reason": reason, "source_topic": self.topics.ready})
 
-                def run_hook():
-                    try:
-                        on_start(handle)
-                    except BaseException as error:  # reported after the run
-                        fault_error.append(error)
+        timeout_s = self.settings.startup_timeout_s
+        try:
+            wait_ready(ready, {p.name for p in self.supervisor.procs}, timeout_s, check=check, stop=interrupts, reject=reject)
+        except StartError as error:
+            raise LiveRunError(f"roles not ready after {timeout_s:.0f}s: {', '.join(error.missing)}; "
+                               f"{self.supervisor.get(error.missing[0]).log_path}") from None  # fmt: skip
 
-                fault_thread = threading.Thread(target=run_hook, name="on_start", daemon=True)
-                fault_thread.start()
-            end_at = epoch + settings.timeout_s
-            while sink.popen.poll() is None and time.time() < end_at and not interrupted.is_set():
-                crashed = first_crashed(procs)
-                if crashed is not None:
-                    index = procs.index(crashed)
-                    if crashed.module in _RESTARTABLE and restarts.get(crashed.name, 0) < settings.max_restarts:
-                        restarts[crashed.name] = restarts.get(crashed.name, 0) + 1
-                        procs[index] = _restart(crashed, epoch, restarts[crashed.name])
-                        _write_run_file(out, run_id, url, epoch, procs, state="running")
-                        continue
-                    raise LiveRunError(f"{crashed.name} exited with code {crashed.popen.returncode}"
-                                       f"{' (restarted %d times)' % restarts[crashed.name] if crashed.name in restarts else ''}; "
-                                       f"{crashed.log_path}:\n{crashed.tail()}")  # fmt: skip
-                time.sleep(0.05)
-        stopped_by = signals[0] if interrupted.is_set() else None
-        timed_out = stopped_by is None and sink.popen.poll() is None
-        control.send(encode_control("stop", source="run", meta={"timed_out": timed_out, "interrupted": stopped_by is not None}))
+    def _start_clock(self) -> float:
+        """Send the start, write ``run.json`` and start the ``on_start`` hook; return the epoch."""
+        epoch = self.control.start(_START_LEAD_S)
+        _write_run_file(self.out, self.run_id, self.url, epoch, self.supervisor.procs, state="running")
+        if self.on_start is not None:
+            handle = self.handle = RunHandle(self.run_id, self.out, self.url, self.broker, epoch, self.supervisor.procs)
+
+            def run_hook():
+                try:
+                    self.on_start(handle)
+                except BaseException as error:  # reported after the run
+                    self.fault_error.append(error)
+
+            self.fault_thread = threading.Thread(target=run_hook, name="on_start", daemon=True)
+            self.fault_thread.start()
+        return epoch
+
+    def _on_crash(self, crashed: RoleProc, epoch: float) -> None:
+        """A worker or pool is restarted (while it has restarts left); any other crash ends the run."""
+        if self.supervisor.restart(crashed, epoch):
+            _write_run_file(self.out, self.run_id, self.url, epoch, self.supervisor.procs, state="running")
+            return
+        raise LiveRunError(crashed.exit_report(self.supervisor.restart_note(crashed)))
+
+    def _stop(self, sink: RoleProc, timed_out: bool, stopped_by: int | None) -> None:
+        """Tell the roles to stop, give the sink time to write the records, stop every process."""
+        self.control.stop(timed_out=timed_out, interrupted=stopped_by is not None)
         try:
             sink.popen.wait(timeout=30.0)  # the sink writes the records gathered so far
         except subprocess.TimeoutExpired:
             pass
-        if handle is not None:
-            handle.ending.set()
-            fault_thread.join(timeout=60.0)
-        stop_processes(procs, grace_s=10.0)
-        crashed = first_crashed(procs)
+        if self.handle is not None:
+            self.handle.ending.set()
+            self.fault_thread.join(timeout=60.0)
+        self.supervisor.stop(grace_s=10.0)
+        crashed = self.supervisor.crashed()
         if stopped_by is None and crashed is not None and (crashed is sink or not timed_out):
-            raise LiveRunError(f"{crashed.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
-        if fault_error:
-            raise LiveRunError(f"the on_start function failed: {fault_error[0]!r}") from fault_error[0]
+            raise LiveRunError(crashed.exit_report())
+        if self.fault_error:
+            raise LiveRunError(f"the on_start function failed: {self.fault_error[0]!r}") from self.fault_error[0]
+
+    def _result(self, sink: RoleProc, timed_out: bool, stopped_by: int | None, ready_s: float, started: float) -> RunResult:
+        """The sink's tables, the summary (with what only the orchestrator knows) and the roles' statistics."""
+        out = self.out
+        restarts = self.supervisor.restarts
         if not (out / "requests.parquet").is_file():
             if stopped_by is not None:
                 raise LiveRunInterrupted(stopped_by, None, out)
@@ -444,47 +352,42 @@ def run_live(
             summary["interrupted"] = signal.Signals(stopped_by).name
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         stats = {}
-        for proc in procs:
+        for proc in self.supervisor.procs:
             path = out / "stats" / f"{proc.name}.json"
             if path.is_file():
                 stats[proc.name] = json.loads(path.read_text())
-        extra = {"run_id": run_id, "out_dir": str(out), "broker_url": url, "startup_s": ready_s, "roles": stats,
-                 "restarts": dict(restarts), "faults": dict(handle.notes) if handle is not None else {}}  # fmt: skip
-        result = LiveResult(requests, batches, plans, summary, wall_s=time.perf_counter() - started, extra=extra)
-        if stopped_by is not None:
-            raise LiveRunInterrupted(stopped_by, result, out)
-        return result
-    finally:
-        if handle is not None:
-            handle.ending.set()
-            if fault_thread is not None:
-                fault_thread.join(timeout=30.0)
-        if procs:
-            if client is not None and control is not None and any(p.popen.poll() is None for p in procs):
+        extra = {"run_id": self.run_id, "out_dir": str(out), "broker_url": self.url, "startup_s": ready_s, "roles": stats,
+                 "restarts": dict(restarts), "faults": dict(self.handle.notes) if self.handle is not None else {}}  # fmt: skip
+        return RunResult(requests, batches, plans, summary, wall_s=time.perf_counter() - started, extra=extra)
+
+    def close(self) -> None:
+        """Whatever is still running stops (roles, client, broker); ``run.json`` says the run ended."""
+        if self.handle is not None:
+            self.handle.ending.set()
+            if self.fault_thread is not None:
+                self.fault_thread.join(timeout=30.0)
+        if self.supervisor.procs:
+            if self.control is not None and self.supervisor.alive():
                 try:
-                    control.send(encode_control("stop", source="run"))
+                    self.control.stop()
                 except Exception:
                     pass
-            stop_processes(procs, grace_s=5.0)
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
-        if broker is not None:
-            broker.stop()
-        if (out / "run.json").is_file():
-            try:
-                run_file = json.loads((out / "run.json").read_text())
-                run_file["state"] = "ended"
-                (out / "run.json").write_text(json.dumps(run_file, indent=1))
-            except (OSError, ValueError):
-                pass
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            self.supervisor.stop(grace_s=5.0)
+        close_connection(self.client, self.broker)
+        _mark_run_file_ended(self.out)
 
 
-def _write_run_file(out: Path, run_id: str, url: str, epoch: float, procs: list[_Proc], *, state: str) -> None:
+def _mark_run_file_ended(out: Path) -> None:
+    if (out / "run.json").is_file():
+        try:
+            run_file = json.loads((out / "run.json").read_text())
+            run_file["state"] = "ended"
+            (out / "run.json").write_text(json.dumps(run_file, indent=1))
+        except (OSError, ValueError):
+            pass
+
+
+def _write_run_file(out: Path, run_id: str, url: str, epoch: float, procs: list[RoleProc], *, state: str) -> None:
     """``<out>/run.json``: the run id, broker, epoch and every role's pid (for operators and fault tests)."""
     body = {"run_id": run_id, "broker_url": url, "epoch_unix": epoch, "state": state, "orchestrator_pid": os.getpid(),
             "pids": {p.name: p.popen.pid for p in procs}}  # fmt: skip
@@ -509,9 +412,8 @@ def main(argv=None) -> int:
             parser.error("--control needs --broker and --run-id")
         client, _ = connect(args.broker, auth_token=os.environ.get(TOKEN_ENV))
         try:
-            producer = client.create_producer(Topics(args.run_id).control, batching_enabled=False)
-            meta = {"epoch_unix": time.time() + _START_LEAD_S, "run_id": args.run_id} if args.control == "start" else {}
-            producer.send(encode_control(args.control, source="run", meta=meta))
+            control = ControlChannel(client, args.run_id, source="run")
+            control.start(_START_LEAD_S) if args.control == "start" else control.stop()
         finally:
             client.close()
         print(f"sent {args.control} to run {args.run_id}")

@@ -67,9 +67,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from live.config import RunSpec, Topics, build_run, load_config
+from live.config import RunSpec, Topics, load_run
 from live.roles.role import TOKEN_ENV
-from live.deploy.local import first_crashed, stop_processes
+from live.deploy.processes import ControlChannel, Interrupts, RoleProc, StartError, Supervisor, child_env, close_connection
+from live.deploy.processes import subscribe_ready, wait_ready
+from live.wire.messages import ControlOp, DecodeError, decode
 from spec.validation import (
     ConfigError,
     check_int_at_least,
@@ -91,7 +93,6 @@ __all__ = [
     "main",
 ]
 
-_ROOT = str(Path(__file__).resolve().parents[2])
 _TOP_KEYS = ("name", "hosts", "broker", "roles", "start_lead_s", "stop_grace_s", "exit_after_s", "defaults")
 _HOST_KEYS = ("address", "ssh", "user", "workdir", "python", "env")
 _DEFAULT_KEYS = ("user", "workdir", "python", "env")
@@ -194,68 +195,11 @@ def parse_testbed(raw: Any) -> Testbed:
     raw_hosts = _mapping("hosts", top.get("hosts"))
     if not raw_hosts:
         raise ConfigError("hosts", top.get("hosts"), "a mapping of host name -> {address: ...} with at least one host")
-    hosts: dict[str, Host] = {}
-    for name, entry in raw_hosts.items():
-        where = f"hosts.{name}"
-        if not isinstance(name, str) or not name or any(c.isspace() or c == "/" for c in name):
-            raise ConfigError(where, name, "a host name without whitespace or '/'")
-        if isinstance(entry, str):
-            entry = {"address": entry}
-        entry = {**defaults, **_mapping(where, entry, allowed=_HOST_KEYS)}
-        address = _string(f"{where}.address", entry.get("address"))
-        user = _string(f"{where}.user", entry.get("user"), optional=True)
-        ssh = _string(f"{where}.ssh", entry.get("ssh"), optional=True) or (f"{user}@{address}" if user else address)
-        env = _mapping(f"{where}.env", entry.get("env"))
-        for key, value in env.items():
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ConfigError(f"{where}.env.{key}", value, "a string or number")
-            if key == TOKEN_ENV:
-                raise ConfigError(f"{where}.env.{key}", "***", "not the token itself: use broker.auth.token_env or token_file")
-        hosts[name] = Host(
-            name=name,
-            address=address,
-            ssh=ssh,
-            workdir=_string(f"{where}.workdir", entry.get("workdir", "edgebatch")),
-            python=_string(f"{where}.python", entry.get("python", ".venv/bin/python")),
-            env={str(k): str(v) for k, v in env.items()},
-        )
-
+    hosts = {name: _parse_host(name, entry, defaults) for name, entry in raw_hosts.items()}
     broker = _mapping("broker", top.get("broker"), allowed=_BROKER_KEYS)
-    embedded = None
-    if broker.get("embedded") is not None:
-        entry = _mapping("broker.embedded", broker["embedded"], allowed=_EMBEDDED_KEYS)
-        host = entry.get("host")
-        if host not in hosts:
-            raise ConfigError("broker.embedded.host", host, "a host of hosts: " + ", ".join(hosts))
-        bind = _string("broker.embedded.bind", entry.get("bind", hosts[host].address))
-        if bind in ("0.0.0.0", "::", "[::]", "*"):
-            raise ConfigError("broker.embedded.bind", bind, "the address the other hosts use (pulsar-lite bound to a wildcard "
-                              "answers topic lookups with 127.0.0.1)")  # fmt: skip
-        port = _port("broker.embedded.port", entry.get("port", 6650))
-        http_port = _port("broker.embedded.http_port", entry.get("http_port", 8080))
-        if http_port == port:
-            raise ConfigError("broker.embedded.http_port", http_port, "a port other than broker.embedded.port")
-        embedded = EmbeddedSpec(host, bind, port, http_port)
-    url = _string("broker.url", broker.get("url"), optional=True)
-    if url is None:
-        if embedded is None:
-            raise ConfigError("broker.url", None, "a pulsar:// or pulsar+ssl:// service URL (or broker.embedded)")
-        url = f"pulsar://{embedded.bind}:{embedded.port}"
-    parts = urlsplit(url)
-    if parts.scheme not in ("pulsar", "pulsar+ssl") or not parts.hostname:
-        raise ConfigError("broker.url", url, "a pulsar://host:port or pulsar+ssl://host:port service URL")
-    if embedded is not None:
-        if parts.scheme != "pulsar":
-            raise ConfigError("broker.url", url, "pulsar:// with broker.embedded (pulsar-lite speaks no TLS; use a Pulsar cluster for pulsar+ssl://)")
-        if (parts.port or 6650) != embedded.port:
-            raise ConfigError("broker.url", url, f"the embedded broker's port {embedded.port}")
-    auth = _mapping("broker.auth", broker.get("auth"), allowed=_AUTH_KEYS)
-    token_env = _string("broker.auth.token_env", auth.get("token_env"), optional=True)
-    token_file = _string("broker.auth.token_file", auth.get("token_file"), optional=True)
-    if token_env and token_file:
-        raise ConfigError("broker.auth.token_file", token_file, "null when broker.auth.token_env is set (one source of the token)")
-    if token_env is not None and not token_env.replace("_", "").isalnum():
-        raise ConfigError("broker.auth.token_env", token_env, "an environment variable name")
+    embedded = _parse_embedded(broker, hosts)
+    url = _parse_url(broker, embedded)
+    token_env, token_file = _parse_auth(broker)
     tls = _mapping("broker.tls", broker.get("tls"), allowed=_TLS_KEYS)
     trust = _string("broker.tls.trust_certs_file", tls.get("trust_certs_file"), optional=True)
     exit_after = top.get("exit_after_s")
@@ -272,6 +216,79 @@ def parse_testbed(raw: Any) -> Testbed:
         stop_grace_s=check_non_negative("stop_grace_s", top.get("stop_grace_s", 3.0)),
         exit_after_s=None if exit_after is None else check_positive("exit_after_s", exit_after),
     )
+
+
+def _parse_host(name: Any, entry: Any, defaults: dict) -> Host:
+    where = f"hosts.{name}"
+    if not isinstance(name, str) or not name or any(c.isspace() or c == "/" for c in name):
+        raise ConfigError(where, name, "a host name without whitespace or '/'")
+    if isinstance(entry, str):
+        entry = {"address": entry}
+    entry = {**defaults, **_mapping(where, entry, allowed=_HOST_KEYS)}
+    address = _string(f"{where}.address", entry.get("address"))
+    user = _string(f"{where}.user", entry.get("user"), optional=True)
+    ssh = _string(f"{where}.ssh", entry.get("ssh"), optional=True) or (f"{user}@{address}" if user else address)
+    env = _mapping(f"{where}.env", entry.get("env"))
+    for key, value in env.items():
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}.env.{key}", value, "a string or number")
+        if key == TOKEN_ENV:
+            raise ConfigError(f"{where}.env.{key}", "***", "not the token itself: use broker.auth.token_env or token_file")
+    return Host(
+        name=name,
+        address=address,
+        ssh=ssh,
+        workdir=_string(f"{where}.workdir", entry.get("workdir", "edgebatch")),
+        python=_string(f"{where}.python", entry.get("python", ".venv/bin/python")),
+        env={str(k): str(v) for k, v in env.items()},
+    )
+
+
+def _parse_embedded(broker: dict, hosts: dict[str, Host]) -> EmbeddedSpec | None:
+    if broker.get("embedded") is None:
+        return None
+    entry = _mapping("broker.embedded", broker["embedded"], allowed=_EMBEDDED_KEYS)
+    host = entry.get("host")
+    if host not in hosts:
+        raise ConfigError("broker.embedded.host", host, "a host of hosts: " + ", ".join(hosts))
+    bind = _string("broker.embedded.bind", entry.get("bind", hosts[host].address))
+    if bind in ("0.0.0.0", "::", "[::]", "*"):
+        raise ConfigError("broker.embedded.bind", bind, "the address the other hosts use (pulsar-lite bound to a wildcard "
+                          "answers topic lookups with 127.0.0.1)")  # fmt: skip
+    port = _port("broker.embedded.port", entry.get("port", 6650))
+    http_port = _port("broker.embedded.http_port", entry.get("http_port", 8080))
+    if http_port == port:
+        raise ConfigError("broker.embedded.http_port", http_port, "a port other than broker.embedded.port")
+    return EmbeddedSpec(host, bind, port, http_port)
+
+
+def _parse_url(broker: dict, embedded: EmbeddedSpec | None) -> str:
+    url = _string("broker.url", broker.get("url"), optional=True)
+    if url is None:
+        if embedded is None:
+            raise ConfigError("broker.url", None, "a pulsar:// or pulsar+ssl:// service URL (or broker.embedded)")
+        url = f"pulsar://{embedded.bind}:{embedded.port}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("pulsar", "pulsar+ssl") or not parts.hostname:
+        raise ConfigError("broker.url", url, "a pulsar://host:port or pulsar+ssl://host:port service URL")
+    if embedded is not None:
+        if parts.scheme != "pulsar":
+            raise ConfigError("broker.url", url, "pulsar:// with broker.embedded (pulsar-lite speaks no TLS; use a Pulsar cluster for pulsar+ssl://)")
+        if (parts.port or 6650) != embedded.port:
+            raise ConfigError("broker.url", url, f"the embedded broker's port {embedded.port}")
+    return url
+
+
+def _parse_auth(broker: dict) -> tuple[str | None, str | None]:
+    """(token_env, token_file): where the token comes from on each host (at most one)."""
+    auth = _mapping("broker.auth", broker.get("auth"), allowed=_AUTH_KEYS)
+    token_env = _string("broker.auth.token_env", auth.get("token_env"), optional=True)
+    token_file = _string("broker.auth.token_file", auth.get("token_file"), optional=True)
+    if token_env and token_file:
+        raise ConfigError("broker.auth.token_file", token_file, "null when broker.auth.token_env is set (one source of the token)")
+    if token_env is not None and not token_env.replace("_", "").isalnum():
+        raise ConfigError("broker.auth.token_env", token_env, "an environment variable name")
+    return token_env, token_file
 
 
 # ---------------------------------------------------------------------------
@@ -546,86 +563,12 @@ def prepare(client, run_id: str) -> None:
     only for existing subscriptions) retains every role's ``ready`` even if
     the control host starts last.
     """
-    import pulsar
-
-    consumer = client.subscribe(Topics(run_id).ready, "orchestrator", consumer_type=pulsar.ConsumerType.Shared,
-                                initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
-    consumer.close()
-
-
-class StartError(RuntimeError):
-    """Not every role said it was ready in time (or a local role crashed)."""
-
-
-def wait_ready(client, run_id: str, expected: set[str], timeout_s: float, *, check=None) -> float:
-    """Block until every name in ``expected`` has announced itself; return the wait in seconds.
-
-    ``check()``, called between messages, may raise to give up early (a local role crashed).
-    """
-    import pulsar
-
-    from live.wire.messages import DecodeError, Kind, decode
-
-    started = time.monotonic()
-    consumer = client.subscribe(Topics(run_id).ready, "orchestrator", consumer_type=pulsar.ConsumerType.Shared,
-                                initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
-    seen: set[str] = set()
-    try:
-        while not expected <= seen:
-            if check is not None:
-                check()
-            if time.monotonic() - started > timeout_s:
-                raise StartError(f"roles not ready after {timeout_s:g}s: {', '.join(sorted(expected - seen))}")
-            try:
-                msg = consumer.receive(timeout_millis=200)
-            except pulsar.Timeout:
-                continue
-            consumer.acknowledge(msg)
-            try:
-                message = decode(msg.data())
-            except DecodeError:
-                continue
-            if message.kind is Kind.CONTROL and message.meta.get("op") == "ready":
-                seen.add(message.source)
-    finally:
-        consumer.close()
-    return time.monotonic() - started
-
-
-def send_control(client, run_id: str, op: str, *, lead_s: float = 1.0, meta: dict | None = None) -> float | None:
-    """Publish ``start`` (epoch: now + ``lead_s``; returned) or ``stop`` on the run's control topic."""
-    from live.wire.messages import encode_control
-
-    producer = client.create_producer(Topics(run_id).control, batching_enabled=False)
-    try:
-        epoch = None
-        body = dict(meta or {})
-        if op == "start":
-            epoch = time.time() + lead_s
-            body.update(epoch_unix=epoch, run_id=run_id)
-        producer.send(encode_control(op, source="testbed", meta=body))
-        return epoch
-    finally:
-        producer.close()
+    subscribe_ready(client, run_id).close()
 
 
 # ---------------------------------------------------------------------------
 # run: the roles of one host
 # ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Local:
-    process: RoleProcess
-    popen: subprocess.Popen
-    log_path: Path
-    log_file: Any
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) or "(log is empty)"
-        except OSError:
-            return "(no log)"
 
 
 def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_dir: str | os.PathLike, log=print) -> int:
@@ -635,104 +578,139 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
     the clock, wait for the sink, stop the run. Elsewhere: wait for the local
     roles to end, or for the run's stop (then ``stop_grace_s`` more).
     """
-    testbed = plan.testbed
-    if host_name not in testbed.hosts:
-        raise ConfigError("--host", host_name, "a host of the testbed: " + ", ".join(testbed.hosts))
-    host = testbed.hosts[host_name]
+    if host_name not in plan.testbed.hosts:
+        raise ConfigError("--host", host_name, "a host of the testbed: " + ", ".join(plan.testbed.hosts))
     out = Path(out_dir).absolute()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / "stats").mkdir(parents=True, exist_ok=True)
-    config_path = str(Path(config_path).absolute())
-    control = host_name == plan.control_host
-    settings = plan.spec.settings
-    broker = None
-    client = None
-    locals_: list[_Local] = []
-    stopping = {"signal": False}
+    run = _HostRun(plan, host_name, run_id, out, str(Path(config_path).absolute()), log)
+    with Interrupts() as interrupts:
+        try:
+            return run.run(interrupts)
+        except StartError as error:
+            run.failed(error)
+            return 1
+        finally:
+            run.close(interrupts)
 
-    def on_signal(signum, frame):
-        stopping["signal"] = True
 
-    import threading
+class _HostRun:
+    """The state of one ``run_host``: the broker (if here), the client, this host's role processes."""
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
-    try:
-        if plan.broker_host == host_name:
+    def __init__(self, plan: Plan, host_name: str, run_id: str, out: Path, config_path: str, log):
+        self.plan = plan
+        self.testbed = plan.testbed
+        self.settings = plan.spec.settings
+        self.host_name = host_name
+        self.run_id = run_id
+        self.out = out
+        self.config_path = config_path
+        self.log = log
+        self.is_control = host_name == plan.control_host
+        self.supervisor = Supervisor(out / "logs")
+        self.broker = None
+        self.client = None
+        self.control: ControlChannel | None = None
+
+    def run(self, interrupts: Interrupts) -> int:
+        if self.plan.broker_host == self.host_name:
             from live.wire.broker import EmbeddedBroker
 
-            e = testbed.embedded
-            broker = EmbeddedBroker(out / "broker", port=e.port, http_port=e.http_port, host=e.bind).start()
-            log(f"[{host_name}] broker {broker.url} (metrics {broker.metrics_url}), pid {broker.pid}")
-        client = _connect(testbed.broker_url, run_id, testbed.tls_trust_certs_file, wait_s=settings.startup_timeout_s)
-        prepare(client, run_id)
-        env = {**os.environ}
-        env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            e = self.testbed.embedded
+            self.broker = EmbeddedBroker(self.out / "broker", port=e.port, http_port=e.http_port, host=e.bind).start()
+            self.log(f"[{self.host_name}] broker {self.broker.url} (metrics {self.broker.metrics_url}), pid {self.broker.pid}")
+        self.client = _connect(self.testbed.broker_url, self.run_id, self.testbed.tls_trust_certs_file, wait_s=self.settings.startup_timeout_s)
+        prepare(self.client, self.run_id)
+        self._start_roles()
+        return self._control_run(interrupts) if self.is_control else self._follow(interrupts)
+
+    def _start_roles(self) -> None:
+        testbed = self.testbed
+        env = child_env()
         if testbed.token_file and TOKEN_ENV not in env:
             env[TOKEN_ENV] = Path(testbed.token_file).read_text().strip()
         elif testbed.token_env and testbed.token_env in env:
             env[TOKEN_ENV] = env[testbed.token_env]
-        for process in plan.on(host_name):
-            argv = role_argv(plan, process, python=sys.executable, run_id=run_id, config_path=config_path, out_dir=str(out))
-            log_path = out / "logs" / f"{process.name}.log"
-            log_file = open(log_path, "wb")
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=_ROOT,
-                                     env={**env, **_role_env(process, host)})  # fmt: skip
-            locals_.append(_Local(process, popen, log_path, log_file))
-        log(f"[{host_name}] started {', '.join(f'{p.process.name} (pid {p.popen.pid})' for p in locals_) or 'no roles'}")
+        host = testbed.hosts[self.host_name]
+        for process in self.plan.on(self.host_name):
+            argv = role_argv(self.plan, process, python=sys.executable, run_id=self.run_id, config_path=self.config_path, out_dir=str(self.out))
+            self.supervisor.spawn(process.name, process.module, argv, {**env, **_role_env(process, host)})
+        started = ", ".join(f"{p.name} (pid {p.popen.pid})" for p in self.supervisor.procs)
+        self.log(f"[{self.host_name}] started {started or 'no roles'}")
+
+    def _crashed(self, crashed: RoleProc) -> None:
+        raise StartError(crashed.exit_report())
+
+    def _control_run(self, interrupts: Interrupts) -> int:
+        """Wait for every role of every host, start the clock, wait for the sink, stop the run."""
+        testbed, settings = self.testbed, self.settings
 
         def check():
-            crashed = first_crashed(locals_)
+            crashed = self.supervisor.crashed()
             if crashed is not None:
-                raise StartError(f"{crashed.process.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
-            if stopping["signal"]:
+                self._crashed(crashed)
+            if interrupts.is_set():
                 raise StartError("interrupted")
 
-        if control:
-            expected = {p.name for p in plan.processes}
-            waited = wait_ready(client, run_id, expected, settings.startup_timeout_s, check=check)
-            epoch = send_control(client, run_id, "start", lead_s=testbed.start_lead_s)
-            log(f"[{host_name}] every role ready after {waited:.1f}s; clock started (epoch {epoch:.3f})")
-            sink = next(item for item in locals_ if item.process.module == "live.roles.sink")
-            end_at = epoch + settings.timeout_s
-            while sink.popen.poll() is None and time.time() < end_at and not stopping["signal"]:
-                check()
-                time.sleep(0.1)
-            timed_out = sink.popen.poll() is None
-            send_control(client, run_id, "stop", meta={"timed_out": timed_out})
-            try:
-                sink.popen.wait(timeout=30.0)
-            except subprocess.TimeoutExpired:
-                pass
-            stop_processes(locals_, testbed.stop_grace_s + 5.0, term_wait_s=5.0)
-            crashed = first_crashed(locals_)
-            if crashed is not None:
-                raise StartError(f"{crashed.process.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
-            summary_path = out / "summary.json"
-            if not summary_path.is_file():
-                raise StartError(f"the sink wrote no tables; {sink.log_path}:\n{sink.tail()}")
-            summary = json.loads(summary_path.read_text())
-            keys = ("count", "completed", "dropped", "latency_p50_s", "latency_p99_s", "slo_attainment", "mean_batch_size", "complete")
-            log(f"[{host_name}] run {run_id} {'timed out' if timed_out else 'done'}: "
-                + json.dumps({k: summary.get(k) for k in keys}, default=str))  # fmt: skip
-            log(f"[{host_name}] wrote {out}: requests.parquet, batches.parquet, summary.json, logs/, stats/")
-            if testbed.stop_grace_s:
-                time.sleep(testbed.stop_grace_s)  # the other hosts' roles flush and leave before the broker goes
-            return 1 if timed_out else 0
+        self.control = ControlChannel(self.client, self.run_id, source="testbed")
+        ready = subscribe_ready(self.client, self.run_id)
+        try:
+            waited = wait_ready(ready, {p.name for p in self.plan.processes}, settings.startup_timeout_s, check=check)
+        finally:
+            ready.close()
+        epoch = self.control.start(testbed.start_lead_s)
+        self.log(f"[{self.host_name}] every role ready after {waited:.1f}s; clock started (epoch {epoch:.3f})")
+        sink = next(p for p in self.supervisor.procs if p.module == "live.roles.sink")
+        self.supervisor.watch(sink, epoch + settings.timeout_s, interrupts, on_crash=self._crashed, period_s=0.1)
+        timed_out = sink.popen.poll() is None
+        self.control.stop(timed_out=timed_out)
+        try:
+            sink.popen.wait(timeout=30.0)
+        except subprocess.TimeoutExpired:
+            pass
+        self.supervisor.stop(testbed.stop_grace_s + 5.0, term_wait_s=5.0)
+        crashed = self.supervisor.crashed()
+        if crashed is not None:
+            self._crashed(crashed)
+        self._report(sink, timed_out)
+        if testbed.stop_grace_s:
+            time.sleep(testbed.stop_grace_s)  # the other hosts' roles flush and leave before the broker goes
+        return 1 if timed_out else 0
 
-        # not the control host: until the local roles end, or the run's stop
+    def _report(self, sink: RoleProc, timed_out: bool) -> None:
+        summary_path = self.out / "summary.json"
+        if not summary_path.is_file():
+            raise StartError(f"the sink wrote no tables; {sink.log_path}:\n{sink.tail()}")
+        summary = json.loads(summary_path.read_text())
+        keys = ("count", "completed", "dropped", "latency_p50_s", "latency_p99_s", "slo_attainment", "mean_batch_size", "complete")
+        self.log(f"[{self.host_name}] run {self.run_id} {'timed out' if timed_out else 'done'}: "
+                 + json.dumps({k: summary.get(k) for k in keys}, default=str))  # fmt: skip
+        self.log(f"[{self.host_name}] wrote {self.out}: requests.parquet, batches.parquet, summary.json, logs/, stats/")
+
+    def _follow(self, interrupts: Interrupts) -> int:
+        """Not the control host: until the local roles end, or the run's stop (then ``stop_grace_s`` more)."""
+        self._wait_for_stop(interrupts)
+        self.supervisor.stop(self.testbed.stop_grace_s, term_wait_s=5.0)
+        crashed = self.supervisor.crashed()
+        if crashed is not None:
+            self.log(f"[{self.host_name}] {crashed.exit_report()}")
+            return 1
+        self.log(f"[{self.host_name}] done")
+        return 0
+
+    def _wait_for_stop(self, interrupts: Interrupts) -> None:
         import pulsar
 
-        from live.wire.messages import DecodeError, Kind, decode
-
-        watch = client.subscribe(Topics(run_id).control, f"testbed-{host_name}-{os.getpid()}", consumer_type=pulsar.ConsumerType.Shared,
-                                 initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+        procs = self.supervisor.procs
+        grace_s = self.testbed.stop_grace_s + (0.0 if procs else 2.0)
+        watch = self.client.subscribe(Topics(self.run_id).control, f"testbed-{self.host_name}-{os.getpid()}",
+                                      consumer_type=pulsar.ConsumerType.Shared, initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
         stopped_at = None
-        limit = time.monotonic() + plan.exit_after_s() + 30.0
-        while not stopping["signal"] and time.monotonic() < limit:
-            if locals_ and all(item.popen.poll() is not None for item in locals_):
+        limit = time.monotonic() + self.plan.exit_after_s() + 30.0
+        while not interrupts.is_set() and time.monotonic() < limit:
+            if procs and not self.supervisor.alive():
                 break
-            if stopped_at is not None and time.monotonic() - stopped_at > testbed.stop_grace_s + (0.0 if locals_ else 2.0):
+            if stopped_at is not None and time.monotonic() - stopped_at > grace_s:
                 break
             try:
                 msg = watch.receive(timeout_millis=200)
@@ -743,38 +721,25 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
                 message = decode(msg.data())
             except DecodeError:
                 continue
-            if message.kind is Kind.CONTROL and message.meta.get("op") == "stop" and stopped_at is None:
+            if message.op is ControlOp.STOP and stopped_at is None:
                 stopped_at = time.monotonic()
         try:
             watch.unsubscribe()
         except Exception:
             pass
-        stop_processes(locals_, testbed.stop_grace_s, term_wait_s=5.0)
-        crashed = first_crashed(locals_)
-        if crashed is not None:
-            log(f"[{host_name}] {crashed.process.name} exited with code {crashed.popen.returncode}; {crashed.log_path}:\n{crashed.tail()}")
-            return 1
-        log(f"[{host_name}] done")
-        return 0
-    except StartError as error:
-        log(f"[{host_name}] {error}")
-        if client is not None and control:
+
+    def failed(self, error: StartError) -> None:
+        """The run cannot go on: say why, and (on the control host) stop every role."""
+        self.log(f"[{self.host_name}] {error}")
+        if self.client is not None and self.is_control:
             try:
-                send_control(client, run_id, "stop", meta={"failed": str(error)[:200]})
+                (self.control or ControlChannel(self.client, self.run_id, source="testbed")).stop(failed=str(error)[:200])
             except Exception:
                 pass
-        return 1
-    finally:
-        stop_processes(locals_, 0.0 if stopping["signal"] else 2.0, term_wait_s=5.0)
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
-        if broker is not None:
-            broker.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+    def close(self, interrupts: Interrupts) -> None:
+        self.supervisor.stop(0.0 if interrupts.is_set() else 2.0, term_wait_s=5.0)
+        close_connection(self.client, self.broker)
 
 
 # ---------------------------------------------------------------------------
@@ -784,7 +749,7 @@ def run_host(plan: Plan, host_name: str, *, config_path: str, run_id: str, out_d
 
 def _plan_from(testbed_path: str, config_path: str) -> Plan:
     testbed = load_testbed(testbed_path)
-    spec = build_run(load_config(config_path))
+    spec = load_run(config_path)
     return make_plan(testbed, spec)
 
 
@@ -796,7 +761,7 @@ def _local_host(testbed: Testbed) -> str | None:
     return None
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m live.deploy.testbed", description="Deploy a live run on a testbed (see docs/DEPLOY.md).")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -833,47 +798,64 @@ def main(argv=None) -> int:
     s.add_argument("--timeout-s", type=float, default=60.0)
     t = sub.add_parser("stop", help="stop every role of the run")
     broker_args(t)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-
-    try:
-        if args.command in ("print", "run", "check"):
-            plan = _plan_from(args.testbed, args.config)
-            if args.command == "check":
-                for name in plan.hosts_used:
-                    roles = [p.name for p in plan.on(name)] + (["broker"] if plan.broker_host == name else [])
-                    print(f"{name}: {', '.join(roles)}")
-                return 0
-            run_id = args.run_id or "r" + uuid.uuid4().hex[:10]
-            if args.command == "print":
-                sys.stdout.write(print_commands(plan, config_path=args.config, testbed_path=args.testbed, run_id=run_id))
-                return 0
-            host = args.host or _local_host(plan.testbed)
-            if host is None:
-                parser.error("--host is required (no testbed host matches this machine's hostname)")
-            out = args.out or _run_dir(run_id)
-            return run_host(plan, host, config_path=args.config, run_id=run_id, out_dir=out, log=lambda m: print(m, flush=True))
-    except ConfigError as error:
-        print(f"testbed: {error}", file=sys.stderr)
-        return 2
-
-    if args.command == "broker":
-        from live.wire.broker import EmbeddedBroker
-
-        done = {"flag": False}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *a: done.update(flag=True))
-        broker = EmbeddedBroker(args.folder, port=args.port, http_port=args.http_port, host=args.bind).start()
-        pid_file = broker.folder / "testbed-broker.pid"
-        pid_file.write_text(f"{os.getpid()}\n")
-        print(f"broker {broker.url} (metrics {broker.metrics_url}), pulsar-lite pid {broker.pid}, this process pid {os.getpid()} "
-              f"(in {pid_file}; SIGTERM it to stop), data {broker.folder}", flush=True)  # fmt: skip
+    if args.command in ("print", "run", "check"):
         try:
-            while not done["flag"] and broker.running:
-                time.sleep(0.2)
-        finally:
-            broker.stop()
-        return 0
+            return _plan_command(args, parser)
+        except ConfigError as error:
+            print(f"testbed: {error}", file=sys.stderr)
+            return 2
+    if args.command == "broker":
+        return _serve_broker(args)
+    return _control_command(args)
 
+
+def _plan_command(args, parser: argparse.ArgumentParser) -> int:
+    """``check``, ``print`` and ``run``: the commands that read the testbed file and the run config."""
+    plan = _plan_from(args.testbed, args.config)
+    if args.command == "check":
+        for name in plan.hosts_used:
+            roles = [p.name for p in plan.on(name)] + (["broker"] if plan.broker_host == name else [])
+            print(f"{name}: {', '.join(roles)}")
+        return 0
+    run_id = args.run_id or "r" + uuid.uuid4().hex[:10]
+    if args.command == "print":
+        sys.stdout.write(print_commands(plan, config_path=args.config, testbed_path=args.testbed, run_id=run_id))
+        return 0
+    host = args.host or _local_host(plan.testbed)
+    if host is None:
+        parser.error("--host is required (no testbed host matches this machine's hostname)")
+    out = args.out or _run_dir(run_id)
+    return run_host(plan, host, config_path=args.config, run_id=run_id, out_dir=out, log=lambda m: print(m, flush=True))
+
+
+def _serve_broker(args) -> int:
+    """``broker``: an embedded pulsar-lite in the foreground until SIGTERM or SIGINT."""
+    from live.wire.broker import EmbeddedBroker
+
+    done = {"flag": False}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *a: done.update(flag=True))
+    broker = EmbeddedBroker(args.folder, port=args.port, http_port=args.http_port, host=args.bind).start()
+    pid_file = broker.folder / "testbed-broker.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    print(f"broker {broker.url} (metrics {broker.metrics_url}), pulsar-lite pid {broker.pid}, this process pid {os.getpid()} "
+          f"(in {pid_file}; SIGTERM it to stop), data {broker.folder}", flush=True)  # fmt: skip
+    try:
+        while not done["flag"] and broker.running:
+            time.sleep(0.2)
+    finally:
+        broker.stop()
+    return 0
+
+
+def _control_command(args) -> int:
+    """``prepare``, ``start`` and ``stop``: messages to a run on its broker."""
     client = _connect(args.broker, args.run_id, args.tls_trust_certs_file, wait_s=getattr(args, "wait_s", 0.0))
     try:
         if args.command == "prepare":
@@ -881,20 +863,22 @@ def main(argv=None) -> int:
             print(f"run {args.run_id}: ready subscription created on {args.broker}")
         elif args.command == "start":
             expected = {n.strip() for n in args.expect.split(",") if n.strip()}
+            ready = subscribe_ready(client, args.run_id)
             try:
-                waited = wait_ready(client, args.run_id, expected, args.timeout_s)
+                waited = wait_ready(ready, expected, args.timeout_s)
             except StartError as error:
                 print(f"start: {error}", file=sys.stderr)
                 return 1
-            epoch = send_control(client, args.run_id, "start", lead_s=args.lead_s)
+            finally:
+                ready.close()
+            epoch = ControlChannel(client, args.run_id, source="testbed").start(args.lead_s)
             print(f"run {args.run_id}: {len(expected)} roles ready after {waited:.1f}s; clock starts at epoch {epoch:.3f}")
         else:
-            send_control(client, args.run_id, "stop")
+            ControlChannel(client, args.run_id, source="testbed").stop()
             print(f"run {args.run_id}: stop sent")
     finally:
         client.close()
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

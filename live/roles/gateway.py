@@ -11,7 +11,7 @@ and its actions are carried out the way ``sim/gateway.py`` carries them out:
 - ``DispatchBatch`` becomes one BATCH message (payloads concatenated) on
   ``batches-<executor>``; to a remote executor it first crosses an emulated
   uplink: FIFO per link, held for the serialization time at the link's
-  bandwidth (constant or trace, ``spec.links.Link.serialization_end_s``)
+  bandwidth (``spec.link_queue.LinkQueue``, the model the simulator drives too)
   plus its delay, then published;
 - a RESULT on ``results-<gateway>`` becomes ``BatchFinished`` (or
   ``BatchFailed``) once it has come back over the link (its delay again);
@@ -40,22 +40,21 @@ put messages on a queue::
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
-import math
-import os
 import queue
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from live.config import RunSpec, Topics
-from live.wire.messages import DecodeError, Kind, Message, dead_letter, decode, encode, encode_batch, encode_control, encode_drop, encode_result
-from live.roles.role import percentiles
+from live.wire.messages import ControlOp, DecodeError, Kind, Message, dead_letter, decode, encode_batch, encode_control
+from live.roles.gateway_agenda import Agenda, Due
+from live.roles.gateway_flights import Flight, Flights
+from live.roles.gateway_intake import RequestIntake
+from live.roles.gateway_metrics import GatewayMetrics
+from live.roles.gateway_records import RecordWriter, plain, record_meta
+from live.roles.gateway_telemetry import PlannerTelemetry
 from policies.actions import CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
 from policies.events import (
-    ArrivalRateMeasured,
-    BandwidthMeasured,
     BatchFailed,
     BatchFinished,
     Event,
@@ -64,75 +63,15 @@ from policies.events import (
     RequestArrived,
     TimerFired,
 )
-from spec.links import Link
+from spec.link_queue import LinkQueue
 from spec.records import DropReason
 
-__all__ = ["LinkEmulator", "Gateway", "main"]
+__all__ = ["Gateway", "main"]
 
 log = logging.getLogger("edgebatch.live")
 
-_TIMER, _UPLINK, _RETURN, _TELEMETRY, _REDELIVER = 0, 1, 2, 3, 4
 #: seconds of silence from the executors, with batches in flight, before nudging the broker (see Gateway._nudge)
 NUDGE_S = 0.02
-
-
-class LinkEmulator:
-    """An uplink in user space: transfers leave in FIFO order, one at a time.
-
-    ``send(now_s, size_bytes)`` returns when the transfer has arrived: it
-    starts when the previous one has left, serializes at the link's
-    bandwidth (waiting out outages of a trace), then takes ``delay_s``;
-    exactly ``sim.link.LinkChannel``'s arithmetic.
-    """
-
-    def __init__(self, link: Link):
-        self.link = link
-        self.free_at_s = 0.0
-        self.bytes_sent = 0
-
-    def send(self, now_s: float, size_bytes: float) -> float:
-        start_s = self.free_at_s if self.free_at_s > now_s else now_s
-        sent_s = self.link.serialization_end_s(start_s, size_bytes)
-        self.free_at_s = sent_s
-        self.bytes_sent += size_bytes
-        return sent_s + self.link.delay_s
-
-
-@dataclass
-class _Flight:
-    local_id: int
-    executor: str
-    ids: tuple[int, ...]
-    dispatched_s: float
-    memory_mb: int | None
-    size_bytes: int
-    planned_arrival_s: float
-    arrived_s: float = math.nan
-    state: str = "uplink"  # uplink -> sent -> returning
-    attempt: int = 0  # the scheduler's retry number of these requests (DispatchBatch.attempt)
-    data: bytes | None = None  # the published batch, kept until its result is back (to publish it again)
-    resends: int = 0  # times published again for want of a result (live.redeliver_after_s)
-    published: int = -1  # publication order among this gateway's batches
-
-
-def _plain(value):
-    """JSON-safe plain data (numpy numbers to floats, non-finite to None)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    kind = getattr(getattr(value, "dtype", None), "kind", "")
-    if kind == "b":
-        return bool(value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if isinstance(value, int) or kind in ("i", "u"):
-        return int(value)
-    return number if math.isfinite(number) else None
 
 
 class _TopicProducer:
@@ -151,6 +90,10 @@ class Gateway:
     ``now()`` is the run's clock. Feed messages with ``on_request`` and
     ``on_result``; call ``poll()`` often: it delivers what is due and
     returns when it next needs to be called (None: only on a message).
+    Its collaborators: ``intake`` (which requests it takes), ``agenda``
+    (what is due when), ``flights`` (batches in flight, redelivery),
+    ``records`` (what the sink hears), ``telemetry`` (what the planner
+    hears), ``metrics`` (what it measures about itself).
     """
 
     def __init__(self, spec: RunSpec, name: str, topics: Topics, send: Callable[..., None], now: Callable[[], float]):
@@ -164,88 +107,61 @@ class Gateway:
         self.reachable = cluster.reachable(name)
         self.links = {n: cluster.link(name, n) for n in self.reachable}
         self.links = {n: link for n, link in self.links.items() if link is not None}
-        self.emulators = {n: LinkEmulator(link) for n, link in self.links.items()} if spec.settings.emulate_links else {}
-        arrivals = spec.arrivals
-        self.count = len(arrivals)
-        self.source_index = arrivals.source_index
-        self.sources = {s.name: (i, s) for i, s in enumerate(arrivals.sources) if s.gateway == name}
+        self.emulators = {n: LinkQueue(link) for n, link in self.links.items()} if spec.settings.emulate_links else {}
         self.expected = spec.expected_at(name)
-        self.seen = bytearray(self.count)
         self.payloads: dict[int, bytes] = {}
-        self.flights: dict[int, _Flight] = {}
-        self.heap: list = []
-        self._seq = 0
-        self._timer_generation: dict[str, int] = {}
-        self._generation = 0
+        self.intake = RequestIntake(name, spec.arrivals)
+        self.agenda = Agenda()
+        self.flights = Flights(spec.settings.redeliver_after_s)
+        self.records = RecordWriter(name, topics.records, send)
+        self.metrics = GatewayMetrics()
+        self.telemetry = PlannerTelemetry(spec.settings.telemetry_period_s, self.links)
         self.arrivals_seen = 0
         self.ended = 0
-        self._arrived_since = 0
-        self.period_s = spec.settings.telemetry_period_s
         self.plans: list[dict] = []
-        self.timer_late_s: list[float] = []
-        self.uplink_late_s: list[float] = []
-        self.ingest_lag_s: list[float] = []
-        self.counts = {"duplicate_requests": 0, "duplicate_results": 0, "dead_letters": 0, "batches": 0, "drops": 0, "retries": 0,
-                       "redelivered": 0}
         self.redeliver_after_s = spec.settings.redeliver_after_s
-        self._published = 0
-        self._last_nudge_s = -math.inf
-        #: per executor: when its last result came, and the latest publication among its batches with a result
-        self._last_result_s: dict[str, float] = {}
-        self._latest_done: dict[str, int] = {}
-        #: most requests held at once (queued in the scheduler or in flight): bounded by the batching policy's
-        #: max_queue and max_inflight, whatever the offered load
-        self.peak_pending = 0
-        #: most resident memory seen (sampled every 100 arrivals and at the end), MB
-        self.peak_rss_mb: float | None = None
         #: a live.eventlog.EventLog recording every event and the actions it gave (live.event_log), or None
         self.event_log = None
         self._act = {
             DispatchBatch: self._dispatch,
-            StartTimer: self._start_timer,
-            CancelTimer: self._cancel_timer,
+            StartTimer: lambda action: self.agenda.start_timer(action.timer_id, action.at_s),
+            CancelTimer: lambda action: self.agenda.cancel_timer(action.timer_id),
             DropRequest: self._drop,
             NotePlan: self._note_plan,
         }
+        self._due = {Due.TIMER: self._timer, Due.UPLINK: self._arrive, Due.RETURN: self._complete, Due.REDELIVER: self._redeliver,
+                     Due.TELEMETRY: self._telemetry}  # fmt: skip
         if self.scheduler.planner is not None:
-            self._push(self.period_s, _TELEMETRY, None)
+            self.agenda.push(self.telemetry.period_s, Due.TELEMETRY)
 
     @property
     def done(self) -> bool:
         """Every request of this gateway arrived and ended (completed or dropped)."""
         return self.arrivals_seen >= self.expected and self.ended >= self.expected
 
-    # -- the loop's side ---------------------------------------------------------
-    def _push(self, due_s: float, kind: int, item) -> None:
-        self._seq += 1
-        heapq.heappush(self.heap, (due_s, self._seq, kind, item))
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.metrics.counts
 
+    @property
+    def timer_late_s(self) -> list[float]:
+        return self.metrics.timer_late_s
+
+    # -- the loop's side ---------------------------------------------------------
     def poll(self) -> float | None:
         """Deliver everything due now; return the next due time (None: nothing scheduled)."""
         nudge_at_s = self._nudge()
-        heap = self.heap
-        while heap:
+        while True:
             now_s = self.now()
-            due_s = heap[0][0]
-            if due_s > now_s:
-                return due_s if nudge_at_s is None else min(due_s, nudge_at_s)
-            _, _, kind, item = heapq.heappop(heap)
-            if kind == _TIMER:
-                timer_id, generation, at_s = item
-                if self._timer_generation.get(timer_id) != generation:
-                    continue  # cancelled or restarted since
-                del self._timer_generation[timer_id]
-                self.timer_late_s.append(now_s - at_s)
-                self.handle(TimerFired(now_s=now_s, timer_id=timer_id, late_s=now_s - at_s))
-            elif kind == _UPLINK:
-                self._arrive(item, now_s)
-            elif kind == _RETURN:
-                self._complete(*item)
-            elif kind == _REDELIVER:
-                self._redeliver(*item)
-            else:
-                self._telemetry(now_s)
-        return nudge_at_s
+            entry = self.agenda.pop_due(now_s)
+            if entry is None:
+                break
+            kind, item = entry
+            self._due[kind](item, now_s)
+        due_s = self.agenda.next_due_s()
+        if due_s is None or nudge_at_s is None:
+            return nudge_at_s if due_s is None else due_s
+        return min(due_s, nudge_at_s)
 
     def _nudge(self) -> float | None:
         # pulsar-lite (0.2) sometimes leaves a message published on a quiet topic
@@ -254,16 +170,14 @@ class Gateway:
         # message on our own results topic after NUDGE_S of silence wakes it.
         # Harmless on a real Pulsar: the gateway ignores these.
         # returns when to look again (None: nothing in flight)
-        sent = [f.arrived_s for f in self.flights.values() if f.state == "sent"]
-        if not sent:
+        quiet_since_s = self.flights.quiet_since_s()
+        if quiet_since_s is None:
             return None
         now_s = self.now()
-        heard_s = max(self._last_result_s.values(), default=-math.inf)
-        quiet_since_s = max(heard_s, self._last_nudge_s, max(sent))
         if now_s - quiet_since_s < NUDGE_S:
             return quiet_since_s + NUDGE_S
-        self._last_nudge_s = now_s
-        self.send(self.topics.results(self.name), encode_control("nudge", source=self.name))
+        self.flights.nudged(now_s)
+        self.send(self.topics.results(self.name), encode_control(ControlOp.NUDGE, source=self.name))
         return now_s + NUDGE_S
 
     def handle(self, event: Event) -> None:
@@ -275,8 +189,13 @@ class Gateway:
         for action in actions:
             act[type(action)](action)
 
+    def _timer(self, item, now_s: float) -> None:
+        timer_id, at_s = item
+        self.metrics.timer_late_s.append(now_s - at_s)
+        self.handle(TimerFired(now_s=now_s, timer_id=timer_id, late_s=now_s - at_s))
+
     def _dead(self, raw: bytes, reason: str, topic: str) -> None:
-        self.counts["dead_letters"] += 1
+        self.metrics.counts["dead_letters"] += 1
         dead_letter(_TopicProducer(self.send, self.topics.dead_letter), raw, reason, topic)
 
     # -- requests ------------------------------------------------------------------
@@ -287,32 +206,19 @@ class Gateway:
         except DecodeError as error:
             self._dead(raw, str(error), topic)
             return
-        problem = None
-        request_id = -1
-        if message.kind is not Kind.REQUEST:
-            problem = f"unexpected: a {message.kind.name} message on a requests topic"
-        elif message.source not in self.sources:
-            problem = f"unexpected: request from unknown source {message.source!r} (sources of {self.name}: {sorted(self.sources)})"
-        else:
-            try:
-                request_id = int(message.request_id)
-            except ValueError:
-                request_id = -1
-            if not 0 <= request_id < self.count or self.source_index[request_id] != self.sources[message.source][0]:
-                problem = f"unexpected: request id {message.request_id!r} is not one of {message.source}'s"
+        request_id, problem = self.intake.check(message)
         if problem is not None:
             self._dead(raw, problem, topic)
             return
-        if self.seen[request_id]:
-            self.counts["duplicate_requests"] += 1
+        if not self.intake.first_time(request_id):
+            self.metrics.counts["duplicate_requests"] += 1
             return
-        self.seen[request_id] = 1
         self.arrivals_seen += 1
-        self._arrived_since += 1
+        self.telemetry.arrived()
         now_s = self.now()
-        source = self.sources[message.source][1]
+        source = self.intake.source_of(message)
         arrival_s = float(message.ts.get("arrival_s", now_s))
-        self.ingest_lag_s.append(now_s - arrival_s)
+        self.metrics.ingest_lag_s.append(now_s - arrival_s)
         self.payloads[request_id] = message.payload
         request = Request(
             request_id=request_id,
@@ -322,16 +228,9 @@ class Gateway:
             deadline_s=arrival_s + source.slo_s,
         )
         self.handle(RequestArrived(now_s=now_s, request=request))
-        pending = len(self.payloads)
-        if pending > self.peak_pending:
-            self.peak_pending = pending
+        self.metrics.pending(len(self.payloads))
         if self.arrivals_seen % 100 == 0:
-            self._sample_rss()
-
-    def _sample_rss(self) -> None:
-        rss = _rss_mb()
-        if rss is not None and (self.peak_rss_mb is None or rss > self.peak_rss_mb):
-            self.peak_rss_mb = rss
+            self.metrics.sample_rss()
 
     # -- results ---------------------------------------------------------------------
     def on_result(self, raw: bytes) -> None:
@@ -341,9 +240,9 @@ class Gateway:
         except DecodeError as error:
             self._dead(raw, str(error), topic)
             return
-        if message.kind is Kind.CONTROL and message.meta.get("op") == "nudge":
+        if message.op is ControlOp.NUDGE:
             return  # our own wake-up call for the broker (see _nudge)
-        if message.kind is Kind.CONTROL and message.meta.get("op") == "instances":
+        if message.op is ControlOp.INSTANCES:
             executor, warm = message.meta.get("executor"), message.meta.get("warm")
             if executor in self.scheduler.batchers and isinstance(warm, int):
                 self.handle(InstanceStateChanged(now_s=self.now(), executor=executor, warm_instances=warm))
@@ -356,57 +255,38 @@ class Gateway:
         if local_id is None:
             self._dead(raw, f"unexpected: {message.kind.name} {message.batch_id!r} on {self.name}'s results topic", topic)
             return
-        if local_id >= self.counts["batches"]:  # batch ids count up from 0, one per dispatch (retries included)
+        if local_id >= self.metrics.counts["batches"]:  # batch ids count up from 0, one per dispatch (retries included)
             self._dead(raw, f"unexpected: a result for batch {message.batch_id!r}, which {self.name} never dispatched", topic)
             return
         flight = self.flights.get(local_id)
         if flight is None or flight.state != "sent":
-            self.counts["duplicate_results"] += 1  # at-least-once: a result seen before
+            self.metrics.counts["duplicate_results"] += 1  # at-least-once: a result seen before
             return
-        self._last_result_s[flight.executor] = self.now()
-        if flight.published > self._latest_done.get(flight.executor, -1):
-            self._latest_done[flight.executor] = flight.published
-        flight.state = "returning"
+        self.flights.result_came(flight, self.now())
         link = self.links.get(flight.executor) if self.emulators else None
         if link is not None and link.delay_s > 0:
-            self._push(self.now() + link.delay_s, _RETURN, (local_id, message))
+            self.agenda.push(self.now() + link.delay_s, Due.RETURN, (local_id, message))
         else:
-            self._complete(local_id, message)
+            self._complete((local_id, message), self.now())
 
-    def _complete(self, local_id: int, message: Message) -> None:
-        now_s = self.now()
+    def _complete(self, item: tuple[int, Message], now_s: float) -> None:
+        local_id, message = item
         flight = self.flights.pop(local_id)
         key = f"{self.name}:{local_id}"
         meta = message.meta
-        redelivered = meta.get("redelivered", 0)
-        redelivered = redelivered if isinstance(redelivered, int) and not isinstance(redelivered, bool) and redelivered > 0 else 0
-        redelivered += flight.resends  # the broker's redeliveries plus this gateway's own
-        common = {"executor": flight.executor, "gateway": self.name, "memory_mb": flight.memory_mb or 0,
-                  "worker": message.source, "cost": float(meta.get("cost", 0.0) or 0.0),
-                  "cold_start_s": float(meta.get("cold_start_s", 0.0) or 0.0),
-                  "attempt": flight.attempt, "redelivered": redelivered}  # fmt: skip
-        arrived_s = flight.arrived_s
-        if not self.emulators and flight.executor in self.links:
-            # a real link (a testbed): the batch arrived when its worker received it (the
-            # worker's clock: synchronized clocks, docs/DEPLOY.md); with emulation the
-            # gateway itself held it for the link's time
-            received_s = message.ts.get("received_s")
-            if isinstance(received_s, (int, float)) and not isinstance(received_s, bool) and received_s >= arrived_s:
-                arrived_s = float(received_s)
+        # over a real link (a testbed, no emulation) the batch arrived when its worker received it
+        arrived_s = flight.arrival_s(message, real_link=not self.emulators and flight.executor in self.links)
         ts = {"dispatched_s": flight.dispatched_s, "arrived_s": arrived_s, "completed_s": now_s}
         ids = [str(i) for i in flight.ids]
         if meta.get("failed"):
             reason = str(meta.get("reason") or DropReason.EXECUTOR_FAILED)
-            self.send(self.topics.records, encode(Message(
-                kind=Kind.CONTROL, ids=tuple(ids), sizes=(0,) * len(ids), source=self.name, trace_id=key, ts=ts,
-                meta={**common, "op": "batch_failed", "batch_id": key, "reason": reason},
-            )))  # fmt: skip
+            self.records.batch_failed(key, ids, reason=reason, ts=ts, meta=record_meta(self.name, flight, message))
             self.handle(BatchFailed(now_s=now_s, batch_id=local_id, executor=flight.executor, reason=reason))
             return
         stamps = {k: v for k, v in message.ts.items() if k in ("received_s", "start_s", "end_s", "service_s")}
         service_s = float(stamps.get("service_s", stamps.get("end_s", 0.0) - stamps.get("start_s", 0.0)))
         labels = message.labels if message.labels is not None and len(message.labels) == len(ids) else None
-        self.send(self.topics.records, encode_result(key, ids, source=self.name, labels=labels, ts={**stamps, **ts}, meta=common))
+        self.records.completed(key, ids, labels=labels, ts={**stamps, **ts}, meta=record_meta(self.name, flight, message))
         self.ended += len(ids)
         payloads = self.payloads
         for request_id in flight.ids:
@@ -414,15 +294,12 @@ class Gateway:
         self.handle(BatchFinished(now_s=now_s, batch_id=local_id, executor=flight.executor, service_s=service_s))
 
     # -- telemetry -------------------------------------------------------------------
-    def _telemetry(self, now_s: float) -> None:
+    def _telemetry(self, item, now_s: float) -> None:
         if self.done:
             return
-        self._push(now_s + self.period_s, _TELEMETRY, None)
-        rate = self._arrived_since / self.period_s
-        self._arrived_since = 0
-        self.handle(ArrivalRateMeasured(now_s=now_s, rate_rps=rate))
-        for executor, link in self.links.items():
-            self.handle(BandwidthMeasured(now_s=self.now(), executor=executor, bandwidth_MBps=link.bandwidth_at(now_s)))
+        self.agenda.push(now_s + self.telemetry.period_s, Due.TELEMETRY)
+        for event in self.telemetry.events(now_s, self.now):
+            self.handle(event)
 
     # -- actions -----------------------------------------------------------------------
     def _dispatch(self, action: DispatchBatch) -> None:
@@ -436,82 +313,60 @@ class Gateway:
             key, [str(r) for r in ids], payloads, source=self.name, ts={"dispatched_s": now_s},
             meta={"executor": executor, "memory_mb": action.memory_mb, "local_id": action.batch_id, "attempt": action.attempt},
         )  # fmt: skip
-        self.counts["batches"] += 1
+        self.metrics.counts["batches"] += 1
         if action.attempt:
-            self.counts["retries"] += 1
+            self.metrics.counts["retries"] += 1
         emulator = self.emulators.get(executor)
         planned_s = now_s if emulator is None else emulator.send(now_s, size_bytes)
-        flight = _Flight(action.batch_id, executor, tuple(ids), now_s, action.memory_mb, size_bytes, planned_s, attempt=action.attempt)
-        self.flights[action.batch_id] = flight
+        self.flights.add(Flight(action.batch_id, executor, tuple(ids), now_s, action.memory_mb, size_bytes, planned_s, attempt=action.attempt))
         if emulator is None:
             self._arrive((action.batch_id, data), now_s)
         else:
-            self._push(planned_s, _UPLINK, (action.batch_id, data))
+            self.agenda.push(planned_s, Due.UPLINK, (action.batch_id, data))
 
     def _arrive(self, item, now_s: float) -> None:
         local_id, data = item
-        flight = self.flights[local_id]
-        flight.arrived_s = now_s
-        flight.state = "sent"
-        flight.published = self._published
-        self._published += 1
-        self.uplink_late_s.append(now_s - flight.planned_arrival_s)
+        flight = self.flights.published(local_id, now_s, data)
+        self.metrics.uplink_late_s.append(now_s - flight.planned_arrival_s)
         self.send(self.topics.batches(flight.executor), data)
         if self.redeliver_after_s is not None:
-            flight.data = data
-            self._push(now_s + self.redeliver_after_s, _REDELIVER, (local_id, 0))
+            self.agenda.push(now_s + self.redeliver_after_s, Due.REDELIVER, (local_id, 0))
 
-    def _redeliver(self, local_id: int, resends: int) -> None:
+    def _redeliver(self, item: tuple[int, int], now_s: float) -> None:
         """No result yet for a published batch: publish it again (at-least-once; the first result wins).
 
         The broker redelivers what a dead worker held; this covers what it
         cannot (pulsar-lite keeps the consumers of a reset connection, and
-        with them their unacknowledged messages). Only a batch that looks
-        stranded goes again: a batch published after it to the same executor
-        has its result already, or that executor sent no result at all for
-        ``redeliver_after_s``; one that merely waits behind others in a
-        backlog does not (that would only add to the load). The wait doubles
-        with each publication.
+        with them their unacknowledged messages). Only a stranded batch goes
+        again (``Flights.stranded``); one that merely waits behind others in
+        a backlog does not (that would only add to the load). The wait
+        doubles with each publication.
         """
+        local_id, resends = item
         flight = self.flights.get(local_id)
         if flight is None or flight.state != "sent" or flight.resends != resends or flight.data is None:
             return
-        now_s = self.now()
-        executor = flight.executor
-        overtaken = self._latest_done.get(executor, -1) > flight.published
-        silent = now_s - self._last_result_s.get(executor, flight.arrived_s) >= self.redeliver_after_s
-        if not (overtaken or silent):
-            self._push(now_s + self.redeliver_after_s, _REDELIVER, (local_id, resends))  # look again later
+        if not self.flights.stranded(flight, now_s):
+            self.agenda.push(now_s + self.redeliver_after_s, Due.REDELIVER, (local_id, resends))  # look again later
             return
         flight.resends += 1
-        self.counts["redelivered"] += 1
+        self.metrics.counts["redelivered"] += 1
         log.warning("%s: no result for batch %s:%d after %.1fs; publishing it again", self.name, self.name, local_id,
                     self.redeliver_after_s * 2**resends)  # fmt: skip
         self.send(self.topics.batches(flight.executor), flight.data)
-        self._push(self.now() + self.redeliver_after_s * 2 ** flight.resends, _REDELIVER, (local_id, flight.resends))
-
-    def _start_timer(self, action: StartTimer) -> None:
-        self._generation += 1
-        self._timer_generation[action.timer_id] = self._generation
-        self._push(action.at_s, _TIMER, (action.timer_id, self._generation, action.at_s))
-
-    def _cancel_timer(self, action: CancelTimer) -> None:
-        self._timer_generation.pop(action.timer_id, None)
+        self.agenda.push(self.now() + self.redeliver_after_s * 2 ** flight.resends, Due.REDELIVER, (local_id, flight.resends))
 
     def _drop(self, action: DropRequest) -> None:
         self.payloads.pop(action.request_id, None)
-        self.counts["drops"] += 1
+        self.metrics.counts["drops"] += 1
         self.ended += 1
-        self.send(self.topics.records, encode_drop([str(action.request_id)], action.reason, source=self.name, ts={"dropped_s": self.now()}))
+        self.records.dropped(action.request_id, action.reason, self.now())
 
     def _note_plan(self, action: NotePlan) -> None:
-        plan = _plain({"at_s": action.at_s, "gateway": self.name, **action.plan.as_dict()})
+        plan = plain({"at_s": action.at_s, "gateway": self.name, **action.plan.as_dict()})
         plan.setdefault("trigger", action.trigger)
         self.plans.append(plan)
-        self.send(self.topics.records, encode(Message(
-            kind=Kind.CONTROL, ids=(), sizes=(), source=self.name, trace_id="", ts={"at_s": float(action.at_s)},
-            meta={"op": "plan", "plan": plan},
-        )))  # fmt: skip
+        self.records.plan(action.at_s, plan)
 
     def close(self) -> None:
         """End of run before every request ended: queued requests are dropped (``run_ended``)."""
@@ -522,10 +377,6 @@ class Gateway:
         for action in actions:
             self._act[type(action)](action)
 
-    def _final_rss(self) -> float | None:
-        self._sample_rss()
-        return self.peak_rss_mb
-
     def stats(self) -> dict:
         return {
             "gateway": self.name,
@@ -534,28 +385,9 @@ class Gateway:
             "ended": self.ended,
             "in_flight": len(self.flights),
             "plans": len(self.plans),
-            **self.counts,
-            "timer_late_s": percentiles(self.timer_late_s),
-            "uplink_late_s": percentiles(self.uplink_late_s),
-            "ingest_lag_s": percentiles(self.ingest_lag_s),
             "link_bytes": {n: e.bytes_sent for n, e in self.emulators.items()},
-            "peak_pending": self.peak_pending,
-            "peak_rss_mb": self._final_rss(),
+            **self.metrics.as_dict(),
         }
-
-
-def _rss_mb() -> float | None:
-    """This process's resident memory now, in MB (None where /proc does not say).
-
-    Not ``getrusage``'s peak: a process started by fork and exec inherits its
-    parent's peak (the orchestrator's, with torch loaded in a test).
-    """
-    try:
-        with open("/proc/self/statm") as fp:
-            resident_pages = int(fp.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
 
 
 # ---------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 One pool process per serverless executor consumes ``batches-<executor>``
 and hands each batch to an instance: a ``python -m live.roles.worker --stdio``
 subprocess, fed over its stdin and read from its stdout in the binary codec
-(length-prefixed frames; never pickle). It follows the simulator's pool
-(``sim/serverless.py``):
+(length-prefixed frames; never pickle). The decisions are the model's
+(``spec.instance_pool.InstancePool``, which the simulator's pool drives too);
+this driver starts and stops the processes and feeds it the wall clock:
 
 - an idle warm instance of the batch's memory size (the most recently used)
   runs it; else a new instance starts, so the cold start is real: process
@@ -44,13 +45,13 @@ import random
 import subprocess
 import sys
 import threading
-from collections import deque
 from pathlib import Path
 
 from live.config import ExecutorSettings, RunClock, RunSpec, Topics
-from live.wire.messages import DecodeError, Kind, Message, decode, encode_control, encode_result
+from live.wire.messages import ControlOp, DecodeError, Kind, Message, decode, encode_control, encode_result
 from live.roles.role import percentiles
 from live.roles.worker import accept_batch, failure_result, read_frame, redeliveries, write_frame
+from spec.instance_pool import InstancePool, JobFailed, RetireInstance, RunOnInstance, StartInstance, WarmCountChanged
 from spec.records import DropReason
 from spec.topology import ServerlessSpec
 
@@ -63,17 +64,16 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 class Instance:
     """One function instance: a worker subprocess of a fixed memory size."""
 
-    def __init__(self, name: str, memory_mb: int, threads: int, proc: subprocess.Popen, spawned_s: float):
+    def __init__(self, instance_id: int, name: str, memory_mb: int, threads: int, proc: subprocess.Popen, spawned_s: float):
+        self.instance_id = instance_id  # the model's
         self.name = name
         self.memory_mb = memory_mb
         self.threads = threads
         self.proc = proc
         self.spawned_s = spawned_s
         self.ready_s: float | None = None
-        self.cold_start_s = 0.0
-        self.state = "starting"  # starting -> busy <-> idle -> retired
-        self.job = None  # (pulsar message, Message, received_s, cold_start_s) of the batch it runs
-        self.idle_until = 0.0
+        self.cold_start_s = 0.0  # of the batch it runs
+        self.retired = False  # stopped by the pool, or exited
         self.batches = 0
         self.crash_in_run = False  # fault injection: dies in the middle of its next batch
 
@@ -97,16 +97,13 @@ class Pool:
         self.ack = ack
         self.name = name
         self.gateways = [g for g in spec.gateways if executor in spec.cluster.reachable(g)]
-        self.idle: dict[int, list[Instance]] = {}
-        self.instances: list[Instance] = []  # alive: starting, busy or idle
-        self.warm = 0
-        self.waiting: deque = deque()
-        self.spawned = 0
+        # jobs are (pulsar message, Message, received_s, memory_mb)
+        self.model = InstancePool.from_spec(self.espec)
+        self.instances: dict[int, Instance] = {}  # alive (starting, busy or idle) by the model's id
         self.cold_starts: list[float] = []
         self.services: list[float] = []
         self.billed = 0.0
         self.failed = 0
-        self.peak = 0
         self.failure_probability = float(getattr(self.espec, "failure_probability", 0.0) or 0.0)
         self._faults = random.Random(f"edgebatch-faults/{spec.seed}/{executor}")
         self.injected = {"cold_start": 0, "execution": 0}
@@ -117,22 +114,38 @@ class Pool:
         memory_mb = message.meta.get("memory_mb")
         if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb <= 0:
             memory_mb = self.espec.memory_mb
-        job = (msg, message, received_s, memory_mb)
-        idle = self.idle.get(memory_mb)
-        if idle:
-            self._run_warm(idle.pop(), job)
-        elif len(self.instances) < self.espec.max_instances:
-            self._spawn(job)
-        elif self._reclaim_other(memory_mb):
-            self._spawn(job)
-        else:
-            self.waiting.append(job)
+        self._apply(self.model.submit(received_s, (msg, message, received_s, memory_mb), memory_mb))
 
-    def _spawn(self, job) -> None:
-        memory_mb = job[3]
+    @property
+    def warm(self) -> int:
+        return self.model.warm
+
+    @property
+    def spawned(self) -> int:
+        return self.model.cold_starts
+
+    def _apply(self, actions, exited: tuple[Instance, int] | None = None) -> None:
+        """Carry out the model's actions (``exited``: the dead instance and its exit code, for ``JobFailed``)."""
+        for action in actions:
+            if isinstance(action, StartInstance):
+                self._spawn(action.instance_id, action.memory_mb)
+            elif isinstance(action, RunOnInstance):
+                instance = self.instances[action.instance_id]
+                instance.crash_in_run = self._fails()
+                self._run(instance, action.job)
+            elif isinstance(action, RetireInstance):
+                self._stop(self.instances.pop(action.instance_id))
+            elif isinstance(action, WarmCountChanged):
+                data = encode_control(ControlOp.INSTANCES, source=self.name, meta={"executor": self.executor, "warm": action.warm})
+                for gateway in self.gateways:
+                    self.send(self.topics.results(gateway), data)
+            elif isinstance(action, JobFailed):
+                self._fail(action.job, *exited)
+            # ExpireAt: the main loop polls expire()
+
+    def _spawn(self, instance_id: int, memory_mb: int) -> None:
         threads = self.settings.threads_for(memory_mb)
-        self.spawned += 1
-        name = f"{self.executor}-i{self.spawned}"
+        name = f"{self.executor}-i{instance_id}"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         cmd = [
@@ -146,11 +159,9 @@ class Pool:
             self.injected["cold_start"] += 1
         spawned_s = self.clock.now()
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT)
-        instance = Instance(name, memory_mb, threads, proc, spawned_s)
+        instance = Instance(instance_id, name, memory_mb, threads, proc, spawned_s)
         instance.crash_in_run = crash and not crash_in_start
-        instance.job = job
-        self.instances.append(instance)
-        self.peak = max(self.peak, len(self.instances))
+        self.instances[instance_id] = instance
         threading.Thread(target=self._read, args=(instance,), daemon=True, name=f"read-{name}").start()
 
     def _read(self, instance: Instance) -> None:
@@ -166,50 +177,39 @@ class Pool:
         """Fault injection: does the instance that gets the next batch die (``failure_probability``)?"""
         return self.failure_probability > 0 and self._faults.random() < self.failure_probability
 
-    def _run_warm(self, instance: Instance, job) -> None:
-        instance.crash_in_run = self._fails()
-        self._run(instance, job)
-
     def _run(self, instance: Instance, job, cold_start_s: float = 0.0) -> None:
-        instance.state = "busy"
-        instance.job = job
         instance.cold_start_s = cold_start_s
         try:
             if instance.crash_in_run:
                 instance.crash_in_run = False
                 self.injected["execution"] += 1
-                write_frame(instance.proc.stdin, encode_control("crash", source=self.name))
+                write_frame(instance.proc.stdin, encode_control(ControlOp.CRASH, source=self.name))
             write_frame(instance.proc.stdin, job[1].to_bytes())
         except OSError as error:  # it died: its exit comes through the inbox and fails the batch
             log.error("%s: cannot hand over batch %s: %s", instance.name, job[1].batch_id, error)
 
-    def _reclaim_other(self, memory_mb: int) -> bool:
-        for size, idle in self.idle.items():
-            if size != memory_mb and idle:
-                self._retire(idle.pop(0))  # the least recently used
-                return True
-        return False
-
     # -- instances out ---------------------------------------------------------------------
     def on_frame(self, instance: Instance, raw: bytes) -> None:
+        if instance.retired:
+            return  # the last words of an instance the pool has stopped
         try:
             message = decode(raw)
         except DecodeError as error:
             log.error("%s sent a bad frame (%s); stopping it", instance.name, error)
             instance.proc.kill()
             return
-        if message.kind is Kind.CONTROL and message.meta.get("op") == "ready":
+        if message.op is ControlOp.READY:
             now_s = self.clock.now()
             instance.ready_s = now_s
             cold_s = now_s - instance.spawned_s
             self.cold_starts.append(cold_s)
-            self._set_warm(self.warm + 1)
-            self._run(instance, instance.job, cold_start_s=cold_s)
-        elif message.kind is Kind.RESULT and instance.state == "busy":
+            self._apply(self.model.instance_started(now_s, instance.instance_id))
+            self._run(instance, self.model.job(instance.instance_id), cold_start_s=cold_s)
+        elif message.kind is Kind.RESULT and self.model.state(instance.instance_id) == "busy":
             self._finished(instance, message)
 
     def _finished(self, instance: Instance, result: Message) -> None:
-        msg, batch, received_s, memory_mb = instance.job
+        msg, batch, received_s, memory_mb = self.model.job(instance.instance_id)
         gateway = batch.source
         cold_s = instance.cold_start_s
         if result.meta.get("failed"):
@@ -219,8 +219,7 @@ class Pool:
             self.failed += 1
         else:
             service_s = float(result.ts.get("service_s", 0.0))
-            billed_s = service_s + (cold_s if getattr(self.espec.pricing, "bill_cold_start", False) else 0.0)
-            cost = self.espec.pricing.batch_cost(duration_s=billed_s, memory_mb=memory_mb)
+            cost = self.model.batch_cost(duration_s=service_s, cold_start_s=cold_s, memory_mb=memory_mb)
             self.billed += cost
             self.services.append(service_s)
             data = encode_result(
@@ -230,86 +229,44 @@ class Pool:
                       "instance": instance.name, "threads": instance.threads, "redelivered": redeliveries(msg)},
             )  # fmt: skip
         instance.batches += 1
-        instance.job = None
         self.send(self.topics.results(gateway), data)  # published, then acked
         self.ack(msg)
-        self._release(instance)
+        self._apply(self.model.finished(self.clock.now(), instance.instance_id))
 
-    def _release(self, instance: Instance) -> None:
-        if self.waiting:
-            job = self.waiting.popleft()
-            if job[3] == instance.memory_mb:
-                self._run_warm(instance, job)
-            else:  # another memory size cannot reuse this instance: replace it
-                self._retire(instance)
-                self._spawn(job)
-            return
-        if self.espec.keep_alive_s <= 0:
-            self._retire(instance)
-            return
-        instance.state = "idle"
-        instance.idle_until = self.clock.now() + self.espec.keep_alive_s
-        self.idle.setdefault(instance.memory_mb, []).append(instance)
-
-    def _retire(self, instance: Instance) -> None:
-        if instance.state == "retired":
-            return
-        was_warm = instance.ready_s is not None
-        instance.state = "retired"
-        if instance in self.instances:
-            self.instances.remove(instance)
+    def _stop(self, instance: Instance) -> None:
+        instance.retired = True
         try:
             instance.proc.stdin.close()  # end of stdin: the instance exits
         except OSError:
             pass
-        if was_warm:
-            self._set_warm(self.warm - 1)
 
     def on_exit(self, instance: Instance, returncode: int) -> None:
         """An instance process ended: expected after retiring, a crash otherwise."""
-        if instance.state == "retired":
+        if instance.retired:
             return
-        log.error("%s exited with code %s while %s", instance.name, returncode, instance.state)
-        job = instance.job
-        if instance in self.idle.get(instance.memory_mb, []):
-            self.idle[instance.memory_mb].remove(instance)
-        self._retire(instance)
-        if job is not None:
-            msg, batch, received_s, _ = job
-            self.failed += 1
-            self.send(self.topics.results(batch.source), failure_result(
-                batch, source=instance.name, executor=self.executor, reason=DropReason.EXECUTOR_FAILED,
-                detail=f"instance exited with code {returncode}", ts={"received_s": received_s}, meta={"redelivered": redeliveries(msg)},
-            ))  # fmt: skip
-            self.ack(msg)
-        if self.waiting and len(self.instances) < self.espec.max_instances:
-            self._spawn(self.waiting.popleft())
+        log.error("%s exited with code %s while %s", instance.name, returncode, self.model.state(instance.instance_id))
+        self._stop(self.instances.pop(instance.instance_id))
+        self._apply(self.model.failed(self.clock.now(), instance.instance_id), exited=(instance, returncode))
 
-    def _set_warm(self, count: int) -> None:
-        self.warm = count
-        data = encode_control("instances", source=self.name, meta={"executor": self.executor, "warm": count})
-        for gateway in self.gateways:
-            self.send(self.topics.results(gateway), data)
+    def _fail(self, job, instance: Instance, returncode: int) -> None:
+        msg, batch, received_s, _ = job
+        self.failed += 1
+        self.send(self.topics.results(batch.source), failure_result(
+            batch, source=instance.name, executor=self.executor, reason=DropReason.EXECUTOR_FAILED,
+            detail=f"instance exited with code {returncode}", ts={"received_s": received_s}, meta={"redelivered": redeliveries(msg)},
+        ))  # fmt: skip
+        self.ack(msg)
 
     # -- time ------------------------------------------------------------------------------
     def expire(self) -> float | None:
         """Stop instances idle past their keep-alive; return the next expiry (None: none idle)."""
-        now_s = self.clock.now()
-        next_s = None
-        for size, idle in self.idle.items():
-            for instance in list(idle):
-                if instance.idle_until <= now_s:
-                    idle.remove(instance)
-                    self._retire(instance)
-                elif next_s is None or instance.idle_until < next_s:
-                    next_s = instance.idle_until
-        return next_s
+        self._apply(self.model.expire(self.clock.now()))
+        return self.model.next_expiry_s
 
     def shutdown(self, grace_s: float = 5.0) -> None:
         """Stop every instance (end of stdin, then kill after ``grace_s``)."""
-        procs = [i.proc for i in self.instances]
-        for instance in list(self.instances):
-            self._retire(instance)
+        procs = [i.proc for i in self.instances.values()]
+        self._apply(self.model.close(self.clock.now()))
         for proc in procs:
             try:
                 proc.wait(timeout=grace_s)
@@ -321,7 +278,7 @@ class Pool:
         return {
             "executor": self.executor,
             "instances_started": self.spawned,
-            "peak_instances": self.peak,
+            "peak_instances": self.model.peak_instances,
             "cold_start_s": percentiles(self.cold_starts),
             "cold_starts_list_s": self.cold_starts[:100],
             "service_s": percentiles(self.services),

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from live.wire.broker import connect
-from live.config import RunClock, RunSpec, Topics, build_run, load_config
-from live.wire.messages import DecodeError, Kind, decode, encode_control
+from live.config import RunClock, RunSpec, Topics, load_run
+from live.wire.messages import ControlOp, DecodeError, Kind, decode, encode_control
 
 __all__ = ["Role", "common_parser", "TOKEN_ENV", "percentiles"]
 
@@ -91,7 +91,7 @@ class Role:
         self.args = args
         self.started_at = time.monotonic()
         self.name = args.name or f"{default_name}-{os.uname().nodename}-{os.getpid()}"
-        self.spec: RunSpec = build_run(load_config(args.config))
+        self.spec: RunSpec = load_run(args.config)
         self.topics = Topics(args.run_id)
         settings = self.spec.settings
         url = args.broker or settings.broker_url
@@ -136,21 +136,21 @@ class Role:
             self.dead_letter(raw, str(error), self.topics.control)
             consumer.acknowledge(msg)
             return
-        op = message.meta.get("op") if message.kind is Kind.CONTROL else None
+        op = message.op
         if message.kind is not Kind.CONTROL:
             self.dead_letter(raw, f"unexpected: a {message.kind.name} message on the control topic", self.topics.control)
-        elif op == "start":
+        elif op is ControlOp.START:
             epoch = message.meta.get("epoch_unix")
             if not isinstance(epoch, (int, float)) or isinstance(epoch, bool) or not math.isfinite(epoch):
                 self.dead_letter(raw, f"unexpected: a start without a finite epoch_unix ({epoch!r})", self.topics.control)
             elif self._epoch is None:
                 self._epoch = float(epoch)
                 self._started.set()
-        elif op == "stop":
+        elif op is ControlOp.STOP:
             self.stop.set()
             self._started.set()
         else:
-            self.dead_letter(raw, f"unexpected: control op {op!r} (one of start, stop)", self.topics.control)
+            self.dead_letter(raw, f"unexpected: control op {op.value!r} (one of start, stop)", self.topics.control)
         consumer.acknowledge(msg)
 
     def dead_letter(self, raw: bytes, reason: str, source_topic: str) -> None:
@@ -161,7 +161,7 @@ class Role:
     def announce_ready(self) -> None:
         """Tell the orchestrator that this role is connected and subscribed."""
         producer = self.producer(self.topics.ready)
-        producer.send(encode_control("ready", source=self.name, meta={"role": self.stats["role"], "pid": os.getpid()}))
+        producer.send(encode_control(ControlOp.READY, source=self.name, meta={"role": self.stats["role"], "pid": os.getpid()}))
 
     def wait_start(self) -> RunClock | None:
         """Block until the run starts; None when told to stop (or out of time) first."""

@@ -50,7 +50,7 @@ import sys
 import time
 from typing import BinaryIO
 
-from live.wire.messages import Kind, Message, dead_letter, decode, DecodeError, encode_control, encode_result
+from live.wire.messages import ControlOp, Kind, Message, dead_letter, decode, DecodeError, encode_control, encode_result
 
 __all__ = ["ModelRunner", "read_frame", "write_frame", "check_batch", "failure_result", "redeliveries", "CRASH_EXIT_CODE", "main"]
 
@@ -265,7 +265,7 @@ def serve_stdio(argv) -> int:
     if args.crash_before_ready:
         os._exit(CRASH_EXIT_CODE)  # dies in its cold start: imports and model load done, never ready
     crash_next = False
-    write_frame(out, encode_control("ready", source=args.name, meta={"import_s": runner.import_s, "load_s": runner.load_s, "pid": os.getpid()}))
+    write_frame(out, encode_control(ControlOp.READY, source=args.name, meta={"import_s": runner.import_s, "load_s": runner.load_s, "pid": os.getpid()}))
     while True:
         raw = read_frame(inp)
         if raw is None:
@@ -277,7 +277,7 @@ def serve_stdio(argv) -> int:
             log.error("instance got a bad frame: %s", error)
             return 1
         if message.kind is Kind.CONTROL:
-            crash_next = crash_next or message.meta.get("op") == "crash"
+            crash_next = crash_next or message.op is ControlOp.CRASH
             continue
         try:
             labels, outputs, start_s, end_s = runner.run(message, clock.now)

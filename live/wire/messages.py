@@ -26,6 +26,10 @@ optional:
     labels      list[int]            RESULT only: one predicted label per request
     meta        {str: any JSON}      anything else (model, executor, op of a CONTROL message ...)
 
+A CONTROL message carries its operation as ``meta["op"]``, a string, one of
+the values of :class:`ControlOp` (``start``, ``stop``, ``ready``, ...); the
+decoder rejects any other (``header_field``).
+
 Anything malformed raises :class:`DecodeError` with a ``reason`` code (one of
 :data:`REASONS`) and a human-readable ``detail``. A consumer that gets one sends
 the raw bytes to a dead-letter topic (:func:`dead_letter`) and goes on.
@@ -48,6 +52,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "REASONS",
     "Kind",
+    "ControlOp",
     "Message",
     "DecodeError",
     "encode",
@@ -84,6 +89,21 @@ class Kind(enum.IntEnum):
     BATCH = 2
     RESULT = 3
     CONTROL = 4
+
+
+class ControlOp(enum.StrEnum):
+    """The operation of a CONTROL message; on the wire it is its string value, ``meta["op"]``."""
+
+    START = "start"  # orchestrator -> every role: the run's clock starts at meta["epoch_unix"]
+    STOP = "stop"  # orchestrator -> every role: end the run
+    READY = "ready"  # a role (or a pool's instance) -> orchestrator (pool): connected and subscribed
+    EOS = "eos"  # end of a stream
+    DROP = "drop"  # records: these requests ended without a result (meta["reason"])
+    BATCH_FAILED = "batch_failed"  # records: a batch failed (its requests may be retried)
+    PLAN = "plan"  # records: a plan the gateway adopted (meta["plan"])
+    NUDGE = "nudge"  # gateway -> its own results topic: wakes a quiet topic of pulsar-lite
+    INSTANCES = "instances"  # pool -> gateway: how many instances are warm (meta["executor"], meta["warm"])
+    CRASH = "crash"  # pool -> its instance: crash in the next batch (fault injection)
 
 
 class DecodeError(ValueError):
@@ -135,6 +155,11 @@ class Message:
         """The per-request payloads (slices of ``payload``)."""
         mv = memoryview(self.payload)
         return [bytes(mv[o:o + s]) for o, s in zip(self.offsets, self.sizes)]
+
+    @property
+    def op(self) -> ControlOp | None:
+        """A CONTROL message's operation (None for any other kind)."""
+        return ControlOp(self.meta["op"]) if self.kind is Kind.CONTROL else None
 
     def with_ts(self, **stamps: float) -> "Message":
         """A copy with message-level timestamps added or replaced."""
@@ -290,22 +315,29 @@ def encode_result(
 
 
 def encode_control(
-    op: str,
+    op: ControlOp,
     *,
     source: str,
+    ids: Sequence[str] = (),
     ts: Optional[Mapping[str, float]] = None,
     trace_id: str = "",
     meta: Optional[Mapping[str, Any]] = None,
 ) -> bytes:
-    """A control message (e.g. op="eos", end of stream); ``meta["op"]`` holds the op."""
+    """A control message (e.g. ``ControlOp.EOS``, end of stream); ``meta["op"]`` holds the op's string.
+
+    ``ids``: the requests it is about, if any (no payload). Raises
+    ``ValueError`` for an op that is not a :class:`ControlOp`.
+    """
+    op = ControlOp(op)
+    ids = tuple(str(i) for i in ids)
     return encode(Message(
         kind=Kind.CONTROL,
-        ids=(),
-        sizes=(),
+        ids=ids,
+        sizes=(0,) * len(ids),
         source=source,
         trace_id=trace_id,
         ts=dict(ts or {}),
-        meta={**(meta or {}), "op": str(op)},
+        meta={**(meta or {}), "op": op.value},
     ))
 
 
@@ -322,18 +354,9 @@ def encode_drop(
     A CONTROL message with ``meta["op"] == "drop"`` and ``meta["reason"]``,
     carrying the request ids (no payload).
     """
-    ids = tuple(str(i) for i in request_ids)
-    if not ids:
+    if not request_ids:
         raise ValueError("a drop record names at least one request")
-    return encode(Message(
-        kind=Kind.CONTROL,
-        ids=ids,
-        sizes=(0,) * len(ids),
-        source=source,
-        trace_id="",
-        ts=dict(ts or {}),
-        meta={**(meta or {}), "op": "drop", "reason": str(reason)},
-    ))
+    return encode_control(ControlOp.DROP, source=source, ids=request_ids, ts=ts, meta={**(meta or {}), "reason": str(reason)})
 
 
 # ---------------------------------------------------------------------------
@@ -378,8 +401,8 @@ def _ts(v: Any, where: str) -> dict[str, float]:
     return {k: float(x) for k, x in v.items()}
 
 
-def decode(data: bytes | bytearray | memoryview) -> Message:
-    """Parse bytes from the network. Raises :class:`DecodeError` and nothing else."""
+def _split(data: bytes | bytearray | memoryview) -> tuple[int, Kind, dict, bytes]:
+    """The fixed header, the JSON header and the payload: (version, kind, header, payload)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("not_bytes", f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -407,8 +430,10 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         raise DecodeError("header_json", f"header is not valid UTF-8 JSON: {e}") from None
     if not isinstance(head, dict):
         raise DecodeError("header_json", f"header must be a JSON object, got {type(head).__name__}")
-    payload = data[HEADER.size + hlen:]
+    return version, kind, head, data[HEADER.size + hlen:]
 
+
+def _ids_and_sizes(head: dict) -> tuple[list, list, int]:
     ids = _get(head, "ids", list)
     if not all(isinstance(i, str) for i in ids):
         raise _field_error("every entry of 'ids' must be a string")
@@ -420,35 +445,62 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     size_bytes = _get(head, "size_bytes", int)
     if size_bytes < 0:
         raise _field_error("'size_bytes' must be non-negative")
-    source = _get(head, "source", str)
-    trace_id = _get(head, "trace_id", str)
-    ts = _ts(_get(head, "ts", dict), "ts")
+    return ids, sizes, size_bytes
 
+
+def _req_ts(head: dict, ids: list) -> Optional[tuple[dict[str, float], ...]]:
     req_ts = head.get("req_ts")
-    if req_ts is not None:
-        if not isinstance(req_ts, list):
-            raise _field_error(f"field 'req_ts' must be list, got {type(req_ts).__name__}")
-        if len(req_ts) != len(ids):
-            raise _field_error(f"'req_ts' has {len(req_ts)} entries but 'ids' has {len(ids)}")
-        req_ts = tuple(_ts(d, f"req_ts[{i}]") for i, d in enumerate(req_ts))
-    batch_id = _get(head, "batch_id", str, required=kind in (Kind.BATCH, Kind.RESULT))
-    labels = head.get("labels")
-    if labels is not None:
-        if kind is not Kind.RESULT:
-            raise _field_error(f"'labels' only belongs in RESULT messages, not {kind.name}")
-        if not isinstance(labels, list) or not all(_is_int(x) for x in labels):
-            raise _field_error("'labels' must be a list of integers")
-        if len(labels) != len(ids):
-            raise _field_error(f"'labels' has {len(labels)} entries but 'ids' has {len(ids)}")
-        labels = tuple(labels)
-    meta = _get(head, "meta", dict, required=False) or {}
+    if req_ts is None:
+        return None
+    if not isinstance(req_ts, list):
+        raise _field_error(f"field 'req_ts' must be list, got {type(req_ts).__name__}")
+    if len(req_ts) != len(ids):
+        raise _field_error(f"'req_ts' has {len(req_ts)} entries but 'ids' has {len(ids)}")
+    return tuple(_ts(d, f"req_ts[{i}]") for i, d in enumerate(req_ts))
 
+
+def _labels(head: dict, kind: Kind, ids: list) -> Optional[tuple[int, ...]]:
+    labels = head.get("labels")
+    if labels is None:
+        return None
+    if kind is not Kind.RESULT:
+        raise _field_error(f"'labels' only belongs in RESULT messages, not {kind.name}")
+    if not isinstance(labels, list) or not all(_is_int(x) for x in labels):
+        raise _field_error("'labels' must be a list of integers")
+    if len(labels) != len(ids):
+        raise _field_error(f"'labels' has {len(labels)} entries but 'ids' has {len(ids)}")
+    return tuple(labels)
+
+
+def _check_kind(kind: Kind, ids: list, meta: dict) -> None:
+    """What each kind needs: one id for a REQUEST, some for a BATCH or RESULT, a known op for a CONTROL."""
     if kind is Kind.REQUEST and len(ids) != 1:
         raise _field_error(f"a REQUEST carries exactly one id, got {len(ids)}")
     if kind in (Kind.BATCH, Kind.RESULT) and not ids:
         raise _field_error(f"a {kind.name} carries at least one id")
-    if kind is Kind.CONTROL and not isinstance(meta.get("op"), str):
-        raise _field_error("a CONTROL message needs a string meta['op']")
+    if kind is Kind.CONTROL:
+        op = meta.get("op")
+        if not isinstance(op, str):
+            raise _field_error("a CONTROL message needs a string meta['op']")
+        if op not in _CONTROL_OPS:
+            raise _field_error(f"unknown control op {op[:40]!r} (one of {', '.join(_CONTROL_OPS)})")
+
+
+_CONTROL_OPS = tuple(op.value for op in ControlOp)
+
+
+def decode(data: bytes | bytearray | memoryview) -> Message:
+    """Parse bytes from the network. Raises :class:`DecodeError` and nothing else."""
+    version, kind, head, payload = _split(data)
+    ids, sizes, size_bytes = _ids_and_sizes(head)
+    source = _get(head, "source", str)
+    trace_id = _get(head, "trace_id", str)
+    ts = _ts(_get(head, "ts", dict), "ts")
+    req_ts = _req_ts(head, ids)
+    batch_id = _get(head, "batch_id", str, required=kind in (Kind.BATCH, Kind.RESULT))
+    labels = _labels(head, kind, ids)
+    meta = _get(head, "meta", dict, required=False) or {}
+    _check_kind(kind, ids, meta)
 
     total = sum(sizes)
     if size_bytes != total:

@@ -37,7 +37,7 @@ import pytest
 
 from live.wire.broker import topic
 from live.config import build_run
-from live.wire.messages import HEADER, encode_batch, encode_control, encode_request, encode_result
+from live.wire.messages import HEADER, Kind, Message, encode, encode_batch, encode_request, encode_result
 from live.deploy.local import run_live
 from live.roles.sink import SinkState
 from spec.records import BATCH_COLUMNS, REQUEST_COLUMNS
@@ -220,6 +220,11 @@ OUTAGE_FROM_S, OUTAGE_TO_S = 2.0, 4.0
 ROLES_OF_CLOUD_RUN = ("sink", "worker-cloud-0", "worker-cloud-1", "gateway-edge", "source-cam")
 
 
+def forged_control(op: str, source: str) -> bytes:
+    """A CONTROL message with an op that is not a ``ControlOp`` (``encode_control`` refuses to write one)."""
+    return encode(Message(kind=Kind.CONTROL, ids=(), sizes=(), source=source, trace_id="", meta={"op": op}))
+
+
 def bad_messages() -> list[bytes]:
     """Malformed on the wire: random bytes, nothing, a cut header, a wrong version, sizes that do not add up."""
     valid = encode_request("0", b"abcd", source="cam", sent_s=0.0)
@@ -252,7 +257,7 @@ def test_a_link_outage_and_bad_messages_lose_nothing(broker, client, tmp_path):
         "batches-cloud": encode_request("0", b"x", source="cam", sent_s=0.0),  # a request where batches go
         "results-edge": encode_result("edge:99999", ["0"], source="worker", meta={"executor": "cloud"}),  # never dispatched
         "records": encode_result("edge:0", ["123456"], source="edge", meta={"executor": "cloud"}),  # no such request
-        "control": encode_control("reboot", source="intruder"),  # no such op
+        "control": forged_control("reboot", source="intruder"),  # no such op
         "ready": encode_result("x:0", ["0"], source="intruder"),  # not a ready
     }
     expected = {}
@@ -511,12 +516,14 @@ def test_the_command_line_reports_a_bad_setting_without_a_traceback(tmp_path):
 
 def test_the_sink_says_why_a_message_is_not_a_record():
     sink = SinkState(build_run(edge_config(num_requests=3)))
-    from live.wire.messages import decode, encode_drop
+    from live.wire.messages import ControlOp, DecodeError, decode, encode_control, encode_drop
 
     assert sink.add(decode(encode_request("0", b"x", source="cam", sent_s=0.0))).startswith("unexpected: a REQUEST")
     assert "not ids of this run" in sink.add(decode(encode_drop(["7"], "deadline", source="edge")))
     assert "executor 'gpu'" in sink.add(decode(encode_result("edge:0", ["1"], source="edge", meta={"executor": "gpu"})))
-    assert "op 'reboot'" in sink.add(decode(encode_control("reboot", source="x")))
+    assert "op 'eos'" in sink.add(decode(encode_control(ControlOp.EOS, source="x")))
+    with pytest.raises(DecodeError, match="unknown control op 'reboot'"):  # the decoder's dead letter, before the sink
+        decode(forged_control("reboot", source="x"))
     assert sink.add(decode(encode_drop(["2"], "deadline", source="edge"))) is None
     assert sink.ended_count == 1 and sink.ignored == 4
 

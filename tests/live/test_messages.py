@@ -23,6 +23,7 @@ from live.wire.messages import (
     decode_or_dead_letter,
     encode_batch,
     encode_control,
+    encode_drop,
     encode_request,
     encode_result,
 )
@@ -103,6 +104,25 @@ def test_result_round_trip():
 def test_control_round_trip():
     m = decode(encode_control("eos", source="source", ts={"sent_s": 5.0}, meta={"count": 10}))
     assert m.kind is Kind.CONTROL and m.ids == () and m.meta == {"op": "eos", "count": 10}
+
+
+def test_control_ops_are_typed_and_written_as_their_strings():
+    raw = encode_control(M.ControlOp.STOP, source="run", meta={"timed_out": False})
+    assert encode_control("stop", source="run", meta={"timed_out": False}) == raw  # the same bytes as the string
+    assert b'"op":"stop"' in raw
+    m = decode(raw)
+    assert m.op is M.ControlOp.STOP and m.meta["op"] == "stop"
+    assert decode(encode_request("r", b"", source="s", sent_s=0.0)).op is None
+    assert decode(encode_drop(["1"], "deadline", source="gw")).op is M.ControlOp.DROP
+    with pytest.raises(ValueError):
+        encode_control("reboot", source="x")
+
+
+def test_decoder_rejects_an_unknown_control_op():
+    forged = M.encode(M.Message(kind=Kind.CONTROL, ids=(), sizes=(), source="x", trace_id="", meta={"op": "reboot"}))
+    with pytest.raises(DecodeError, match="unknown control op 'reboot'") as info:
+        decode(forged)
+    assert info.value.reason == "header_field"
 
 
 def test_with_ts_adds_stamps():

@@ -1,0 +1,47 @@
+"""Which requests a gateway takes: those of its own sources, each once.
+
+Delivery is at-least-once: a request seen before is a duplicate. A message
+that is not a request of one of this gateway's sources is a problem, said
+in words for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from live.wire.messages import Kind, Message
+from spec.workload import Arrivals
+
+__all__ = ["RequestIntake"]
+
+
+class RequestIntake:
+    def __init__(self, name: str, arrivals: Arrivals):
+        self.name = name
+        self.count = len(arrivals)
+        self.source_index = arrivals.source_index
+        #: this gateway's sources: name -> (index in the workload, source)
+        self.sources = {s.name: (i, s) for i, s in enumerate(arrivals.sources) if s.gateway == name}
+        self.seen = bytearray(self.count)
+
+    def check(self, message: Message) -> tuple[int, str | None]:
+        """The request's index in the workload, or why the message is not a request of this gateway's sources."""
+        if message.kind is not Kind.REQUEST:
+            return -1, f"unexpected: a {message.kind.name} message on a requests topic"
+        if message.source not in self.sources:
+            return -1, f"unexpected: request from unknown source {message.source!r} (sources of {self.name}: {sorted(self.sources)})"
+        try:
+            request_id = int(message.request_id)
+        except ValueError:
+            request_id = -1
+        if not 0 <= request_id < self.count or self.source_index[request_id] != self.sources[message.source][0]:
+            return -1, f"unexpected: request id {message.request_id!r} is not one of {message.source}'s"
+        return request_id, None
+
+    def first_time(self, request_id: int) -> bool:
+        """True the first time ``request_id`` is taken, False for a duplicate."""
+        if self.seen[request_id]:
+            return False
+        self.seen[request_id] = 1
+        return True
+
+    def source_of(self, message: Message):
+        return self.sources[message.source][1]

@@ -1,4 +1,4 @@
-"""Simulator against live: ``python -m experiments.compare [OVERRIDE...]`` or ``--dirs SIM_DIR LIVE_DIR``.
+"""Simulator against live: ``python -m experiments.compare [OVERRIDE...]``, ``--dirs SIM_DIR LIVE_DIR`` or ``--sweep DIR...``; paired strategies: ``--paired DIR``.
 
 With overrides (Hydra syntax, as for ``experiments.run``), composes one
 configuration and runs it on both backends with the same seed and workload,
@@ -6,6 +6,17 @@ into ``<out>/sim`` and ``<out>/live``. With ``--dirs`` it reads two finished
 runs. Either way it prints, per metric, the simulated value, the live value
 and the relative error (sim - live) / live, saves that table as
 ``compare.csv`` and draws both latency CDFs on one plot.
+
+With ``--sweep DIR [DIR2]`` (one sweep over ``backend=sim,live``, or a sim
+sweep and a live sweep) it pairs every configuration's sim and live runs;
+where a side has several repeats (seeds) it compares their means and reports
+the live run-to-run spread (the 95% interval of the live mean, and its
+half-width relative to the live mean) next to each error.
+
+With ``--paired DIR [DIR2] [--baseline k=v] [--candidate k=v]`` it compares
+two strategies run on the same seeds: per metric the baseline mean, the
+candidate mean and the mean per-seed difference with its 95% interval
+(``experiments.paired``), saved as ``paired.csv``.
 """
 
 from __future__ import annotations
@@ -113,23 +124,41 @@ def report(sim_dir: Path, live_dir: Path, out: Path) -> pd.DataFrame:
     return table
 
 
-def compare_sweep(directory: Path) -> pd.DataFrame:
-    """Pair a sweep's sim and live jobs by their other parameters; one row per pair and metric."""
-    from experiments.collect import collect
+def compare_sweep(directory: Path | list[Path]) -> pd.DataFrame:
+    """Pair a sweep's sim and live jobs by their other parameters; one row per configuration and metric.
 
-    table = collect([directory])
-    if "param.backend" not in table:
-        raise SystemExit(f"{directory}: not a sweep over backend=sim,live")
-    keys = [c for c in table.columns if c.startswith("param.") and c != "param.backend"]
+    ``directory``: one folder swept over ``backend=sim,live``, or several (a sim sweep and a live sweep).
+    With several repeats (seeds) per side the means are compared; ``live_low``/``live_high``/``live_n`` are the
+    95% interval of the live mean over its repeats and ``live_spread`` its half-width relative to the live mean.
+    """
+    from experiments.collect import collect, config_columns, config_text, keyed
+    from experiments.stats import interval
+
+    directories = [directory] if isinstance(directory, (str, Path)) else list(directory)
+    table = collect(directories)
+    if table.empty or "backend" not in table or not {"sim", "live"} <= set(table["backend"]):
+        raise SystemExit(f"{', '.join(map(str, directories))}: not a sweep over backend=sim,live (or a sim and a live sweep)")
+    keys = [c for c in config_columns(table) if c not in ("param.backend", "backend")]
+    # a sim sweep and a live sweep may carry different names: then the name does not tell configurations apart
+    if "name" in keys and any(set(g["backend"]) != {"sim", "live"} for _, g in table.groupby("name")):
+        keys.remove("name")
+    table = keyed(table, keys)
+    varying = [k for k in keys if table[k].astype(str).nunique() > 1]
     rows = []
-    for values, group in table.groupby(keys, dropna=False):
-        by_backend = {row["param.backend"]: row for _, row in group.iterrows()}
-        if {"sim", "live"} - set(by_backend):
+    for values, group in table.groupby(keys, dropna=False, sort=False) if keys else [((), table)]:
+        values = values if isinstance(values, tuple) else (values,)
+        sides = {backend: runs for backend, runs in group.groupby("backend")}
+        if {"sim", "live"} - set(sides):
             continue
-        config = ", ".join(f"{k.removeprefix('param.').split('/')[-1]}={v}" for k, v in zip(keys, values if isinstance(values, tuple) else (values,)))
+        config = config_text({k: v for k, v in zip(keys, values) if k in varying}) or "all"
         for metric, (key, _) in METRICS.items():
-            sim, live = float(by_backend["sim"][key]), float(by_backend["live"][key])
-            rows.append({"config": config, "metric": metric, "sim": sim, "live": live, "rel_error": _relative_error(sim, live)})
+            sim_values = sides["sim"][key].to_numpy(dtype=float) if key in sides["sim"] else np.array([math.nan])
+            live_values = sides["live"][key].to_numpy(dtype=float) if key in sides["live"] else np.array([math.nan])
+            sim, live = interval(key, sim_values), interval(key, live_values)
+            spread = live.half_width / abs(live.mean) if live.mean and math.isfinite(live.mean) else math.nan
+            rows.append({"config": config, "metric": metric, "sim": sim.mean, "live": live.mean,
+                         "rel_error": _relative_error(sim.mean, live.mean), "sim_n": sim.n,
+                         "live_low": live.low, "live_high": live.high, "live_n": live.n, "live_spread": spread})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -141,37 +170,104 @@ def summarize_errors(pairs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def report_sweep(directory: Path, out: Path) -> pd.DataFrame:
+def report_sweep(directory: Path | list[Path], out: Path) -> pd.DataFrame:
     pairs = compare_sweep(directory)
     out.mkdir(parents=True, exist_ok=True)
     pairs.to_csv(out / "pairs.csv", index=False)
-    wide = pairs.pivot_table(index="config", columns="metric", values="rel_error", sort=False)
     shown_metrics = ["p50 latency", "p95 latency", "SLO attainment", "mean batch size"]
+    repeated = bool((pairs["live_n"] > 1).any())
+    cells = pairs.assign(cell=[_error_cell(e, s if repeated else math.nan) for e, s in zip(pairs["rel_error"], pairs["live_spread"])])
+    wide = cells.pivot_table(index="config", columns="metric", values="cell", aggfunc="first", sort=False)
     with pd.option_context("display.float_format", "{:+.1%}".format, "display.width", 220):
-        print("relative error (sim - live) / live per configuration:")
+        print("relative error (sim - live) / live per configuration"
+              + (" (± the live run-to-run spread: half-width of the 95% interval of the live mean):" if repeated else ":"))
         print(wide[[m for m in shown_metrics if m in wide]].to_string())
         errors = summarize_errors(pairs)
+        if repeated:
+            errors["median_live_spread"] = pairs.groupby("metric", sort=False)["live_spread"].median()
         print("\nover all configurations:")
         print(errors.to_string())
     errors.to_csv(out / "errors.csv")
+    figures = plot_sweep(pairs, out / "sweep_errors", shown_metrics)
+    print(f"-> {out / 'pairs.csv'}, {out / 'errors.csv'}" + (f", {figures[0]}" if figures else ""))
     return errors
+
+
+def _error_cell(error: float, spread: float) -> str:
+    if not math.isfinite(error):
+        return "-"
+    return f"{100 * error:+.1f}%" + (f" (±{100 * spread:.1f}%)" if math.isfinite(spread) else "")
+
+
+def plot_sweep(pairs: pd.DataFrame, path: Path, metrics: list[str]) -> list[Path]:
+    """Per metric, the relative error of every configuration, with the live spread as its error bar."""
+    metrics = [m for m in metrics if m in set(pairs["metric"])]
+    if not metrics:
+        return []
+    configs = list(dict.fromkeys(pairs["config"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 2.5, 2.2 + 0.4 * len(configs)), sharey=True, squeeze=False)
+    y = np.arange(len(configs))
+    for ax, metric in zip(axes[0], metrics):
+        rows = pairs[pairs["metric"] == metric].set_index("config").reindex(configs)
+        error = rows["rel_error"].astype(float) * 100
+        spread = rows["live_spread"].astype(float).fillna(0) * 100
+        ax.errorbar(error, y, xerr=spread, fmt="o", color="tab:blue", ecolor="tab:grey", capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("(sim - live) / live (%)")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, configs, fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.suptitle("Simulator against live: relative error; bars: live run-to-run spread (95% interval of the live mean)", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = [path.with_suffix(".png"), path.with_suffix(".svg")]
+    fig.tight_layout()
+    for file in written:
+        fig.savefig(file, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return written
 
 
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the configuration to run on both backends")
     parser.add_argument("--dirs", nargs=2, type=Path, metavar=("SIM_DIR", "LIVE_DIR"), help="compare two finished runs instead")
-    parser.add_argument("--sweep", type=Path, help="a multirun folder swept over backend=sim,live: compare every pair")
+    parser.add_argument("--sweep", nargs="+", type=Path, metavar="DIR",
+                        help="a multirun folder swept over backend=sim,live (or a sim sweep and a live sweep): compare every pair")
+    parser.add_argument("--paired", nargs="+", type=Path, metavar="DIR",
+                        help="two strategies run on the same seeds (in one folder, or the baseline's and the candidate's)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="K=V", help="selects the baseline runs (repeatable)")
+    parser.add_argument("--candidate", action="append", default=[], metavar="K=V", help="selects the candidate runs (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/compare/<time>)")
     args = parser.parse_args(argv)
     out = args.out or RESULTS_DIR / "compare" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    if args.paired:
+        return report_paired_dirs(args.paired, args.baseline, args.candidate, args.out or args.paired[0] / "compare_paired")
     if args.sweep:
-        return report_sweep(args.sweep, args.out or args.sweep / "compare")
+        return report_sweep(args.sweep, args.out or args.sweep[0] / "compare")
     if args.dirs:
         sim_dir, live_dir = args.dirs
     else:
         sim_dir, live_dir = run_both(args.overrides, out)
     return report(sim_dir, live_dir, out)
+
+
+def report_paired_dirs(directories: list[Path], baseline: list[str], candidate: list[str], out: Path) -> pd.DataFrame:
+    """``--paired``: one folder (sides told apart by the selectors) or two (the baseline's, then the candidate's)."""
+    from experiments.collect import collect, find_failures, parse_overrides, print_failures
+    from experiments.paired import report_paired
+
+    if len(directories) > 2:
+        raise SystemExit("--paired takes one folder, or two (the baseline's and the candidate's)")
+    tables = [collect([d]) for d in directories]
+    for directory, table in zip(directories, tables):
+        if table.empty:
+            raise SystemExit(f"no runs (summary.json) under {directory}")
+    print_failures(find_failures(directories))
+    base, cand = parse_overrides(baseline), parse_overrides(candidate)
+    if len(tables) == 2:
+        return report_paired(tables[0], base, cand, out, candidate_table=tables[1]).comparison
+    return report_paired(tables[0], base, cand, out).comparison
 
 
 if __name__ == "__main__":

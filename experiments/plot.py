@@ -2,13 +2,17 @@
 
 Draws, as PNG and SVG:
 
-- ``latency_cdf``: latency CDF of every run;
-- ``load``: p50/p95/p99 latency and cost per 1,000 requests against arrival rate, per policy;
-- ``slo_cost``: cost against SLO, and cost against SLO attainment with each policy's Pareto front;
+- ``latency_cdf``: latency CDF of every configuration (its repeats' requests pooled);
+- ``load``: p50/p95/p99 latency, SLO attainment and cost per 1,000 requests against arrival rate, per policy;
+- ``slo_cost``: SLO attainment and cost against SLO, and cost against SLO attainment with each policy's Pareto front;
 - ``timeline_<run>``: arrival rate, link bandwidth, batch sizes per executor, plans and re-plans over time.
 
-Figures that need a spread (several loads, several SLOs) are skipped when the
-runs have none.
+Points are means over a configuration's repeats (seeds); bands and error
+bars are their 95% intervals (``experiments.collect.aggregate``). Each
+series has one colour (and, past ten series, a line style and marker per
+other dimension), a label unique in its legend, and the legend sits beside
+the data. Figures that need a spread (several loads, several SLOs) are
+skipped when the runs have none.
 """
 
 from __future__ import annotations
@@ -25,9 +29,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from experiments.collect import collect
+from experiments.collect import aggregate, collect, config_columns, config_text, keyed
 
-__all__ = ["main", "plot_all"]
+__all__ = ["main", "plot_all", "series_styles"]
+
+#: (line style, marker) per value of the non-colour dimensions
+STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (3, 1, 1, 1, 1, 1)), "P"),
+          ((0, (1, 3)), "X"), ((0, (8, 2, 2, 2)), "*")]  # fmt: skip
+#: preferred dimensions for colour (policies first)
+_COLOUR_FIRST = ("strategy", "planner", "batching", "placement", "policy", "backend", "name")
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -35,89 +45,199 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     fig.tight_layout()
     for path in paths:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return paths
 
 
-def latency_cdf(table: pd.DataFrame, out: Path) -> list[Path]:
+def _palette(count: int) -> list:
+    if count <= 10:
+        return list(plt.get_cmap("tab10").colors[:count])
+    if count <= 20:
+        return list(plt.get_cmap("tab20").colors[:count])
+    return [plt.get_cmap("turbo")(x) for x in np.linspace(0.03, 0.97, count)]
+
+
+def _varying(intervals: pd.DataFrame, exclude=()) -> list[str]:
+    return [c for c in config_columns(intervals) if c not in exclude and intervals[c].astype(str).nunique() > 1]
+
+
+def series_styles(series: pd.DataFrame) -> list[dict]:
+    """Per row of ``series`` (one column per dimension, one row per series): colour, linestyle, marker and label.
+
+    Up to ten series: ten distinct colours. More: one colour per value of the policy-like dimension and a line
+    style and marker per combination of the others, where that fits; else a colormap with a colour per series.
+    """
+    dims = list(series.columns)
+    ranked = sorted(dims, key=lambda d: next((i for i, word in enumerate(_COLOUR_FIRST) if word in d), len(_COLOUR_FIRST)))
+    # the policy-like dimension first in every label
+    labels = [config_text({d: row[d] for d in ranked}) for _, row in series.iterrows()] if dims else ["all"] * len(series)
+    count = len(series)
+    if count <= 10 or len(dims) < 2:
+        # a marker per series too: series that coincide (two policies both at attainment 1) stay visible
+        colours = _palette(count)
+        return [{"color": colours[i], "linestyle": "-", "marker": STYLES[i % len(STYLES)][1], "label": labels[i]} for i in range(count)]
+    colour_dim = ranked[0]
+    others = [d for d in dims if d != colour_dim]
+    colour_values = list(dict.fromkeys(series[colour_dim].astype(str)))
+    other_values = list(dict.fromkeys(series[others].astype(str).apply(tuple, axis=1)))
+    if len(colour_values) <= 10 and len(other_values) <= len(STYLES):
+        colours = _palette(len(colour_values))
+        styles = []
+        for index, (_, row) in enumerate(series.iterrows()):
+            line, marker = STYLES[other_values.index(tuple(row[others].astype(str)))]
+            styles.append({"color": colours[colour_values.index(str(row[colour_dim]))], "linestyle": line, "marker": marker,
+                           "label": labels[index]})  # fmt: skip
+        return styles
+    colours = _palette(count)
+    return [{"color": colours[i], "linestyle": STYLES[i % 4][0], "marker": STYLES[i % len(STYLES)][1], "label": labels[i]}
+            for i in range(count)]  # fmt: skip
+
+
+def _legend_beside(fig, ax, handles=None, labels=None, title=None) -> None:
+    """The legend in its own space right of ``ax`` (never over the data)."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    columns = 1 if len(labels) <= 16 else 2
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, ncol=columns,
+              title=title, title_fontsize=7, frameon=False)  # fmt: skip
+
+
+def _run_groups(table: pd.DataFrame) -> list[list[str]]:
+    """The run folders of each configuration, in ``aggregate``'s order."""
+    keys = config_columns(table)
+    return [list(group["run_dir"]) for _, group in keyed(table, keys).groupby(keys, dropna=False, sort=False)]
+
+
+def latency_cdf(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None = None) -> list[Path]:
+    """One CDF per configuration, its repeats' requests pooled."""
+    intervals = aggregate(table) if intervals is None else intervals
+    dims = _varying(intervals)
+    styles = series_styles(intervals[dims])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for _, run in table.iterrows():
-        requests = pd.read_parquet(Path(run["run_dir"]) / "requests.parquet", columns=["latency_s", "dropped"])
-        latency = np.sort(requests.loc[~requests["dropped"], "latency_s"].to_numpy())
+    for style, runs, n in zip(styles, _run_groups(table), intervals["n"]):
+        requests = pd.concat([pd.read_parquet(Path(r) / "requests.parquet", columns=["latency_s", "dropped"]) for r in runs])
+        latency = np.sort(requests.loc[~requests["dropped"].astype(bool), "latency_s"].to_numpy())
         if len(latency) == 0:
             continue
         # dropped requests never complete: the CDF tops out at the completed fraction
         fraction = np.arange(1, len(latency) + 1) / len(requests)
-        ax.plot(latency * 1000, fraction, label=f"{run['label']} @ {run.get('rate_rps', '')} req/s"[:70])
+        label = style["label"] + (f" (n={n})" if n > 1 and intervals["n"].nunique() > 1 else "")
+        ax.plot(latency * 1000, fraction, color=style["color"], linestyle=style["linestyle"], linewidth=1.3, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of requests completed within")
-    ax.set_title("Latency CDF per run")
+    repeated = int(intervals["n"].max()) > 1
+    pooled = f"n={int(intervals['n'].iloc[0])}" if intervals["n"].nunique() == 1 else "n"
+    ax.set_title("Latency CDF per configuration" + (f" (requests of its {pooled} repeats pooled)" if repeated else ""), fontsize=10)
+    ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend_beside(fig, ax)
     return _save(fig, out, "latency_cdf")
 
 
-def against_load(table: pd.DataFrame, out: Path) -> list[Path]:
-    if table["rate_rps"].nunique() < 2:
+def _line_with_band(ax, x, frame: pd.DataFrame, metric: str, style: dict, scale: float = 1.0, label=None) -> None:
+    mean = frame[f"{metric}.mean"].to_numpy(dtype=float) * scale
+    low = frame[f"{metric}.low"].to_numpy(dtype=float) * scale
+    high = frame[f"{metric}.high"].to_numpy(dtype=float) * scale
+    ax.plot(x, mean, color=style["color"], linestyle=style["linestyle"], marker=style["marker"], markersize=4, linewidth=1.3, label=label)
+    if np.isfinite(low).any():
+        ax.fill_between(x, low, high, color=style["color"], alpha=0.18, linewidth=0)
+        ax.errorbar(x, mean, yerr=np.vstack([np.nan_to_num(mean - low), np.nan_to_num(high - mean)]), fmt="none",
+                    ecolor=style["color"], elinewidth=0.8, capsize=2)  # fmt: skip
+
+
+def _series(intervals: pd.DataFrame, axis: str):
+    """(style, rows sorted by ``axis``) per series: configurations that differ only in ``axis``."""
+    dims = _varying(intervals, exclude={f"param.{axis}", axis})
+    keyed_rows = keyed(intervals, dims)
+    groups = list(keyed_rows.groupby(dims, dropna=False, sort=False)) if dims else [((), keyed_rows)]
+    heads = pd.DataFrame([group[dims].iloc[0] for _, group in groups], columns=dims)
+    return [(style, group.sort_values(axis)) for style, (_, group) in zip(series_styles(heads), groups)]
+
+
+def _interval_note(intervals: pd.DataFrame) -> str:
+    n = intervals["n"]
+    if n.max() <= 1:
+        return "one run per point"
+    spread = f"n={n.min()}" if n.min() == n.max() else f"n={n.min()}-{n.max()}"
+    return f"mean over repeats ({spread}); band: 95% interval"
+
+
+def against_load(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None = None) -> list[Path]:
+    intervals = aggregate(table) if intervals is None else intervals
+    if intervals["rate_rps"].nunique() < 2:
         return []
-    fig, (lat, cost) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, (label, runs) in enumerate(table.groupby("label")):
-        colour = colours[index % len(colours)]
-        runs = runs.groupby("rate_rps").mean(numeric_only=True).reset_index()
-        # one colour per policy; the line style tells the quantile
-        for quantile, style in (("p50", ":"), ("p95", "-"), ("p99", "--")):
-            lat.plot(runs["rate_rps"], runs[f"latency_{quantile}_s"] * 1000, style, marker="o", markersize=3, color=colour,
-                     label=label[:60] if quantile == "p95" else None)  # fmt: skip
-        cost.plot(runs["rate_rps"], runs["cost_per_1k"], marker="o", color=colour, label=label[:60])
-    lat.plot([], [], "k:", label="p50")
-    lat.plot([], [], "k-", label="p95")
-    lat.plot([], [], "k--", label="p99")
-    lat.set_yscale("log")
-    lat.set_xlabel("arrival rate (req/s)")
-    lat.set_ylabel("latency (ms, log scale)")
-    lat.set_title("p50 / p95 / p99 latency against load")
-    cost.set_xlabel("arrival rate (req/s)")
-    cost.set_ylabel("cost per 1,000 requests")
-    cost.set_title("Cost against load")
-    for ax in (lat, cost):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6)
+    panels = [("latency_p50_s", "p50 latency (ms, log scale)", 1000.0, True), ("latency_p95_s", "p95 latency (ms, log scale)", 1000.0, True),
+              ("latency_p99_s", "p99 latency (ms, log scale)", 1000.0, True), ("slo_attainment", "SLO attainment (fraction of requests)", 1.0, False),
+              ("cost_per_1k", "cost per 1,000 requests (USD)", 1.0, False)]  # fmt: skip
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    flat = axes.ravel()
+    for style, rows in _series(intervals, "rate_rps"):
+        for ax, (metric, _, scale, _) in zip(flat, panels):
+            if f"{metric}.mean" in rows:
+                _line_with_band(ax, rows["rate_rps"].to_numpy(dtype=float), rows, metric, style, scale, label=style["label"])
+    for ax, (metric, ylabel, _, log) in zip(flat, panels):
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("arrival rate (req/s)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(ylabel.split(" (")[0] + " against load", fontsize=10)
+        ax.grid(True, which="both" if log else "major", alpha=0.3)
+    legend_ax = flat[-1]
+    legend_ax.axis("off")
+    handles, labels = flat[0].get_legend_handles_labels()
+    legend_ax.legend(handles, labels, loc="center left", fontsize=7, frameon=False, ncol=1 if len(labels) <= 14 else 2,
+                     title=_interval_note(intervals), title_fontsize=7)  # fmt: skip
     return _save(fig, out, "load")
 
 
 def _pareto(points: pd.DataFrame) -> pd.DataFrame:
-    """Runs not beaten by another on both SLO attainment (higher) and cost (lower)."""
-    ordered = points.sort_values(["cost_per_1k", "slo_attainment"], ascending=[True, False])
+    """Configurations not beaten by another on both mean SLO attainment (higher) and mean cost (lower)."""
+    ordered = points.sort_values(["cost_per_1k.mean", "slo_attainment.mean"], ascending=[True, False])
     front, best = [], -np.inf
     for _, row in ordered.iterrows():
-        if row["slo_attainment"] > best:
+        if row["slo_attainment.mean"] > best:
             front.append(row)
-            best = row["slo_attainment"]
+            best = row["slo_attainment.mean"]
     return pd.DataFrame(front)
 
 
-def slo_cost(table: pd.DataFrame, out: Path) -> list[Path]:
-    if table["slo_s"].nunique() < 2:
+def slo_cost(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None = None) -> list[Path]:
+    intervals = aggregate(table) if intervals is None else intervals
+    if intervals["slo_s"].nunique() < 2:
         return []
-    fig, (by_slo, front) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, runs in table.groupby("label"):
-        mean = runs.groupby("slo_s").mean(numeric_only=True).reset_index()
-        by_slo.plot(mean["slo_s"] * 1000, mean["cost_per_1k"], marker="o", label=label[:60])
-        points = front.scatter(runs["slo_attainment"], runs["cost_per_1k"], s=14, alpha=0.6)
-        pareto = _pareto(runs)
-        front.step(pareto["slo_attainment"], pareto["cost_per_1k"], where="post", color=points.get_facecolor()[0], label=label[:60])
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    attain, by_slo, front, legend_ax = axes.ravel()
+    for style, rows in _series(intervals, "slo_s"):
+        slo_ms = rows["slo_s"].to_numpy(dtype=float) * 1000
+        _line_with_band(attain, slo_ms, rows, "slo_attainment", style, label=style["label"])
+        _line_with_band(by_slo, slo_ms, rows, "cost_per_1k", style)
+        x, y = rows["slo_attainment.mean"].to_numpy(dtype=float), rows["cost_per_1k.mean"].to_numpy(dtype=float)
+        xerr = np.vstack([np.nan_to_num(x - rows["slo_attainment.low"]), np.nan_to_num(rows["slo_attainment.high"] - x)])
+        yerr = np.vstack([np.nan_to_num(y - rows["cost_per_1k.low"]), np.nan_to_num(rows["cost_per_1k.high"] - y)])
+        front.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=style["marker"], color=style["color"], markersize=4, elinewidth=0.8, capsize=2,
+                       alpha=0.8)  # fmt: skip
+        pareto = _pareto(rows)
+        front.step(pareto["slo_attainment.mean"], pareto["cost_per_1k.mean"], where="post", color=style["color"],
+                   linestyle=style["linestyle"], linewidth=1.2)  # fmt: skip
+    attain.set_xlabel("SLO (ms)")
+    attain.set_ylabel("SLO attainment (fraction of requests)")
+    attain.set_title("SLO attainment against SLO", fontsize=10)
     by_slo.set_xlabel("SLO (ms)")
-    by_slo.set_ylabel("cost per 1,000 requests")
-    by_slo.set_title("Cost against SLO")
+    by_slo.set_ylabel("cost per 1,000 requests (USD)")
+    by_slo.set_title("Cost against SLO", fontsize=10)
     front.set_xlabel("SLO attainment (fraction of requests)")
-    front.set_ylabel("cost per 1,000 requests")
-    front.set_title("Cost against SLO attainment: Pareto front per policy")
-    for ax in (by_slo, front):
+    front.set_ylabel("cost per 1,000 requests (USD)")
+    front.set_title("Cost against SLO attainment: Pareto front per policy", fontsize=10)
+    for ax in (attain, by_slo, front):
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6)
+    legend_ax.axis("off")
+    handles, labels = attain.get_legend_handles_labels()
+    legend_ax.legend(handles, labels, loc="center left", fontsize=7, frameon=False, ncol=1 if len(labels) <= 14 else 2,
+                     title=_interval_note(intervals).replace("band:", "bands and error bars:"), title_fontsize=7)  # fmt: skip
     return _save(fig, out, "slo_cost")
 
 
@@ -177,9 +297,10 @@ def plot_all(directories, out: Path, timelines: int = 4) -> list[Path]:
     table = collect(directories)
     if table.empty:
         raise SystemExit("no runs (summary.json) to plot")
-    written = latency_cdf(table, out)
-    written += against_load(table, out)
-    written += slo_cost(table, out)
+    intervals = aggregate(table)
+    written = latency_cdf(table, out, intervals)
+    written += against_load(table, out, intervals)
+    written += slo_cost(table, out, intervals)
     for index, run in enumerate(table.head(timelines).itertuples()):
         written += timeline(Path(run.run_dir), out, f"{index}_{Path(run.run_dir).name}")
     return written

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.batching.base import BatchingPolicy, Decision
+from experiments.paths import DATA_DIR
 from sim import simulate
 from spec.links import MB
 from tests.sim.configs import NO_BATCHING, STATIC, single_queue, timeout_batching, with_changes

@@ -20,7 +20,7 @@ from sim import simulate
 from spec.links import MB
 from tests.sim.configs import NO_BATCHING, STATIC, single_queue, timeout_batching, with_changes
 
-DATA = "../shared/data"
+DATA = str(DATA_DIR)  # ../shared/data, or $EDGEBATCH_DATA
 
 
 def remote_config(*, link: dict, gaps_path, size_bytes: int, service_s: float = 0.01, batching=None) -> dict:

@@ -41,7 +41,8 @@ def seed_edge_config(batching: dict, *, num_requests: int, seed: int = 0) -> dic
         "workload": {
             "num_requests": num_requests,
             "sources": [{"name": "camera", "size_bytes": 200 * 1024, "slo_s": 0.8,
-                         "arrivals": {"kind": "trace", "path": str(DATA_DIR / "interarrivals_49rps_s.json")}}],
+                         # from the trace's start whatever the seed, as the README's figures
+                         "arrivals": {"kind": "trace", "path": str(DATA_DIR / "interarrivals_49rps_s.json"), "start_offset_s": 0}}],
         },
         "cluster": {"executors": [{"name": "edge", "kind": "edge", "gateway": "edge",
                                    "profile": {"kind": "linear", "per_item_s": 0.008165, "base_s": 0.04234},

@@ -3,13 +3,18 @@
 Each run writes into its Hydra output folder (``results/runs/...`` or
 ``results/multirun/.../<job>``): ``config.yaml`` (composed and resolved),
 ``requests.parquet``, ``batches.parquet``, ``plans.parquet`` and
-``summary.json``.
+``summary.json``; a run that fails writes ``error.json`` (message, exception
+type, overrides) instead of the summary. ``repeats: R`` runs R seeds (``seed``
+to ``seed+R-1``): one job each under ``--multirun`` (``experiments.sweeper``),
+else one after the other into ``<run dir>/seed=<K>/``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import statistics
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,14 +22,18 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, read_write
 
 import experiments.paths  # noqa: F401  (registers the ${data:...} resolver)
 import experiments.schema  # noqa: F401  (registers the structured schema)
+from experiments.sweeper import TARGET as CHECKED_SWEEPER
+from experiments.sweeper import register_sweeper, with_seed
 from policies.run_spec import build_run_spec
-from spec.validation import check_choice
+from spec.validation import check_choice, check_int_at_least
 
-__all__ = ["main", "run_config", "to_run_config", "write_results", "BACKENDS"]
+__all__ = ["main", "run_config", "to_run_config", "write_results", "write_error", "check_config", "repeat_seeds",
+           "BACKENDS"]  # fmt: skip
 
 BACKENDS = ("sim", "live")
 
@@ -78,6 +87,25 @@ def write_results(out_dir: Path, result, extra: Mapping) -> dict:
     return summary
 
 
+def write_error(out_dir: Path, error: BaseException, overrides: list[str]) -> None:
+    """``error.json`` in ``out_dir``: why the run failed (``experiments.collect`` lists it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"error": str(error), "type": type(error).__name__, "overrides": list(overrides)}
+    (out_dir / "error.json").write_text(json.dumps(record, indent=2))
+
+
+def repeat_seeds(cfg: DictConfig | Mapping) -> list[int]:
+    """The seeds of a config's repeats: ``seed``, ``seed+1``, ..., ``seed+repeats-1``."""
+    repeats = check_int_at_least("repeats", cfg.get("repeats", 1), 1)
+    return [int(cfg["seed"]) + k for k in range(repeats)]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Check a composed config (``ConfigError`` naming the field) as a run would, running nothing."""
+    check_choice("backend.kind", cfg.backend.kind, BACKENDS)
+    build_run_spec(to_run_config(cfg))
+
+
 def run_config(cfg: DictConfig, out_dir: Path) -> dict:
     """Run a composed config on its backend and write its results into ``out_dir``."""
     backend = check_choice("backend.kind", cfg.backend.kind, BACKENDS)
@@ -107,10 +135,12 @@ def _extra(cfg: DictConfig, backend: str) -> dict:
             **OmegaConf.to_container(cfg.tags, resolve=True)}  # fmt: skip
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    summary = run_config(cfg, out_dir)
+def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float:
+    try:
+        summary = run_config(cfg, out_dir)
+    except Exception as error:
+        write_error(out_dir, error, overrides)
+        raise
     print(
         f"[{cfg.name}] {summary['completed']}/{summary['count']} completed, p50 {summary['latency_p50_s']:.4f} s, "
         f"p95 {summary['latency_p95_s']:.4f} s, SLO {summary['slo_attainment']:.3f}, cost {summary['total_cost']:.6f}"
@@ -118,6 +148,29 @@ def main(cfg: DictConfig) -> float:
     )
     return float(summary["latency_p95_s"])
 
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    seeds = repeat_seeds(cfg)
+    swept = hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.sweeper.get("_target_") == CHECKED_SWEEPER
+    if len(seeds) == 1 or swept:  # the checked sweeper made one job per seed already
+        return _run_one(cfg, out_dir, overrides)
+    p95 = []
+    for seed in seeds:
+        seed_cfg = copy.deepcopy(cfg)
+        with read_write(seed_cfg):
+            seed_cfg.seed = seed
+        seed_dir, seed_overrides = out_dir / f"seed={seed}", with_seed(overrides, seed)
+        (seed_dir / ".hydra").mkdir(parents=True, exist_ok=True)  # what collect reads to group the repeats
+        OmegaConf.save(OmegaConf.create(seed_overrides), seed_dir / ".hydra" / "overrides.yaml")
+        p95.append(_run_one(seed_cfg, seed_dir, seed_overrides))
+    return statistics.fmean(p95)
+
+
+register_sweeper()
 
 if __name__ == "__main__":
     main()

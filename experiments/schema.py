@@ -104,6 +104,8 @@ class ExperimentConf:
 
     name: str = "run"
     seed: int = 0
+    #: run each configuration this many times (an integer >= 1), with seeds seed, ..., seed+repeats-1
+    repeats: int = 1
     #: knobs the workload and policy files interpolate, so that sweeps name them plainly
     rate_rps: float = 50.0
     slo_s: float = 0.8

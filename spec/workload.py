@@ -1,12 +1,14 @@
 """Workloads: arrival processes and sources, as numpy arrays of arrival times.
 
 The simulator and the live source both call ``Workload.generate(seed)`` and so
-replay exactly the same arrivals for a given seed.
+replay exactly the same arrivals for a given seed. A seed varies a random
+process's draws and where a trace's replay starts (``TraceArrivals``).
 """
 
 from __future__ import annotations
 
 import abc
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,20 +135,32 @@ class MMPPArrivals(ArrivalProcess):
 class TraceArrivals(ArrivalProcess):
     """Replay inter-arrival gaps (seconds) from a JSON list or CSV column.
 
-    ``time_scale`` stretches the gaps (0.5 doubles the rate). The trace is
-    looped when more arrivals are asked for than it holds; ``offset`` starts
-    the replay at that gap, and a seed picks a random offset when
-    ``random_offset`` is set.
+    ``time_scale`` stretches the gaps (0.5 doubles the rate). The replay
+    starts ``start_offset_s`` seconds into the trace (the trace's own seconds,
+    before ``time_scale``; the first arrival is the trace's first at or after
+    that point), and loops the trace when more arrivals are asked for than
+    it holds. ``start_offset_s: random`` (the default) draws the offset
+    uniformly over the trace's length from ``rng``: ``Workload.generate``
+    gives a trace a generator seeded by the run's seed and the source's name,
+    so each seed replays another part of the trace. A number fixes it (0:
+    from the trace's start) whatever the seed.
     """
 
-    def __init__(self, *, path: str | Path, time_scale: float = 1.0, offset: int = 0, random_offset: bool = False):
+    RANDOM = "random"
+
+    def __init__(self, *, path: str | Path, time_scale: float = 1.0, start_offset_s: float | str = RANDOM):
         self.path = str(path)
         self.gaps_s = load_series("arrivals.path", path, allow_zero=True)
         if self.gaps_s.sum() <= 0:
             raise ConfigError("arrivals.path", self.path, "a trace whose gaps sum to more than 0 s")
         self.time_scale = check_positive("arrivals.time_scale", time_scale)
-        self.offset = check_int_at_least("arrivals.offset", offset, 0)
-        self.random_offset = bool(random_offset)
+        self.start_offset_s: float | None = None  # random
+        if start_offset_s != self.RANDOM:
+            try:
+                self.start_offset_s = check_non_negative("arrivals.start_offset_s", start_offset_s)
+            except ConfigError:
+                raise ConfigError("arrivals.start_offset_s", start_offset_s, f"'{self.RANDOM}' or a number of seconds >= 0") from None
+        self._ends_s = np.cumsum(self.gaps_s)  # each arrival's time in one pass of the trace
 
     @property
     def mean_rate_rps(self) -> float:
@@ -156,12 +170,20 @@ class TraceArrivals(ArrivalProcess):
     def length_s(self) -> float:
         return float(self.gaps_s.sum() * self.time_scale)
 
+    def offset_s(self, rng: np.random.Generator) -> float:
+        """Where the replay starts, in the trace's own seconds: fixed, or drawn from ``rng``."""
+        length_s = float(self._ends_s[-1])
+        offset_s = rng.uniform(0.0, length_s) if self.start_offset_s is None else self.start_offset_s
+        return float(offset_s % length_s)
+
     def times_s(self, rng, *, count=None, duration_s=None):
-        gaps = self.gaps_s * self.time_scale
-        start = int(rng.integers(len(gaps))) if self.random_offset else self.offset % len(gaps)
-        gaps = np.roll(gaps, -start)
-        if count is None:
-            count = int(math.ceil(duration_s / gaps.sum() * len(gaps))) + 1
+        offset_s = self.offset_s(rng)
+        start = int(np.searchsorted(self._ends_s, offset_s, side="left"))  # the first arrival at or after it
+        gaps = np.roll(self.gaps_s, -start)
+        gaps[0] = self._ends_s[start] - offset_s
+        gaps = gaps * self.time_scale
+        if count is None:  # enough whole passes to cover duration_s from any starting point
+            count = (int(duration_s // self.length_s) + 2) * len(gaps)
         repeats = -(-count // len(gaps))
         times = np.cumsum(np.tile(gaps, repeats)[:count])
         if duration_s is not None:
@@ -217,6 +239,12 @@ class Arrivals:
         return self.arrival_s + np.array([s.slo_s for s in self.sources])[self.source_index]
 
 
+def _named_stream(seed: int, name: str) -> np.random.SeedSequence:
+    """A random stream of its own for ``name`` under ``seed`` (stable across processes and source orders)."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8, person=b"edgebatch-src").digest()
+    return np.random.SeedSequence([int(seed), int.from_bytes(digest, "little")])
+
+
 class Workload:
     """Several sources, each with its own arrival process, over a common span.
 
@@ -240,10 +268,17 @@ class Workload:
                 raise ConfigError("workload.num_requests", None, "an integer >= 1, or set workload.duration_s")
 
     def generate(self, seed: int) -> Arrivals:
-        """Arrival times of every source merged in time order, for ``seed``."""
+        """Arrival times of every source merged in time order, for ``seed``.
+
+        Each source draws from a stream of its own: a random process from the
+        seed's i-th child stream; a trace (its start offset) from one seeded by
+        the seed and the source's name.
+        """
         children = np.random.SeedSequence(seed).spawn(len(self.sources))
         times, index = [], []
         for i, (source, child) in enumerate(zip(self.sources, children)):
+            if isinstance(source.arrivals, TraceArrivals):
+                child = _named_stream(seed, source.name)
             rng = np.random.default_rng(child)
             count, duration = self.num_requests, self.duration_s
             if count is None and duration is None:

@@ -319,7 +319,7 @@ def test_overload_is_shed_with_a_reason_within_bounds_and_recovers(broker, tmp_p
     trace.write_text(json.dumps(gaps))
     config = edge_config(slo_s=0.5)
     config["workload"] = {"sources": [{"name": "cam", "size_bytes": 1024, "slo_s": 0.5, "gateway": "edge",
-                                       "arrivals": {"kind": "trace", "path": str(trace)}}]}  # fmt: skip
+                                       "arrivals": {"kind": "trace", "path": str(trace), "start_offset_s": 0}}]}  # fmt: skip
     config["policy"]["batching"] = {"_target_": "policies.batching.TimeoutBatching", "max_batch_size": OVERLOAD_BATCH, "max_wait_s": 0.01,
                                     "max_queue": MAX_QUEUE, "max_inflight": MAX_INFLIGHT}  # fmt: skip
     config["live"].update(model="wide_mlp", broker={"url": broker.url})  # a batch of 4 takes ~10-30 ms here: a few hundred/s at most

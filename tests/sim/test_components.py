@@ -28,7 +28,7 @@ def remote_config(*, link: dict, gaps_path, size_bytes: int, service_s: float = 
         "seed": 0,
         "workload": {
             "sources": [
-                {"name": "cam", "size_bytes": size_bytes, "arrivals": {"kind": "trace", "path": str(gaps_path)}},
+                {"name": "cam", "size_bytes": size_bytes, "arrivals": {"kind": "trace", "path": str(gaps_path), "start_offset_s": 0}},
             ],
         },
         "cluster": {
@@ -118,7 +118,7 @@ def test_serverless_one_instance_long_keep_alive_cold_starts_once():
 def test_serverless_scales_to_zero_between_bursts(tmp_path):
     config = serverless_config(keep_alive_s=2.0, max_instances=10, rate_rps=1, num_requests=2)
     gaps = write_json(tmp_path / "gaps.json", [1.0, 10.0])  # second request after the instance expired
-    config["workload"] = {"sources": [{"name": "cam", "arrivals": {"kind": "trace", "path": gaps}}]}
+    config["workload"] = {"sources": [{"name": "cam", "arrivals": {"kind": "trace", "path": gaps, "start_offset_s": 0}}]}
     result = simulate(config)
     assert result.batches["cold"].tolist() == [True, True]
 

@@ -223,7 +223,7 @@ def _max_overlap(start: np.ndarray, end: np.ndarray) -> int:
 def test_overload_sheds_with_a_reason_keeps_queues_bounded_and_recovers(tmp_path, batching):
     # capacity: a batch of 8 takes 0.034 s (about 235 requests/s); of 1, 0.006 s (about 165/s)
     path = _burst_trace(tmp_path, base_rps=50, burst_rps=1500, before_s=5, burst_s=20, after_s=10)
-    config = single_queue(rate_rps=1, service_s=0.004, batching=batching, arrivals={"kind": "trace", "path": path})
+    config = single_queue(rate_rps=1, service_s=0.004, batching=batching, arrivals={"kind": "trace", "path": path, "start_offset_s": 0})
     config["cluster"]["executors"][0]["profile"]["base_s"] = 0.002
     config["workload"]["sources"][0]["slo_s"] = 0.5
     config["workload"].pop("num_requests")

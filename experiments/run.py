@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import experiments.paths  # noqa: F401  (registers the ${data:...} resolver)
+from experiments.paths import REPO_ROOT
 import experiments.schema  # noqa: F401  (registers the structured schema)
 from experiments.sweeper import TARGET as CHECKED_SWEEPER
 from experiments.sweeper import register_sweeper, with_seed
@@ -149,7 +150,7 @@ def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float:
     return float(summary["latency_p95_s"])
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="config", version_base="1.3")  # absolute: the console script too
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)

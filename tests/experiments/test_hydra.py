@@ -109,3 +109,13 @@ def test_bad_override_fails_naming_the_field(override, named, tmp_path):
     done = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=REPO_ROOT)
     assert done.returncode != 0
     assert named in done.stderr + done.stdout
+
+
+def test_the_console_command_runs_from_any_folder(tmp_path):
+    command = Path(sys.executable).parent / "edgebatch"
+    assert command.exists(), "the edgebatch console script is installed with the package"
+    done = subprocess.run([str(command), "num_requests=100", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "100/100 completed" in done.stdout
+    assert (tmp_path / "run" / "summary.json").is_file()

@@ -170,6 +170,22 @@ class Scheduler:
             self._set_timer(_PLAN_TIMER, planner.wake_at_s, actions)
         return actions
 
+    def handle_arrival(self, now_s: float, request: Request) -> list[Action]:
+        """``handle(RequestArrived(now_s=now_s, request=request))``, for a driver on a hot path.
+
+        The same checks, transitions and actions; the event object is built
+        only where something reads it (a planner observes every event).
+        """
+        if self.planner is not None:
+            return self.handle(RequestArrived.make(now_s, request))
+        if now_s < self._now_s:
+            raise DriverError(f"time went backwards: RequestArrived at now_s={now_s} after {self._now_s}")
+        self._now_s = now_s
+        self._started = True
+        actions: list[Action] = []
+        self._arrive(now_s, request, actions)
+        return actions
+
     def close(self, now_s: float) -> list[Action]:
         """End of run: drop whatever is still queued (reason ``run_ended``).
 
@@ -192,11 +208,12 @@ class Scheduler:
 
     # -- one place per transition ---------------------------------------------
     def _on_arrived(self, event: RequestArrived, actions: list[Action]) -> None:
-        request = event.request
+        self._arrive(event.now_s, event.request, actions)
+
+    def _arrive(self, now_s: float, request: Request, actions: list[Action]) -> None:
         request_id = request.request_id
         if request_id in self._requests:
             raise DriverError(f"request {request_id} arrived twice (still pending)")
-        now_s = event.now_s
         executor = self.placement.choose(now_s, request)
         if executor is None:
             actions.append(DropRequest(request_id=request_id, reason=DropReason.NO_EXECUTOR))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from policies.events import Request, RequestArrived
+from policies.events import Request
 
 __all__ = ["ArrivalFeed"]
 
@@ -78,19 +78,26 @@ class ArrivalFeed:
         names = [s.name for s in sources]
         sizes = [s.size_bytes for s in sources]
         slos = [s.slo_s for s in sources]
+        # each source's scheduler and its driver's action table: the driver's ``handle``, inlined, and
+        # the scheduler's ``handle_arrival`` (no event object unless a planner reads it)
+        handles = [d.scheduler.handle_arrival for d in drivers]
+        acts = [d._act for d in drivers]
         arrived_since = self.arrived_since if self.count_arrivals else None
         # positional ``make``: the keyword constructors cost a third of a run (policies/positional.py)
-        make_request, make_arrived = Request.make, RequestArrived.make
+        make_request = Request.make
         for ids, times, source_indices in self._chunks():
             for request_id, arrival_s, source in zip(ids, times, source_indices):
                 due_s = arrival_s + hops[source]
-                now_s = env.now
+                now_s = env.now_s
                 yield due_s if due_s > now_s else now_s
-                driver = drivers[source]
                 if arrived_since is not None:
-                    arrived_since[driver.name] += 1
+                    arrived_since[drivers[source].name] += 1
                 request = make_request(request_id, names[source], arrival_s, sizes[source], arrival_s + slos[source])
-                driver.handle(make_arrived(env.now, request))
+                actions = handles[source](env.now_s, request)
+                if actions:
+                    act = acts[source]
+                    for action in actions:
+                        act[type(action)](action)
         if self._bar is not None:
             self._bar.close()
         self.on_done()

@@ -11,7 +11,24 @@ import simpy
 from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import NORMAL, URGENT
 
-__all__ = ["FeedEnvironment"]
+__all__ = ["FeedEnvironment", "Call"]
+
+
+class Call:
+    """A scheduled call: the simulator's own timers, service ends and returns, lighter than a SimPy ``Timeout``.
+
+    ``step`` runs ``fn(call)`` at its time (``call.value`` is the value given),
+    ordered with SimPy's events exactly as a ``Timeout`` of the same delay
+    would be (time, ``NORMAL`` priority, scheduling order): a ``Timeout``
+    builds an ``Event`` (its environment, a callbacks list, a value, an ok
+    flag, a delay check) that these calls never read.
+    """
+
+    __slots__ = ("fn", "value")
+
+    def __init__(self, fn: Callable[[Call], None], value):
+        self.fn = fn
+        self.value = value
 
 
 class FeedEnvironment(simpy.Environment):
@@ -51,6 +68,10 @@ class FeedEnvironment(simpy.Environment):
         """Schedule ``event`` after ``delay`` with ``priority`` (SimPy's hook)."""
         heappush(self.scheduled, (self.now_s + delay, priority, next(self._order), event))
 
+    def call_in(self, delay: float, fn: Callable[[Call], None], value=None) -> None:
+        """Run ``fn(call)`` after ``delay`` (``call.value`` is ``value``), where ``env.timeout(delay, value)`` would fire."""
+        heappush(self.scheduled, (self.now_s + delay, NORMAL, next(self._order), Call(fn, value)))
+
     def feed(self, first_due_s: float, on_due: Callable[[], float]) -> None:
         """Replay arrivals: call ``on_due()`` at ``first_due_s``; it returns the next due time (``inf``: done)."""
         if first_due_s < self.now_s:
@@ -64,16 +85,26 @@ class FeedEnvironment(simpy.Environment):
         return min(self._feed_due_s, scheduled[0][0] if scheduled else math.inf)
 
     def step(self) -> None:
-        """Process the next arrival or the next scheduled event, whichever is earlier."""
+        """Process the arrivals due before the next scheduled event, or else that event."""
         due_s = self._feed_due_s
         scheduled = self.scheduled
         if due_s < (scheduled[0][0] if scheduled else math.inf):
-            self.now_s = due_s
-            self._feed_due_s = self._feed()
+            # every arrival due before the next scheduled event, in one step (an arrival may schedule one)
+            feed = self._feed
+            while True:
+                self.now_s = due_s
+                due_s = feed()
+                if not due_s < (scheduled[0][0] if scheduled else math.inf):
+                    break
+                self._feed_due_s = due_s
+            self._feed_due_s = due_s
             return
         if not scheduled:
             raise EmptySchedule
         self.now_s, _, _, event = heappop(scheduled)
+        if event.__class__ is Call:
+            event.fn(event)
+            return
         callbacks, event.callbacks = event.callbacks, None
         try:
             for callback in callbacks:

@@ -67,15 +67,12 @@ class SimExecutor(abc.ABC):
             # the instance dies part-way through its cold start and service
             fail_after_s = (cold_start_s + service_s) * self._uniform()
             batch.end_s = env.now + fail_after_s
-            event = env.timeout(fail_after_s, batch)
-            event.callbacks.append(self._failed)
+            env.call_in(fail_after_s, self._failed, batch)
             return
-        event = env.timeout(cold_start_s + service_s, batch)
-        event.callbacks.append(self._finished)
+        env.call_in(cold_start_s + service_s, self._finished, batch)
         if self.overhead_s > 0:
             # the result leaves at the end of service; the slot stays busy a little longer
-            busy = env.timeout(cold_start_s + service_s + self.overhead_s, batch)
-            busy.callbacks.append(self._freed)
+            env.call_in(cold_start_s + service_s + self.overhead_s, self._freed, batch)
 
     def _finished(self, event) -> None:
         batch: SimBatch = event.value

@@ -14,6 +14,7 @@ from sim.batch import SimBatch
 from sim.executor import SimExecutor
 from sim.link import LinkChannel
 from spec.links import MB
+from spec.recorder import FINISHED
 
 __all__ = ["GatewayDriver"]
 
@@ -22,7 +23,7 @@ class GatewayDriver:
     """Feeds one gateway's scheduler its events and carries out its actions.
 
     Timers fire at exactly their time (a cancelled or restarted timer's old
-    SimPy event is left in the queue and ignored by its generation number).
+    scheduled call is left in the queue and ignored by its generation number).
     A dispatched batch crosses the gateway's link to a remote executor (FIFO
     per link), runs there, and its result comes back after the link's delay;
     only then does the scheduler hear that it finished.
@@ -73,13 +74,13 @@ class GatewayDriver:
         size_bytes = sim.payload_bytes(ids) if channel is not None or self.hop_rates[executor] else 0
         hop_s = self.hops_s[executor]
         return_delay_s = (channel.link.delay_s if channel is not None else 0.0) + hop_s
-        batch = SimBatch(batch_id, action.batch_id, self, executor, len(ids), size_bytes, action.memory_mb, now_s, return_delay_s)
+        batch = SimBatch(batch_id, action.batch_id, self, executor, len(ids), size_bytes, action.memory_mb, now_s, return_delay_s, hop_s)
         if channel is not None:
             channel.send(size_bytes, batch, self._arrived)
         elif hop_s > 0 or self.hop_rates[executor]:
-            # the broker hop to a local executor: the batch "arrives" when sent, as live records it
-            event = self.env.timeout(self._hop_there_s(executor, size_bytes), batch)
-            event.callbacks.append(self._hopped)
+            # the broker hop to a local executor: the batch is off its (absent) link when sent; the hop is timed apart
+            batch.hop_there_s = there_s = self._hop_there_s(executor, size_bytes)
+            self.env.call_in(there_s, self._hopped, batch)
         else:
             self.executors[executor].submit(batch)
 
@@ -94,18 +95,16 @@ class GatewayDriver:
     def _arrived(self, event) -> None:
         batch: SimBatch = event.value
         batch.arrived_s = self.env.now
-        hop_s = self._hop_there_s(batch.executor, batch.size_bytes)
+        batch.hop_there_s = hop_s = self._hop_there_s(batch.executor, batch.size_bytes)
         if hop_s > 0:
-            event = self.env.timeout(hop_s, batch)
-            event.callbacks.append(self._hopped)
+            self.env.call_in(hop_s, self._hopped, batch)
         else:
             self.executors[batch.executor].submit(batch)
 
     def batch_done(self, batch: SimBatch) -> None:
         """The executor finished ``batch``; its result travels back, then the scheduler hears."""
         if batch.return_delay_s > 0:
-            event = self.env.timeout(batch.return_delay_s, batch)
-            event.callbacks.append(self._result_back)
+            self.env.call_in(batch.return_delay_s, self._result_back, batch)
         else:
             self._complete(batch)
 
@@ -114,8 +113,7 @@ class GatewayDriver:
 
     def batch_failed(self, batch: SimBatch) -> None:
         """The executor lost ``batch``; the failure is reported back after the link's delay."""
-        event = self.env.timeout(batch.return_delay_s, batch)
-        event.callbacks.append(self._failure_back)
+        self.env.call_in(batch.return_delay_s, self._failure_back, batch)
 
     def _failure_back(self, event) -> None:
         batch: SimBatch = event.value
@@ -125,9 +123,9 @@ class GatewayDriver:
     def _complete(self, batch: SimBatch) -> None:
         now_s = self.env.now
         sim = self.sim
-        sim.recorder.batch_finished(
-            batch.batch_id, batch.arrived_s, batch.start_s, batch.end_s, now_s, batch.cold_start_s, batch.cost
-        )
+        hop_back_s = batch.hop_back_s
+        sim.recorder.batch_finished(batch.batch_id, batch.arrived_s, batch.start_s, batch.end_s, now_s, batch.cold_start_s, batch.cost,
+                                    FINISHED, batch.hop_there_s + hop_back_s, hop_back_s)  # fmt: skip
         self.handle(BatchFinished.make(now_s, batch.local_id, batch.executor, batch.end_s - batch.start_s))
         sim.requests_ended(batch.size)
 
@@ -136,8 +134,7 @@ class GatewayDriver:
         generation = self._generation
         self._timer_generation[action.timer_id] = generation
         now_s = self.env.now
-        event = self.env.timeout(action.at_s - now_s if action.at_s > now_s else 0.0, (action.timer_id, generation))
-        event.callbacks.append(self._timer_fired)
+        self.env.call_in(action.at_s - now_s if action.at_s > now_s else 0.0, self._timer_fired, (action.timer_id, generation))
 
     def _cancel_timer(self, action: CancelTimer) -> None:
         self._timer_generation.pop(action.timer_id, None)

@@ -162,7 +162,7 @@ class Simulation:
         if not self.done.triggered:
             self._end_early()
         recorder = self.recorder
-        requests = recorder.requests()
+        requests = recorder.requests(source_hops=True)
         batches = recorder.batches()
         plan_list = [p for d in self.gateways.values() for p in d.plans]
         result = summary(requests, batches, arrivals=self.arrivals, servers=hourly_servers(self.cluster), plans=plan_list,

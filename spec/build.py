@@ -17,7 +17,7 @@ from typing import Any
 from spec.links import Link
 from spec.topology import Cluster
 from spec.validation import ConfigError, check_int_at_least
-from spec.workload import Source, Workload
+from spec.workload import CONFLICTING_LENGTH, CONFLICTING_LENGTH_ALLOWED, Source, Workload
 
 __all__ = ["instantiate", "build_workload", "build_cluster", "build_component", "locate", "build_run_basics", "RUN_KEYS"]
 
@@ -123,6 +123,10 @@ def build_workload(config: Mapping) -> Workload:
     if not isinstance(config, Mapping):
         raise ConfigError("workload", type(config).__name__, "a mapping with sources and num_requests or duration_s")
     params = dict(config)
+    if params.get("num_requests") is not None and params.get("duration_s") is not None:
+        # checked here too, before the sources are built: Workload's own check would lose a field in _call's renaming
+        raise ConfigError(CONFLICTING_LENGTH, {"num_requests": params["num_requests"], "duration_s": params["duration_s"]},
+                          CONFLICTING_LENGTH_ALLOWED)
     raw_sources = params.pop("sources", None)
     if isinstance(raw_sources, Mapping):  # Hydra-friendly: sources keyed by name
         raw_sources = [{"name": name, **dict(s)} for name, s in raw_sources.items()]

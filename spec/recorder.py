@@ -77,6 +77,10 @@ class Recorder:
         self.b_completed_s = array("d")  # result back at the gateway
         self.b_cold_start_s = array("d")
         self.b_cost = array("d")
+        # the executor's hops there and back, and the part of them between end_s and completed_s (the
+        # simulator's; never live): None until a batch has one, so that a run without hops stores nothing
+        self.b_hop_s: array | None = None
+        self.b_hop_back_s: array | None = None
         self.b_state = array("b")  # FINISHED or FAILED; batches that never ended have no entry
 
     # -- during the run ------------------------------------------------------
@@ -110,8 +114,14 @@ class Recorder:
         for request_id in request_ids:
             batch_of[request_id] = batch_id
 
-    def batch_finished(self, batch_id: int, arrived_s, start_s, end_s, completed_s, cold_start_s, cost, state: int = FINISHED) -> None:
-        """A batch ended (``FINISHED`` or ``FAILED``); columns kept in the order batches end."""
+    def batch_finished(self, batch_id: int, arrived_s, start_s, end_s, completed_s, cold_start_s, cost, state: int = FINISHED,
+                       hop_s: float = 0.0, hop_back_s: float = 0.0) -> None:  # fmt: skip
+        """A batch ended (``FINISHED`` or ``FAILED``); columns kept in the order batches end.
+
+        ``arrived_s``: when it came off its link; ``hop_s``: the executor's
+        message hops outside the link, there and back, ``hop_back_s`` of it
+        after ``end_s`` (``spec.records``: they go to the ``hop_s`` column).
+        """
         self.e_batch.append(batch_id)
         self.b_arrived_s.append(arrived_s)
         self.b_start_s.append(start_s)
@@ -120,6 +130,15 @@ class Recorder:
         self.b_cold_start_s.append(cold_start_s)
         self.b_cost.append(cost)
         self.b_state.append(state)
+        if self.b_hop_s is not None:
+            self.b_hop_s.append(hop_s)
+            self.b_hop_back_s.append(hop_back_s)
+        elif hop_s or hop_back_s:
+            # the first batch with hops: zeros for those that ended before it
+            self.b_hop_s = array("d", bytes(8 * (len(self.e_batch) - 1)))
+            self.b_hop_back_s = array("d", bytes(8 * (len(self.e_batch) - 1)))
+            self.b_hop_s.append(hop_s)
+            self.b_hop_back_s.append(hop_back_s)
 
     def batch_failed(self, batch_id: int, *, cost: float = 0.0, arrived_s: float = math.nan, cold_start_s: float = 0.0) -> None:
         """A batch was lost (its requests are retried or dropped); no service times."""
@@ -206,15 +225,21 @@ class Recorder:
             frame["batch_id"] = np.arange(len(frame), dtype=np.int32)
         return frame[list(BATCH_COLUMNS)]
 
-    def requests(self, renumber: np.ndarray | None = None) -> pd.DataFrame:
-        """One row per request (DESIGN.md's request columns), expanded from the batches (``renumber``: see ``batches``)."""
+    def requests(self, renumber: np.ndarray | None = None, *, source_hops: bool = False) -> pd.DataFrame:
+        """One row per request (``spec.records``' request columns), expanded from the batches.
+
+        ``renumber``: see ``batches``. ``source_hops``: the sources' ``hop_s``
+        delayed each request on its way to the gateway (the simulator; live
+        does not time that hop apart), so it counts in the ``hop_s`` column.
+        """
         arrivals = self.arrivals
         batch = self.batch_of
         has_batch = batch >= 0
         index = np.where(has_batch, batch, 0)
 
         ended = set(id(c) for c in (self.b_arrived_s, self.b_start_s, self.b_end_s, self.b_completed_s,
-                                     self.b_cold_start_s, self.b_cost, self.b_state))  # fmt: skip
+                                     self.b_cold_start_s, self.b_cost, self.b_hop_s, self.b_hop_back_s, self.b_state)
+                   if c is not None)  # fmt: skip
 
         def per_batch(column: array, dtype, missing):
             if id(column) in ended:
@@ -230,6 +255,16 @@ class Recorder:
         if renumber is not None and len(renumber):
             batch = np.where(has_batch, np.asarray(renumber, dtype=np.int32)[index], -1).astype(np.int32)
         state = per_batch(self.b_state, np.int8, 0)
+        hop_s = hop_back_s = None
+        source_hops = source_hops and any(s.hop_s for s in arrivals.sources)
+        if self.b_hop_s is not None or source_hops:
+            if self.b_hop_s is not None:
+                hop_s = per_batch(self.b_hop_s, np.float64, 0.0)
+                hop_back_s = per_batch(self.b_hop_back_s, np.float64, 0.0)
+            else:
+                hop_s = np.zeros(len(batch))
+            if source_hops:
+                hop_s += np.array([s.hop_s for s in arrivals.sources], dtype=np.float64)[arrivals.source_index]
         return request_table(
             arrivals,
             batch_id=batch,
@@ -248,6 +283,8 @@ class Recorder:
             end_s=per_batch(self.b_end_s, np.float64, np.nan),
             completed_s=per_batch(self.b_completed_s, np.float64, np.nan),
             cold_start_s=per_batch(self.b_cold_start_s, np.float64, np.nan),
+            hop_s=hop_s,
+            hop_back_s=hop_back_s,
         )
 
 

@@ -3,6 +3,37 @@
 One row per request and one per batch, with the same columns in both
 backends, so every downstream command works on either. Times are seconds from
 the start of the run; costs are in the pricing config's currency.
+
+The request table (``REQUEST_COLUMNS``), derived once in ``request_table``:
+
+=============== =====================================================================
+request_id      the request's id (its index in the run's arrivals)
+source          the source (device) that sent it
+arrival_s       when the source sent it
+dispatched_s    when its gateway sent its batch on (NaN: never dispatched)
+executor        where its (last) batch ran; ``executor_kind`` its kind
+batch_id        that batch (-1: never dispatched); ``batch_size`` its size
+memory_mb       the batch's memory size (serverless; 0 otherwise)
+transfer_s      time on links: the uplink, waiting for the link included, and the
+                result's way back over the link
+hop_s           time on message hops outside any link: the source's hop to its gateway
+                and the executor's hops there and back (the simulator's ``hop_s`` /
+                ``hop_MBps``; 0 where a backend cannot time them apart, see below)
+queue_s         time waiting in a queue: for its batch to form and leave (at the
+                gateway) and for a free slot or instance (at the executor)
+cold_start_s    the instance's cold start, when the batch paid one
+service_s       the batch's service time (start to end)
+completed_s     when the result was back at the gateway (NaN: dropped)
+latency_s       ``completed_s - arrival_s`` =
+                ``transfer_s + hop_s + queue_s + cold_start_s + service_s``
+deadline_s      ``arrival_s`` plus the source's SLO; ``met_slo`` completed by then
+dropped         ended without a result; ``drop_reason`` why (``DropReason``)
+cost            the batch's cost shared equally among its requests
+=============== =====================================================================
+
+The live harness times hops only as far as its records allow: a local
+executor's result hop is in ``transfer_s`` there (completed minus end of
+service), and the broker hops towards the executor in ``queue_s``.
 """
 
 from __future__ import annotations
@@ -16,7 +47,7 @@ __all__ = ["REQUEST_COLUMNS", "BATCH_COLUMNS", "DropReason", "DROP_REASONS", "su
 
 REQUEST_COLUMNS = (
     "request_id", "source", "arrival_s", "dispatched_s", "executor", "executor_kind", "batch_id",
-    "batch_size", "memory_mb", "transfer_s", "queue_s", "cold_start_s", "service_s", "completed_s",
+    "batch_size", "memory_mb", "transfer_s", "hop_s", "queue_s", "cold_start_s", "service_s", "completed_s",
     "latency_s", "deadline_s", "met_slo", "dropped", "drop_reason", "cost",
 )  # fmt: skip
 
@@ -81,23 +112,33 @@ def request_table(
     end_s: np.ndarray,
     completed_s: np.ndarray,
     cold_start_s: np.ndarray,
+    hop_s: np.ndarray | None = None,
+    hop_back_s: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The request table of both backends, from each request's batch columns.
 
     Every array has one entry per request (its batch's value; ``batch_id`` -1
     for a request never dispatched). ``completed`` says which requests got a
-    result, ``drop_codes`` index ``drop_reasons`` (-1: not dropped). Derived
-    here once, so the backends cannot drift apart: ``transfer_s`` (uplink,
-    waiting for the link included, plus the result's way back),
-    ``service_s``, ``latency_s``, ``queue_s`` (the rest), the per-request
-    cost, and ``met_slo``. ``completed_s`` is overwritten in place.
+    result, ``drop_codes`` index ``drop_reasons`` (-1: not dropped).
+    ``arrived_s`` is when the batch came off its link (before any hop to the
+    executor); ``hop_s`` each request's hops in all (its source's, its
+    executor's there and back; None: no hops), ``hop_back_s`` the part of it
+    between ``end_s`` and ``completed_s``. Derived here once, so the backends
+    cannot drift apart: ``transfer_s`` (uplink, waiting for the link
+    included, plus the result's way back over the link), ``service_s``,
+    ``latency_s``, ``queue_s`` (the rest: waiting), the per-request cost,
+    and ``met_slo``. ``completed_s`` is overwritten in place.
     """
     completed_s[~completed] = np.nan
     arrival_s = arrivals.arrival_s
     transfer_s = (arrived_s - dispatched_s) + (completed_s - end_s)
+    if hop_back_s is not None:
+        transfer_s -= hop_back_s
+    if hop_s is None:
+        hop_s = np.zeros(len(arrival_s))
     service_s = end_s - start_s
     latency_s = completed_s - arrival_s
-    queue_s = latency_s - transfer_s - cold_start_s - service_s
+    queue_s = latency_s - transfer_s - hop_s - cold_start_s - service_s
     deadline_s = arrivals.deadline_s
     with np.errstate(invalid="ignore", divide="ignore"):
         cost = batch_cost / np.maximum(size, 1)
@@ -114,6 +155,7 @@ def request_table(
         "batch_size": size,
         "memory_mb": memory_mb,
         "transfer_s": transfer_s,
+        "hop_s": hop_s,
         "queue_s": queue_s,
         "cold_start_s": cold_start_s,
         "service_s": service_s,

@@ -245,10 +245,16 @@ def _named_stream(seed: int, name: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), int.from_bytes(digest, "little")])
 
 
+#: the error of a workload given both lengths (``Workload`` and ``spec.build.build_workload`` raise it)
+CONFLICTING_LENGTH = "workload.num_requests, workload.duration_s"
+CONFLICTING_LENGTH_ALLOWED = "one of the two, not both (set the other to null)"
+
+
 class Workload:
     """Several sources, each with its own arrival process, over a common span.
 
-    Give either ``num_requests`` (per source) or ``duration_s``; a workload
+    Give either ``num_requests`` (per source) or ``duration_s``, not both
+    (``ConfigError`` naming the two); a workload
     whose sources are all traces may give neither and replays each trace once.
     """
 
@@ -261,6 +267,9 @@ class Workload:
         if len(sources) > np.iinfo(np.int16).max:
             raise ConfigError("workload.sources", len(sources), f"at most {np.iinfo(np.int16).max} sources")
         self.sources = tuple(sources)
+        if num_requests is not None and duration_s is not None:
+            # which one bounds the run would be a guess: say so before any work
+            raise ConfigError(CONFLICTING_LENGTH, {"num_requests": num_requests, "duration_s": duration_s}, CONFLICTING_LENGTH_ALLOWED)
         self.num_requests = None if num_requests is None else check_int_at_least("workload.num_requests", num_requests, 1)
         self.duration_s = None if duration_s is None else check_positive("workload.duration_s", duration_s)
         if self.num_requests is None and self.duration_s is None:

@@ -302,3 +302,26 @@ def test_bad_settings_raise_value_error_naming_them(name, bad, setting):
     cls = CLASSES[name]
     with pytest.raises(ValueError, match=setting):
         build(cls, bad)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_handle_arrival_is_handle_of_request_arrived(name):
+    # the simulator's hot path (Scheduler.handle_arrival) against the one entry point, event for event
+    cls = CLASSES[name]
+    kwargs = CONFIGS[name]["configs"][0]
+    by_event, by_arrival = build(cls, kwargs), build(cls, kwargs)
+    rng = np.random.default_rng(5)
+    now_s = 0.0
+    for request_id in range(200):
+        now_s += float(rng.exponential(0.01))
+        request = Request(request_id=request_id, source="s", arrival_s=now_s, size_bytes=1000, deadline_s=now_s + 0.5)
+        expected = by_event.handle(RequestArrived(now_s=now_s, request=request))
+        assert by_arrival.handle_arrival(now_s, request) == expected
+        for timer in [a for a in expected if isinstance(a, StartTimer) and a.at_s <= now_s]:
+            assert by_arrival.handle(TimerFired(now_s=now_s, timer_id=timer.timer_id)) == by_event.handle(
+                TimerFired(now_s=now_s, timer_id=timer.timer_id))
+    assert by_arrival.pending_requests == by_event.pending_requests
+    with pytest.raises(DriverError):
+        by_arrival.handle_arrival(now_s - 1.0, Request(request_id=10**6, source="s", arrival_s=0.0, size_bytes=1))
+    with pytest.raises(DriverError):
+        by_arrival.handle_arrival(now_s, Request(request_id=199, source="s", arrival_s=now_s, size_bytes=1))  # arrived twice

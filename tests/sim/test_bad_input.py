@@ -21,6 +21,7 @@ BASE = single_queue(rate_rps=10, service_s=0.01, num_requests=100, batching=time
         ({"policy.batching": {**timeout_batching(), "max_batch_size": 0}}, "batching.max_batch_size", "integer >= 1"),
         ({"cluster.executors.0.slots": 0}, "cluster.executors.edge.slots", "integer >= 1"),
         ({"workload.num_requests": -1}, "workload.num_requests", "integer >= 1"),
+        ({"workload.duration_s": 5.0}, "workload.num_requests, workload.duration_s", "one of the two"),
         ({"cluster.executors.0.kind": "fog"}, "cluster.executors.edge.kind", "'edge', 'cloud', 'serverless'"),
         ({"cluster.executors.0.profile": {"kind": "linear", "per_item_s": -1, "base_s": 0}}, "cluster.executors.edge.profile.per_item_s", ">= 0"),
         ({"cluster.executors.0.noise": {"kind": "lognormal", "cv": -0.1}}, "cluster.executors.edge.noise.cv", ">= 0"),

@@ -280,6 +280,40 @@ def test_source_hops_delay_and_reorder_arrivals_at_the_gateway():
     assert (np.diff(requests.sort_values("arrival_s")["dispatched_s"].to_numpy()) < 0).any()  # reordered
 
 
+@pytest.mark.parametrize(
+    ("change", "hops_s"),
+    [
+        ({"workload.sources.0.hop_s": 0.01}, 0.01),  # the source's hop to its gateway
+        ({"cluster.executors.0.hop_s": 0.01}, 0.02),  # the executor's hop there and back
+        ({"workload.sources.0.hop_s": 0.01, "cluster.executors.0.hop_s": 0.01}, 0.03),
+        ({"cluster.executors.0.hop_s": 0.01, "cluster.executors.0.hop_MBps": 1.0}, 0.02 + 0.5),  # 0.5 MB payloads
+    ],
+)
+def test_a_hop_at_idle_load_is_in_the_hop_column_not_the_queue(tmp_path, change, hops_s):
+    # one request a second against 10 ms of service: nothing ever waits
+    gaps = write_json(tmp_path / "gaps.json", [0.5] + [1.0] * 9)
+    config = single_queue(rate_rps=1.0, service_s=0.01, arrivals={"kind": "trace", "path": gaps, "start_offset_s": 0})
+    config["workload"]["num_requests"] = 10
+    config["workload"]["sources"][0]["size_bytes"] = MB // 2
+    requests = simulate(with_changes(config, **change)).requests
+    assert requests["completed_s"].notna().all()
+    np.testing.assert_allclose(requests["hop_s"], hops_s, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(requests["queue_s"], 0.0, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(requests["transfer_s"], 0.0, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(requests["latency_s"], hops_s + 0.01, rtol=0, atol=1e-9)
+
+
+def test_a_hop_behind_a_link_is_apart_from_the_link(tmp_path):
+    gaps = write_json(tmp_path / "gaps.json", [0.5, 10.0, 10.0])
+    config = remote_config(link={"delay_s": 0.04, "bandwidth_MBps": 2.0}, gaps_path=gaps, size_bytes=MB)
+    config["cluster"]["executors"][0]["hop_s"] = 0.01
+    requests = simulate(config).requests
+    np.testing.assert_allclose(requests["transfer_s"], 0.04 + 0.5 + 0.04, rtol=0, atol=1e-9)  # up and back over the link
+    np.testing.assert_allclose(requests["hop_s"], 0.02, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(requests["queue_s"], 0.0, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(requests["latency_s"], 0.04 + 0.5 + 0.01 + 0.01 + 0.01 + 0.04, rtol=0, atol=1e-9)
+
+
 class DropByParity(BatchingPolicy):
     """Drops every request with a reason of its own: one for even ids, another for odd ones."""
 

@@ -103,3 +103,18 @@ def test_without_a_feed_it_is_plain_simpy():
         env.process(user(hold_s))
     env.run()
     assert done == [1.0, 3.0, 6.0]
+
+
+def test_a_call_is_ordered_exactly_as_a_timeout_of_the_same_delay():
+    env = FeedEnvironment()
+    seen: list = []
+    for name in ("timeout a", "call b", "timeout c", "call d"):
+        if name.startswith("call"):
+            env.call_in(1.0, lambda call: seen.append((call.value, env.now)), name)
+        else:
+            env.timeout(1.0, name).callbacks.append(lambda event: seen.append((event.value, env.now)))
+    env.call_in(0.5, lambda call: seen.append((call.value, env.now)), "call early")
+    replay(env, [1.0, 2.0], seen)
+    env.run()
+    assert seen == [("call early", 0.5), ("timeout a", 1.0), ("call b", 1.0), ("timeout c", 1.0), ("call d", 1.0),
+                    ("arrival", 1.0), ("arrival", 2.0)]  # fmt: skip

@@ -79,11 +79,39 @@ def test_the_derived_columns_add_up():
     assert r["service_s"] == pytest.approx(0.08)
     assert r["latency_s"] == pytest.approx(0.41 - 0.15)
     assert r["queue_s"] == pytest.approx(0.30 - 0.15 + (0.32 - 0.31))
-    assert r["transfer_s"] + r["queue_s"] + r["cold_start_s"] + r["service_s"] == pytest.approx(r["latency_s"])
+    assert r["hop_s"] == 0.0
+    assert r["transfer_s"] + r["hop_s"] + r["queue_s"] + r["cold_start_s"] + r["service_s"] == pytest.approx(r["latency_s"])
     assert r["cost"] == pytest.approx(0.002)
     assert r["met_slo"]  # deadline 0.45
     first = recorder.requests().iloc[:2]
     assert first["cost"].tolist() == [0.0, 0.0] and first["batch_size"].tolist() == [2, 2]
+
+
+def test_hops_have_their_own_column_and_leave_the_queue_and_the_link():
+    # one request with a 5 ms source hop; its batch: dispatched 0.105, off a 10 ms link 0.115, a 2 ms hop
+    # there, served 0.117-0.127, a 3 ms hop back, a 10 ms link back: completed 0.140
+    source = Source(name="cam", arrivals=PoissonArrivals(rate_rps=1.0), hop_s=0.005)
+    recorder = Recorder(Arrivals(arrival_s=np.array([0.1]), source_index=np.zeros(1, np.int16), sources=(source,)), ["e"], ["edge"])
+    batch = recorder.batch_dispatched(0.105, 0, [0], None)
+    recorder.batch_finished(batch, 0.115, 0.117, 0.127, 0.140, 0.0, 0.0, hop_s=0.002 + 0.003, hop_back_s=0.003)
+    r = recorder.requests(source_hops=True).iloc[0]
+    assert r["hop_s"] == pytest.approx(0.005 + 0.002 + 0.003)
+    assert r["transfer_s"] == pytest.approx(0.010 + 0.010)
+    assert r["queue_s"] == pytest.approx(0.0, abs=1e-12)
+    assert r["transfer_s"] + r["hop_s"] + r["queue_s"] + r["service_s"] == pytest.approx(r["latency_s"])
+    # a backend that does not time the source's hop apart (live) leaves it in the queue
+    assert recorder.requests().iloc[0]["queue_s"] == pytest.approx(0.005)
+
+
+def test_hops_of_later_batches_leave_earlier_ones_at_zero():
+    recorder = Recorder(arrivals([0.0, 1.0, 2.0]), ["near", "far"], ["edge", "edge"])
+    for request_id, executor, hop_s in ((0, 0, 0.0), (1, 1, 0.02), (2, 0, 0.0)):
+        batch = recorder.batch_dispatched(float(request_id), executor, [request_id], None)
+        recorder.batch_finished(batch, request_id, request_id, request_id + 0.1, request_id + 0.1 + hop_s / 2, 0.0, 0.0,
+                                hop_s=hop_s, hop_back_s=hop_s / 2)  # fmt: skip
+    requests = recorder.requests()
+    assert requests["hop_s"].tolist() == [0.0, 0.02, 0.0]
+    np.testing.assert_allclose(requests["transfer_s"], 0.0, atol=1e-12)
 
 
 def test_unlisted_drop_reasons_are_kept_by_name_after_the_listed_ones():

@@ -179,7 +179,12 @@ def against_load(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None 
         for ax, (metric, _, scale, _) in zip(flat, panels):
             if f"{metric}.mean" in rows:
                 _line_with_band(ax, rows["rate_rps"].to_numpy(dtype=float), rows, metric, style, scale, label=style["label"])
-    for ax, (metric, ylabel, _, log) in zip(flat, panels):
+    slos = intervals["slo_s"].dropna().unique() if "slo_s" in intervals else []
+    for ax, (metric, ylabel, scale, log) in zip(flat, panels):
+        if metric.startswith("latency") and len(slos) == 1:  # one SLO for every run: draw it
+            ax.axhline(float(slos[0]) * scale, color="black", linestyle="--", linewidth=0.9)
+            ax.text(0.42, float(slos[0]) * scale, f"SLO {float(slos[0]) * 1000:g} ms", transform=ax.get_yaxis_transform(),
+                    fontsize=7, va="bottom", ha="center")  # fmt: skip
         if log:
             ax.set_yscale("log")
         ax.set_xlabel("arrival rate (req/s)")
@@ -211,6 +216,7 @@ def slo_cost(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None = No
         return []
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     attain, by_slo, front, legend_ax = axes.ravel()
+    fronts = 0
     for style, rows in _series(intervals, "slo_s"):
         slo_ms = rows["slo_s"].to_numpy(dtype=float) * 1000
         _line_with_band(attain, slo_ms, rows, "slo_attainment", style, label=style["label"])
@@ -221,6 +227,9 @@ def slo_cost(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None = No
         front.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=style["marker"], color=style["color"], markersize=4, elinewidth=0.8, capsize=2,
                        alpha=0.8)  # fmt: skip
         pareto = _pareto(rows)
+        if len(pareto) < 2:  # a front of one point is the point itself
+            continue
+        fronts += 1
         front.step(pareto["slo_attainment.mean"], pareto["cost_per_1k.mean"], where="post", color=style["color"],
                    linestyle=style["linestyle"], linewidth=1.2)  # fmt: skip
     attain.set_xlabel("SLO (ms)")
@@ -231,7 +240,8 @@ def slo_cost(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None = No
     by_slo.set_title("Cost against SLO", fontsize=10)
     front.set_xlabel("SLO attainment (fraction of requests)")
     front.set_ylabel("cost per 1,000 requests (USD)")
-    front.set_title("Cost against SLO attainment: Pareto front per policy", fontsize=10)
+    front.set_title("Cost against SLO attainment, one point per SLO"
+                    + ("\n(line: a policy's Pareto front, where it has two or more points)" if fronts else ""), fontsize=10)  # fmt: skip
     for ax in (attain, by_slo, front):
         ax.grid(True, alpha=0.3)
     legend_ax.axis("off")
@@ -256,7 +266,8 @@ def _bandwidth_traces(run_dir: Path) -> dict[str, tuple[np.ndarray, float]]:
     return traces
 
 
-def timeline(run_dir: Path, out: Path, name: str) -> list[Path]:
+def timeline(run_dir: Path, out: Path, name: str, description: str | None = None) -> list[Path]:
+    """One run over time; ``description`` (its configuration and seed) heads the figure, else the run's folder."""
     requests = pd.read_parquet(run_dir / "requests.parquet", columns=["arrival_s"])
     batches = pd.read_parquet(run_dir / "batches.parquet")
     plans_path = run_dir / "plans.parquet"
@@ -266,7 +277,9 @@ def timeline(run_dir: Path, out: Path, name: str) -> list[Path]:
     counts, edges = np.histogram(requests["arrival_s"], bins=np.arange(0, end_s + 1.0, 1.0))
     rate_ax.step(edges[:-1], counts, where="post")
     rate_ax.set_ylabel("arrival rate (req/s)")
-    rate_ax.set_title(f"Timeline of {run_dir.parent.name}/{run_dir.name}: arrivals, uplink, batches and re-plans")
+    rate_ax.set_ylim(bottom=0)
+    what = description or f"{run_dir.parent.name}/{run_dir.name}"
+    rate_ax.set_title(f"One run ({what}): arrivals, uplink, batches and re-plans", fontsize=10)
     for link, (samples, _) in _bandwidth_traces(run_dir).items():
         seconds = np.arange(0, int(end_s) + 1)
         bw_ax.step(seconds, samples[seconds % len(samples)], where="post", label=f"uplink to {link}")
@@ -280,16 +293,25 @@ def timeline(run_dir: Path, out: Path, name: str) -> list[Path]:
     if len(batches):
         batch_ax.legend(fontsize=7, markerscale=3)
     if len(plans) and "at_s" in plans:
-        for _, plan in plans.iterrows():
-            colour = "tab:red" if plan.get("trigger") == "changepoint" else "tab:grey"
+        changepoint = (plans["trigger"] == "changepoint").to_numpy() if "trigger" in plans else np.zeros(len(plans), bool)
+        for at_s, is_changepoint in zip(plans["at_s"], changepoint):
             for ax in (rate_ax, bw_ax, batch_ax):
-                ax.axvline(plan["at_s"], color=colour, alpha=0.25, linewidth=0.8)
-        rate_ax.plot([], [], color="tab:grey", label="re-plan (periodic / initial)")
-        rate_ax.plot([], [], color="tab:red", label="re-plan (changepoint)")
-        rate_ax.legend(fontsize=7)
+                ax.axvline(at_s, color="tab:red" if is_changepoint else "tab:grey", alpha=0.25, linewidth=0.8)
+        # a legend entry only for the kinds of re-plan this run has
+        if (~changepoint).any():
+            rate_ax.plot([], [], color="tab:grey", label=f"re-plan, periodic or initial ({int((~changepoint).sum())})")
+        if changepoint.any():
+            rate_ax.plot([], [], color="tab:red", label=f"re-plan, changepoint ({int(changepoint.sum())})")
+        rate_ax.legend(fontsize=7, loc="lower left")
     for ax in (rate_ax, bw_ax, batch_ax):
         ax.grid(True, alpha=0.3)
     return _save(fig, out, f"timeline_{name}")
+
+
+def _seed_text(seed) -> str:
+    if seed is None or (isinstance(seed, float) and np.isnan(seed)):
+        return ""
+    return f"seed={int(seed) if isinstance(seed, float) and seed.is_integer() else seed}"
 
 
 def plot_all(directories, out: Path, timelines: int = 4) -> list[Path]:
@@ -302,7 +324,9 @@ def plot_all(directories, out: Path, timelines: int = 4) -> list[Path]:
     written += against_load(table, out, intervals)
     written += slo_cost(table, out, intervals)
     for index, run in enumerate(table.head(timelines).itertuples()):
-        written += timeline(Path(run.run_dir), out, f"{index}_{Path(run.run_dir).name}")
+        label = ", ".join(part for part in str(run.label).split(", ") if not part.startswith("repeats="))
+        description = ", ".join(part for part in (label, _seed_text(run.seed)) if part)
+        written += timeline(Path(run.run_dir), out, f"{index}_{Path(run.run_dir).name}", description)
     return written
 
 

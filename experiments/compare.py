@@ -120,6 +120,8 @@ def report(sim_dir: Path, live_dir: Path, out: Path) -> pd.DataFrame:
     shown["rel_error"] = shown["rel_error"].map(lambda e: "" if math.isnan(e) else f"{100 * e:+.1f}%")
     with pd.option_context("display.float_format", "{:,.4f}".format, "display.width", 200):
         print(shown.to_string())
+    print("one run per backend: no run-to-run spread, and live runs of one configuration vary (README, "
+          "\"Simulator against live\"); for errors beside the live spread run both with repeats=5 and use --sweep")
     print(f"-> {out / 'compare.csv'}, {out / 'latency_cdf.png'}")
     return table
 

@@ -90,12 +90,8 @@ class Pool:
         self.executor = executor
         self.espec: ServerlessSpec = spec.cluster.executors[executor]
         self.settings: ExecutorSettings = spec.settings.executors[executor]
-        self.topics = topics
-        self.clock = clock
-        self.inbox = inbox
-        self.send = send
-        self.ack = ack
-        self.name = name
+        self.topics, self.clock, self.inbox, self.name = topics, clock, inbox, name
+        self.send, self.ack = send, ack  # publish(topic, data), acknowledge(msg): the broker stays outside
         self.gateways = [g for g in spec.gateways if executor in spec.cluster.reachable(g)]
         # jobs are (pulsar message, Message, received_s, memory_mb)
         self.model = InstancePool.from_spec(self.espec)

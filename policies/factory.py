@@ -36,6 +36,10 @@ def make_scheduler_factory(policy: Mapping) -> Callable[[str, Cluster], Schedule
     max_retries = check_int_at_least("policy.max_retries", 0 if policy.get("max_retries") is None else policy["max_retries"], 0)
 
     def factory(gateway: str, cluster: Cluster) -> Scheduler:
+        for name in per_executor:
+            if name not in cluster.executors:
+                # an override for an executor that does not exist would silently do nothing
+                raise ConfigError(f"policy.batching_per_executor.{name}", name, "an executor of the cluster: " + ", ".join(cluster.executors))
         batching = instantiate("policy.batching", policy["batching"])
         if per_executor:
             batching = {

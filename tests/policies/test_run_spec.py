@@ -54,3 +54,9 @@ def test_the_live_harness_refuses_a_central_scheduler_by_name():
 
     with pytest.raises(ConfigError, match=r"sim\.central_scheduler"):
         build_run({**CONFIG, "sim": {"central_scheduler": True}})
+
+
+def test_a_per_executor_override_for_an_executor_that_does_not_exist_is_an_error():
+    config = {**CONFIG, "policy": {**CONFIG["policy"], "batching_per_executor": {"egde": {"_target_": "policies.batching.NoBatching"}}}}
+    with pytest.raises(ConfigError, match=r"policy\.batching_per_executor\.egde='egde' is not allowed: an executor of the cluster: edge"):
+        build_run_spec(config)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import statistics
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,7 +32,7 @@ import experiments.schema  # noqa: F401  (registers the structured schema)
 from experiments.sweeper import TARGET as CHECKED_SWEEPER
 from experiments.sweeper import register_sweeper, with_seed
 from policies.run_spec import build_run_spec
-from spec.validation import check_choice, check_int_at_least
+from spec.validation import ConfigError, check_choice, check_int_at_least
 
 __all__ = ["main", "run_config", "to_run_config", "write_results", "write_error", "check_config", "repeat_seeds",
            "BACKENDS"]  # fmt: skip
@@ -150,10 +151,27 @@ def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float:
     return float(summary["latency_p95_s"])
 
 
+def _config_error_exit(error: ConfigError, out_dir: Path) -> NoReturn:
+    """A bad setting: one line naming the field and what is allowed, status 2, and no results folder left behind."""
+    print(f"error: {error}", file=sys.stderr)
+    if not any(out_dir.rglob("summary.json")):  # nothing ran: the folder holds only Hydra's own files
+        shutil.rmtree(out_dir, ignore_errors=True)
+    raise SystemExit(2)
+
+
 @hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="config", version_base="1.3")  # absolute: the console script too
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        return _run_repeats(cfg, hydra_cfg, out_dir)
+    except ConfigError as error:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # the sweeper checked every job first; a job's error.json says what went wrong
+        _config_error_exit(error, out_dir)
+
+
+def _run_repeats(cfg: DictConfig, hydra_cfg, out_dir: Path) -> float:
     overrides = list(hydra_cfg.overrides.task)
     seeds = repeat_seeds(cfg)
     swept = hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.sweeper.get("_target_") == CHECKED_SWEEPER

@@ -119,3 +119,16 @@ def test_the_console_command_runs_from_any_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "100/100 completed" in done.stdout
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("rate_rps=-5", "workload.sources[0].arrivals.rate_rps"), ("cluster.executors.edge.slots=0", "cluster.executors.edge.slots")],
+)
+def test_a_bad_value_is_one_line_and_status_2_with_no_results_folder(override, named, tmp_path):
+    done = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=REPO_ROOT)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not (tmp_path / "run").exists()

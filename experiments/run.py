@@ -31,6 +31,7 @@ from experiments.paths import REPO_ROOT
 import experiments.schema  # noqa: F401  (registers the structured schema)
 from experiments.sweeper import TARGET as CHECKED_SWEEPER
 from experiments.sweeper import register_sweeper, with_seed
+from live.wire.broker import BrokerError  # stdlib only at import: no Pulsar needed to run the simulator
 from policies.run_spec import build_run_spec
 from spec.validation import ConfigError, check_choice, check_int_at_least
 
@@ -169,6 +170,11 @@ def main(cfg: DictConfig) -> float:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweeper checked every job first; a job's error.json says what went wrong
         _config_error_exit(error, out_dir)
+    except BrokerError as error:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        print(f"error: {error}", file=sys.stderr)  # the job's error.json keeps it too
+        raise SystemExit(1) from None
 
 
 def _run_repeats(cfg: DictConfig, hydra_cfg, out_dir: Path) -> float:

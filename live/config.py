@@ -191,13 +191,13 @@ def live_settings(run: RunSpec) -> LiveSettings:
     if unknown:
         raise ConfigError(f"live.{sorted(unknown)[0]}", raw[sorted(unknown)[0]], "a setting of the live section: one of " + ", ".join(LIVE_DEFAULTS))
     merged = {**copy.deepcopy(LIVE_DEFAULTS), **raw}
-    broker = _mapping("live.wire.broker", merged["broker"])
+    broker = _mapping("live.broker", merged["broker"])
     if set(broker) - set(_BROKER_KEYS):
         key = sorted(set(broker) - set(_BROKER_KEYS))[0]
-        raise ConfigError(f"live.wire.broker.{key}", broker[key], "one of " + ", ".join(_BROKER_KEYS))
-    url = _optional_str("live.wire.broker.url", broker.get("url"))
+        raise ConfigError(f"live.broker.{key}", broker[key], "one of " + ", ".join(_BROKER_KEYS))
+    url = _optional_str("live.broker.url", broker.get("url"))
     if url is not None and not url.startswith(("pulsar://", "pulsar+ssl://")):
-        raise ConfigError("live.wire.broker.url", url, "a pulsar:// or pulsar+ssl:// service URL, or null for an embedded broker")
+        raise ConfigError("live.broker.url", url, "a pulsar:// or pulsar+ssl:// service URL, or null for an embedded broker")
     model = _model_name("live.model", merged["model"])
     per_executor = _mapping("live.executors", merged["executors"])
     for name in per_executor:
@@ -241,8 +241,8 @@ def live_settings(run: RunSpec) -> LiveSettings:
         raise ConfigError("live.event_log", event_log, "true or false")
     return LiveSettings(
         broker_url=url,
-        auth_token=_optional_str("live.wire.broker.auth_token", broker.get("auth_token")),
-        tls_trust_certs_file=_optional_str("live.wire.broker.tls_trust_certs_file", broker.get("tls_trust_certs_file")),
+        auth_token=_optional_str("live.broker.auth_token", broker.get("auth_token")),
+        tls_trust_certs_file=_optional_str("live.broker.tls_trust_certs_file", broker.get("tls_trust_certs_file")),
         model=model,
         executors=executors,
         timeout_s=check_positive("live.timeout_s", merged["timeout_s"]),

@@ -6,7 +6,7 @@
 1. checks and builds it exactly as every role will (a bad setting fails
    here, naming the field);
 2. starts the embedded pulsar-lite broker (data and log under
-   ``out_dir/broker``) unless ``live.wire.broker.url`` names one;
+   ``out_dir/broker``) unless ``live.broker.url`` names one;
 3. starts the roles as processes: the sink, the workers of every server
    executor (``live.executors.<name>.replicas``, default its ``slots``), a
    pool per serverless executor, a gateway per gateway, a source per
@@ -71,7 +71,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from live.wire.broker import EmbeddedBroker, connect
+from live.wire.broker import EmbeddedBroker, check_reachable, connect
 from live.config import RunSpec, Topics, build_run
 from live.deploy.processes import ControlChannel, Interrupts, RoleProc, StartError, Supervisor, child_env, close_connection
 from live.deploy.processes import subscribe_ready, wait_ready
@@ -247,6 +247,8 @@ class _LocalRun:
         if self.url is None:
             self.broker = EmbeddedBroker(self.out / "broker").start()
             self.url = self.broker.url
+        else:
+            check_reachable(self.url)  # the user's broker must be up before a local run starts its roles
         self.client, _ = connect(self.url, auth_token=settings.auth_token, tls_trust_certs_file=settings.tls_trust_certs_file)
         ready = subscribe_ready(self.client, self.run_id)
         self.control = ControlChannel(self.client, self.run_id, source="run")

@@ -22,7 +22,7 @@ Every role sends its dead letters through ``Role.dead_letter``.
 
 The auth token is read from ``--auth-token``, else the environment variable
 ``EDGEBATCH_PULSAR_TOKEN`` (which keeps it off the process list), else the
-config's ``live.wire.broker.auth_token``.
+config's ``live.broker.auth_token``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ log = logging.getLogger("edgebatch.live")
 def common_parser(description: str) -> argparse.ArgumentParser:
     """The arguments every role takes."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--broker", help="Pulsar service URL (default: the config's live.wire.broker.url)")
+    parser.add_argument("--broker", help="Pulsar service URL (default: the config's live.broker.url)")
     parser.add_argument("--run-id", required=True, help="the run's id: part of every topic name")
     parser.add_argument("--config", required=True, help="the run config (JSON)")
     parser.add_argument("--name", help="this process's name (unique in the run; default from role, host and pid)")
@@ -96,7 +96,7 @@ class Role:
         settings = self.spec.settings
         url = args.broker or settings.broker_url
         if not url:
-            raise SystemExit("--broker is required (the config's live.wire.broker.url is null)")
+            raise SystemExit("--broker is required (the config's live.broker.url is null)")
         token = args.auth_token or os.environ.get(TOKEN_ENV) or settings.auth_token
         self.client, _ = connect(url, auth_token=token, tls_trust_certs_file=args.tls_trust_certs_file or settings.tls_trust_certs_file)
         self.stop = threading.Event()

@@ -317,6 +317,26 @@ def _quiet_logger():
         return None
 
 
+def check_reachable(url: str, timeout_s: float = 3.0) -> None:
+    """Raise ``BrokerError`` naming ``url`` unless one of its hosts accepts a TCP connection within ``timeout_s``.
+
+    The Pulsar client itself retries an unreachable broker for its whole
+    operation timeout (30 s of C++ log lines); this says so at once.
+    """
+    hosts = url.split("://", 1)[-1].split("/", 1)[0]
+    reasons = []
+    for address in hosts.split(","):
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or address
+        try:
+            with socket.create_connection((host, int(port or 6650)), timeout=timeout_s):
+                return
+        except (OSError, ValueError) as error:
+            reasons.append(f"{address}: {getattr(error, 'strerror', None) or error}")
+    raise BrokerError(f"no Pulsar broker answers at {url} ({'; '.join(reasons)}); start one, "
+                      "or leave live.broker.url unset for the embedded broker")  # fmt: skip
+
+
 def connect(
     url: Optional[str] = None,
     auth_token: Optional[str] = None,

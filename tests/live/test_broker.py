@@ -7,6 +7,8 @@ acks, batch receive. Delivery is at-least-once, so receivers dedupe by id.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import socket
 import time
 
@@ -232,3 +234,19 @@ def test_free_port_is_bindable():
     p = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", p))
+
+
+def test_a_broker_url_where_nothing_listens_fails_at_once_naming_the_url(tmp_path):
+    from experiments.paths import REPO_ROOT
+    from live.wire.broker import free_port
+
+    url = f"pulsar://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "experiments.run", "backend=live", f"+live.broker.url={url}", "num_requests=20",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    took_s = time.monotonic() - started
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error: no Pulsar broker answers at " + url), done.stderr[-2000:]
+    # the run's own start-up (imports, config) plus the 3 s probe; the client alone retried for 30 s
+    assert took_s < 20, took_s

@@ -388,7 +388,7 @@ def test_live_section_is_checked_with_field_names():
         ({"executors": {"edge": {"replicas": 0}}}, "live.executors.edge.replicas"),
         ({"executors": {"edge": {"mb_per_thread": 512}}}, "live.executors.edge.mb_per_thread"),
         ({"timeout_s": -1}, "live.timeout_s"),
-        ({"broker": {"url": "http://x"}}, "live.wire.broker.url"),
+        ({"broker": {"url": "http://x"}}, "live.broker.url"),
     ]:
         config = copy.deepcopy(base)
         config["live"].update(change)

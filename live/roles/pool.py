@@ -304,11 +304,7 @@ def main(argv=None) -> int:
         role.skip_consumer_ids(args.incarnation)  # not the id of a dead predecessor's consumer (pulsar-lite)
         consumer = role.subscribe(in_topic, "pool", receiver_queue_size=100,
                                   message_listener=lambda c, m: inbox.put(("batch", c, m)))  # fmt: skip
-        dlq = role.producer(role.topics.dead_letter)
-        for gateway in spec.gateways:
-            role.producer(role.topics.results(gateway))
-        role.announce_ready()
-        clock = role.wait_start()
+        dlq, clock = role.ready_to_serve()
         if clock is None:
             return 0
         pool = Pool(spec, args.executor, role.topics, clock, inbox,

@@ -163,6 +163,15 @@ class Role:
         producer = self.producer(self.topics.ready)
         producer.send(encode_control(ControlOp.READY, source=self.name, meta={"role": self.stats["role"], "pid": os.getpid()}))
 
+    def ready_to_serve(self):
+        """For an executor role: open the dead-letter producer and every gateway's results producer,
+        say ready, and wait for the start. Returns ``(dead_letter_producer, clock)``; clock None: stop."""
+        dlq = self.producer(self.topics.dead_letter)
+        for gateway in self.spec.gateways:
+            self.producer(self.topics.results(gateway))
+        self.announce_ready()
+        return dlq, self.wait_start()
+
     def wait_start(self) -> RunClock | None:
         """Block until the run starts; None when told to stop (or out of time) first."""
         while not self._started.wait(0.1):

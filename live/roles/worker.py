@@ -189,11 +189,7 @@ def serve_broker(argv) -> int:
         # distinct from every other replica's id and from those of this replica's dead predecessors (pulsar-lite)
         role.skip_consumer_ids(args.replica + args.incarnation * settings.replicas)
         consumer = role.subscribe(in_topic, "workers", receiver_queue_size=1)
-        dlq = role.producer(role.topics.dead_letter)
-        for gateway in spec.gateways:
-            role.producer(role.topics.results(gateway))
-        role.announce_ready()
-        clock = role.wait_start()
+        dlq, clock = role.ready_to_serve()
         if clock is None:
             return 0
         gateways = set(spec.gateways)

@@ -264,19 +264,7 @@ def encode_batch(
         raise ValueError("ids and payloads differ in length")
     if not ids:
         raise ValueError("a batch carries at least one request")
-    sizes, blob = _concat(payloads)
-    return encode(Message(
-        kind=Kind.BATCH,
-        ids=tuple(str(i) for i in ids),
-        sizes=sizes,
-        source=source,
-        trace_id=str(trace_id if trace_id is not None else batch_id),
-        ts=dict(ts or {}),
-        payload=blob,
-        req_ts=tuple(dict(d) for d in req_ts) if req_ts is not None else None,
-        batch_id=str(batch_id),
-        meta=dict(meta or {}),
-    ))
+    return _encode_many(Kind.BATCH, batch_id, ids, payloads, source=source, req_ts=req_ts, ts=ts, trace_id=trace_id, meta=meta)
 
 
 def encode_result(
@@ -298,9 +286,15 @@ def encode_result(
         outputs = [b""] * len(ids)
     if len(outputs) != len(ids):
         raise ValueError("ids and outputs differ in length")
-    sizes, blob = _concat(outputs)
+    return _encode_many(Kind.RESULT, batch_id, ids, outputs, source=source, req_ts=req_ts, ts=ts, trace_id=trace_id, meta=meta,
+                        labels=tuple(int(x) for x in labels) if labels is not None else None)  # fmt: skip
+
+
+def _encode_many(kind: Kind, batch_id, ids, blobs, *, source, req_ts, ts, trace_id, meta, labels=None) -> bytes:
+    """A batch or a result: several requests' bytes concatenated, with their ids and sizes."""
+    sizes, blob = _concat(blobs)
     return encode(Message(
-        kind=Kind.RESULT,
+        kind=kind,
         ids=tuple(str(i) for i in ids),
         sizes=sizes,
         source=source,
@@ -309,7 +303,7 @@ def encode_result(
         payload=blob,
         req_ts=tuple(dict(d) for d in req_ts) if req_ts is not None else None,
         batch_id=str(batch_id),
-        labels=tuple(int(x) for x in labels) if labels is not None else None,
+        labels=labels,
         meta=dict(meta or {}),
     ))
 

@@ -425,7 +425,7 @@ def main(argv=None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     rows = _Rows()
     started = time.perf_counter()
-    broker = EmbeddedBroker(root / "broker").start()
+    broker = EmbeddedBroker(root / "broker", keep_data=False).start()
     recorded_log = None
     try:
         if "latency" not in skip:
@@ -435,7 +435,7 @@ def main(argv=None) -> int:
         if "decision" not in skip:
             _decision_part(args, rates, recorded_log, rows)
     finally:
-        broker.stop()
+        broker.close()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
 

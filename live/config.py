@@ -4,7 +4,7 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
 ``cluster``, ``policy``) plus a ``live`` section, all optional::
 
     live:
-      broker: {url: null, auth_token: null, tls_trust_certs_file: null}
+      broker: {url: null, auth_token: null, tls_trust_certs_file: null, keep_data: false}
       model: mlp                      # default PyTorch model of every executor (live.models)
       executors:                      # per executor, all optional
         edge: {model: cnn, threads: 1, replicas: 2}       # a server: worker processes
@@ -19,7 +19,9 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
       max_restarts: 3                 # a worker or pool process that dies during the run is restarted up to
                                       # this many times (each); 0: a crash ends the run (LiveRunError)
 
-``url: null`` means: start an embedded pulsar-lite broker. A server's
+``url: null`` means: start an embedded pulsar-lite broker; its data lives in a
+temporary folder removed at the end unless ``keep_data: true`` (then in
+``<out>/broker/data``; its log is in ``<out>/broker`` either way). A server's
 ``replicas`` defaults to its ``slots``; a serverless instance gets
 ``threads`` threads, or ``memory_mb / mb_per_thread`` (at least 1, at most
 the machine's cores). Every role process reads the whole config and checks
@@ -64,7 +66,7 @@ __all__ = [
 
 
 LIVE_DEFAULTS: dict[str, Any] = {
-    "broker": {"url": None, "auth_token": None, "tls_trust_certs_file": None},
+    "broker": {"url": None, "auth_token": None, "tls_trust_certs_file": None, "keep_data": False},
     "model": "mlp",
     "executors": {},
     "timeout_s": 120.0,
@@ -75,7 +77,7 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "max_restarts": 3,
     "redeliver_after_s": 30.0,
 }
-_BROKER_KEYS = ("url", "auth_token", "tls_trust_certs_file")
+_BROKER_KEYS = ("url", "auth_token", "tls_trust_certs_file", "keep_data")
 _SERVER_KEYS = ("model", "threads", "replicas")
 _SERVERLESS_KEYS = ("model", "threads", "mb_per_thread")
 
@@ -153,6 +155,8 @@ class LiveSettings:
     max_restarts: int = 3
     #: a gateway publishes a batch again when no result came back this long after publication (None: never)
     redeliver_after_s: float | None = 30.0
+    #: the embedded broker's data stays in ``<out>/broker/data`` (else a temporary folder, removed at the end)
+    keep_broker_data: bool = False
 
 
 def _mapping(field_name: str, value: Any) -> dict:
@@ -239,6 +243,9 @@ def live_settings(run: RunSpec) -> LiveSettings:
     event_log = merged["event_log"]
     if not isinstance(event_log, bool):
         raise ConfigError("live.event_log", event_log, "true or false")
+    keep_data = broker.get("keep_data", False)
+    if not isinstance(keep_data, bool):
+        raise ConfigError("live.broker.keep_data", keep_data, "true or false")
     return LiveSettings(
         broker_url=url,
         auth_token=_optional_str("live.broker.auth_token", broker.get("auth_token")),
@@ -252,6 +259,7 @@ def live_settings(run: RunSpec) -> LiveSettings:
         event_log=event_log,
         max_restarts=check_int_at_least("live.max_restarts", merged["max_restarts"], 0),
         redeliver_after_s=None if merged["redeliver_after_s"] is None else _positive_or_null("live.redeliver_after_s", merged["redeliver_after_s"]),
+        keep_broker_data=keep_data,
     )
 
 

@@ -5,8 +5,9 @@
 
 1. checks and builds it exactly as every role will (a bad setting fails
    here, naming the field);
-2. starts the embedded pulsar-lite broker (data and log under
-   ``out_dir/broker``) unless ``live.broker.url`` names one;
+2. starts the embedded pulsar-lite broker (log under ``out_dir/broker``, data
+   in a temporary folder removed at the end unless ``live.broker.keep_data``)
+   unless ``live.broker.url`` names one;
 3. starts the roles as processes: the sink, the workers of every server
    executor (``live.executors.<name>.replicas``, default its ``slots``), a
    pool per serverless executor, a gateway per gateway, a source per
@@ -245,7 +246,7 @@ class _LocalRun:
         settings = self.settings
         self.url = settings.broker_url
         if self.url is None:
-            self.broker = EmbeddedBroker(self.out / "broker").start()
+            self.broker = EmbeddedBroker(self.out / "broker", keep_data=settings.keep_broker_data).start()
             self.url = self.broker.url
         else:
             check_reachable(self.url)  # the user's broker must be up before a local run starts its roles
@@ -358,7 +359,9 @@ class _LocalRun:
             path = out / "stats" / f"{proc.name}.json"
             if path.is_file():
                 stats[proc.name] = json.loads(path.read_text())
-        extra = {"run_id": self.run_id, "out_dir": str(out), "broker_url": self.url, "startup_s": ready_s, "roles": stats,
+        data_dir = str(self.broker.data_path.parent) if self.broker is not None else None
+        extra = {"run_id": self.run_id, "out_dir": str(out), "broker_url": self.url, "broker_data_dir": data_dir,
+                 "startup_s": ready_s, "roles": stats,
                  "restarts": dict(restarts), "faults": dict(self.handle.notes) if self.handle is not None else {}}  # fmt: skip
         return RunResult(requests, batches, plans, summary, wall_s=time.perf_counter() - started, extra=extra)
 

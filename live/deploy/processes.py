@@ -333,14 +333,14 @@ def wait_ready(consumer, expected: set[str], timeout_s: float, *, check=None, st
 
 
 def close_connection(client, broker=None) -> None:
-    """Close a Pulsar ``client`` (errors ignored), then stop the embedded ``broker`` (if any)."""
+    """Close a Pulsar ``client`` (errors ignored), then close the embedded ``broker`` (if any)."""
     if client is not None:
         try:
             client.close()
         except Exception:
             pass
     if broker is not None:
-        broker.stop()
+        broker.close()
 
 
 class ControlChannel:

@@ -617,7 +617,8 @@ class _HostRun:
             from live.wire.broker import EmbeddedBroker
 
             e = self.testbed.embedded
-            self.broker = EmbeddedBroker(self.out / "broker", port=e.port, http_port=e.http_port, host=e.bind).start()
+            self.broker = EmbeddedBroker(self.out / "broker", port=e.port, http_port=e.http_port, host=e.bind,
+                                         keep_data=self.settings.keep_broker_data).start()
             self.log(f"[{self.host_name}] broker {self.broker.url} (metrics {self.broker.metrics_url}), pid {self.broker.pid}")
         self.client = _connect(self.testbed.broker_url, self.run_id, self.testbed.tls_trust_certs_file, wait_s=self.settings.startup_timeout_s)
         prepare(self.client, self.run_id)

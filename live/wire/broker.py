@@ -16,7 +16,8 @@ own TOML config so that:
   (``host:<http_port>`` likewise; pulsar-lite's default is ``0.0.0.0:8080``:
   every interface, and a port clash between two brokers),
 - logs are at warning level in ``<folder>/pulsar-lite.log``,
-- data lives in ``<folder>/data`` (the binary appends ``.rocksdb``).
+- data lives in ``<folder>/data`` (the binary appends ``.rocksdb``), or with
+  ``keep_data=False`` in a temporary folder that ``close()`` removes.
 
 Only ever use Shared subscriptions and treat delivery as at-least-once (see
 DESIGN.md, "live harness").
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,7 +107,7 @@ def _stop_all_at_exit() -> None:
     """Do not leave broker processes behind if the caller forgot to stop them."""
     for b in list(_RUNNING):
         try:
-            b.stop()
+            b.close()
         except Exception:
             pass
 
@@ -127,6 +129,7 @@ class EmbeddedBroker:
         stop_grace_s: float = 5.0,
         binary: Optional[str] = None,
         host: str = HOST,
+        keep_data: bool = True,
     ):
         if not host or host in ("0.0.0.0", "::", "[::]", "*"):
             raise ValueError(
@@ -145,13 +148,23 @@ class EmbeddedBroker:
         self.start_timeout_s = start_timeout_s
         self.stop_grace_s = stop_grace_s
         self.binary = binary or find_binary()
-        self.data_path = self.folder / "data"
+        #: False: the data lives in a temporary folder made at the first start and removed by
+        #: ``close()`` (the log and config stay in ``folder``), so a run's results hold no broker data
+        self.keep_data = keep_data
+        self._data_root: Optional[Path] = self.folder if keep_data else None
         self.log_path = self.folder / "pulsar-lite.log"
         self.config_path = self.folder / "pulsar-lite.toml"
         self._proc: Optional[subprocess.Popen] = None
         self._log_file = None
 
     # -- properties ---------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        """Where the broker keeps its data (the binary appends ``.rocksdb``)."""
+        if self._data_root is None:
+            self._data_root = Path(tempfile.mkdtemp(prefix="edgebatch-broker-data-"))
+        return self._data_root / "data"
+
     @property
     def url(self) -> str:
         return f"pulsar://{self.host}:{self.port}"
@@ -266,6 +279,13 @@ class EmbeddedBroker:
             self._log_file.close()
             self._log_file = None
 
+    def close(self) -> None:
+        """Stop the broker and, unless ``keep_data``, remove its data (``restart`` keeps it)."""
+        self.stop()
+        if not self.keep_data and self._data_root is not None:
+            shutil.rmtree(self._data_root, ignore_errors=True)
+            self._data_root = None
+
     def restart(self) -> "EmbeddedBroker":
         """Stop and start again on the same ports with the same data."""
         self.stop()
@@ -275,13 +295,13 @@ class EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> bool:
-        self.stop()
+        self.close()
         return False
 
     def __del__(self):  # last resort; callers should use stop() / a with-block
         try:
-            if self.running:
-                self.stop()
+            if self.running or not self.keep_data:
+                self.close()
         except Exception:
             pass
 

@@ -140,8 +140,11 @@ def test_batch_receive(client, topic_name):
     p.close()
 
 
-def test_restart_on_same_port(tmp_path):
-    with EmbeddedBroker(tmp_path / "b") as b:
+@pytest.mark.parametrize("keep_data", [True, False])
+def test_restart_on_same_port(tmp_path, keep_data):
+    with EmbeddedBroker(tmp_path / "b", keep_data=keep_data) as b:
+        data_root = b.data_path.parent
+        assert (data_root == tmp_path / "b") is keep_data  # else a temporary folder outside the results
         port, url, http_port = b.port, b.url, b.http_port
         pid1 = b.pid
         t = topic("restart", "x")
@@ -171,6 +174,9 @@ def test_restart_on_same_port(tmp_path):
         assert "before" not in got[0]
         cl.close()
     assert not b.running
+    # closing removes a temporary data folder (never the caller's), and only that
+    assert data_root.exists() is keep_data
+    assert (tmp_path / "b" / "pulsar-lite.log").is_file()
 
 
 def test_connect_embedded_and_token(tmp_path):

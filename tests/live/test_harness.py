@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -250,6 +251,16 @@ def test_cloud_run_started_and_stopped_its_broker(cloud_run):
     port = int(result.extra["broker_url"].rsplit(":", 1)[1])
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+
+
+def test_cloud_run_leaves_no_broker_data_behind(cloud_run):
+    """The broker's data lived in a temporary folder, removed at the end; the results stay small."""
+    _, result, out = cloud_run
+    data_dir = Path(result.extra["broker_data_dir"])
+    assert not data_dir.is_relative_to(out) and not data_dir.exists()
+    assert not list(out.rglob("*.rocksdb")) and not (out / "broker" / "data").exists()
+    size_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert size_bytes < 5 * 2**20, size_bytes
 
 
 # ---------------------------------------------------------------------------

@@ -33,8 +33,8 @@ class Simulation:
     run stops there and whatever has not finished is dropped as ``run_ended``.
 
     Telemetry (measured arrival rate per gateway, link bandwidth per remote
-    executor) is fed every ``telemetry_period_s`` to schedulers that have a
-    planner. Identical inputs and seed give identical tables.
+    executor, both over the period that just ended: ``Link.measured_bandwidth_MBps``)
+    is fed every ``telemetry_period_s`` to schedulers that have a planner. Identical inputs and seed give identical tables.
     """
 
     def __init__(self, spec: RunSpec):
@@ -140,7 +140,8 @@ class Simulation:
                 self._arrived_since[name] = 0
                 for executor, channel in driver.channels.items():
                     if channel is not None:
-                        bandwidth = channel.link.bandwidth_at(now_s)
+                        # only the past: the mean over the period that just ended
+                        bandwidth = channel.link.measured_bandwidth_MBps(now_s, period_s)
                         driver.handle(BandwidthMeasured(now_s=now_s, executor=executor, bandwidth_MBps=bandwidth))
 
     # -- the run ----------------------------------------------------------------

@@ -55,12 +55,38 @@ class Link:
             self.samples_MBps = None
             self.trace = None
         self._samples_list = None if self.samples_MBps is None else self.samples_MBps.tolist()
+        # running sums of the trace (MB carried from the trace's start to each whole second)
+        self._cumulative_MB = None if self.samples_MBps is None else [0.0, *np.cumsum(self.samples_MBps).tolist()]
 
     def bandwidth_at(self, t_s: float) -> float:
-        """Bandwidth in MB/s at time ``t_s`` (0 while the link is down)."""
+        """Bandwidth in MB/s at time ``t_s`` (0 while the link is down): the model's truth,
+        for the drivers; telemetry reports ``measured_bandwidth_MBps`` instead."""
         if self._samples_list is None:
             return self.constant_MBps
         return self._samples_list[int(math.floor(t_s)) % len(self._samples_list)]
+
+    def measured_bandwidth_MBps(self, now_s: float, period_s: float) -> float:
+        """What a meter read at ``now_s`` shows: the time-averaged bandwidth in MB/s over
+        ``[now_s - period_s, now_s)``, the interval that just ended (never a later sample).
+
+        The window starts no earlier than 0 (the run's start); the telemetry of
+        both backends reports this, so no policy sees the link's future.
+        """
+        end_s = float(now_s)
+        start_s = max(0.0, end_s - float(period_s))
+        if not period_s > 0 or not end_s > start_s:
+            raise ValueError(f"a measurement needs period_s > 0 and now_s > 0, got now_s={now_s!r}, period_s={period_s!r}")
+        if self._samples_list is None:
+            return self.constant_MBps
+        return (self._carried_MB(end_s) - self._carried_MB(start_s)) / (end_s - start_s)
+
+    def _carried_MB(self, t_s: float) -> float:
+        """MB the link could carry from time 0 to ``t_s`` (the trace repeats)."""
+        samples, cumulative = self._samples_list, self._cumulative_MB
+        n = len(samples)
+        second = math.floor(t_s)
+        cycles, index = divmod(second, n)
+        return cycles * cumulative[n] + cumulative[index] + (t_s - second) * samples[index]
 
     def serialization_end_s(self, start_s: float, size_bytes: float) -> float:
         """When the last byte of a transfer started at ``start_s`` is on the wire.

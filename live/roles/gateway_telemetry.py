@@ -1,7 +1,8 @@
 """What a gateway's planner hears every telemetry period, as in the simulator.
 
 Only the past: the arrival rate over the period just ended, and each
-link's bandwidth now.
+link's bandwidth averaged over that period (``Link.measured_bandwidth_MBps``,
+the same reading as the simulator's).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ __all__ = ["PlannerTelemetry"]
 
 
 class PlannerTelemetry:
+    """Counts a gateway's arrivals and, each period, reports the period just ended to its planner."""
+
     def __init__(self, period_s: float, links: Mapping[str, Link]):
         self.period_s = period_s
         self.links = links
@@ -29,4 +32,4 @@ class PlannerTelemetry:
         self._arrived_since = 0
         yield ArrivalRateMeasured(now_s=now_s, rate_rps=rate)
         for executor, link in self.links.items():
-            yield BandwidthMeasured(now_s=now(), executor=executor, bandwidth_MBps=link.bandwidth_at(now_s))
+            yield BandwidthMeasured(now_s=now(), executor=executor, bandwidth_MBps=link.measured_bandwidth_MBps(now_s, self.period_s))

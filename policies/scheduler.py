@@ -251,15 +251,16 @@ class Scheduler:
             raise DriverError(f"batch {batch_id} was dispatched to {entry[0]!r}, not {executor!r}")
         return entry
 
-    def _pop_batch(self, batch_id: int, executor: str) -> tuple[Request, ...]:
-        entry = self._pop_entry(batch_id, executor)
-        requests = self._requests
-        for request in entry[1]:
-            del requests[request.request_id]
-        return entry[1]
-
     def _on_finished(self, event: BatchFinished, actions: list[Action]) -> None:
-        batch = self._pop_batch(event.batch_id, event.executor)
+        entry = self._pop_entry(event.batch_id, event.executor)
+        batch = entry[1]
+        requests = self._requests
+        for request in batch:
+            del requests[request.request_id]
+        if self.planner is not None:
+            # what a planner learns service times from: the measured time and the batch it was for
+            self.planner.observe_batch(now_s=event.now_s, executor=event.executor, batch_size=len(batch), memory_mb=entry[3],
+                                       service_s=event.service_s)  # fmt: skip
         batcher = self.batchers[event.executor]
         batcher.finished(event.now_s, len(batch), event.service_s)
         self._decide(event.executor, batcher, event.now_s, actions)

@@ -14,7 +14,8 @@ __all__ = ["Planner"]
 class Planner(abc.ABC):
     """Watches events and, when it decides to, produces a new ``Plan``.
 
-    The scheduler feeds it every event (``observe``), asks for a plan at the
+    The scheduler feeds it every event (``observe``; a finished batch also
+    through ``observe_batch``, with the batch's size), asks for a plan at the
     start (``initial_plan``), wakes it at ``wake_at_s`` (``on_wake``) and
     applies any plan it returns. Subclasses decide what a plan is
     (``make_plan``) and when to make one (``on_wake``, ``observe``).
@@ -39,6 +40,10 @@ class Planner(abc.ABC):
     def observe(self, event: Event) -> Plan | None:
         """See an event; return a plan to adopt now, or None."""
         return None
+
+    def observe_batch(self, *, now_s: float, executor: str, batch_size: int, memory_mb: int | None, service_s: float) -> None:
+        """A batch finished: its ``BatchFinished`` event with what the scheduler knows of the batch
+        it dispatched (its size and memory size). Called before ``observe`` of that event."""
 
     def on_wake(self, now_s: float) -> Plan | None:
         """The wake-up time came; return a plan to adopt now, or None."""

@@ -16,6 +16,7 @@ from policies.placement.base import ClusterView
 from policies.plan import Plan
 from policies.planning.edge_first import decision_to_plan
 from policies.planning.replanning import ReplanningPlanner
+from policies.planning.service_noise import ServiceNoiseEstimate
 from policies.planning.two_tier import (
     SEED_EDGE_BATCH_SIZES,
     SEED_MEMORY_SIZES_MB,
@@ -25,7 +26,6 @@ from policies.planning.two_tier import (
     find_tiers,
 )
 from spec.links import MB
-from spec.noise import LognormalNoise, NoNoise, ResidualNoise
 from spec.pricing import ServerlessPricing
 from spec.topology import ServerlessSpec, ServerSpec
 from spec.validation import (
@@ -320,8 +320,12 @@ class TailAwarePlanner(ReplanningPlanner):
     - *link capacity*: a plan that offloads more bytes per second (backlog
       drain included) than ``link_utilisation`` times the scenarios' mean
       bandwidth does not meet the target, whatever its predicted latency;
-    - service: the profile's mean with coefficient of variation
-      ``service_cv`` (None: from the executor's noise model);
+    - service: the profile's mean with the coefficient of variation the
+      planner has measured for that executor and batch size (and memory
+      size) from finished batches (``ServiceNoiseEstimate``: per size once
+      ``noise_min_samples`` batches of it finished, else the executor's
+      pooled figure, else the prior ``service_cv``); never the simulator's
+      noise settings;
     - the components of a side are independent; their sum (less the
       deterministic transfer) is fitted by a gamma distribution with the same
       mean and variance, whose CDF at the SLO gives ``P(latency <= slo_s)``.
@@ -369,7 +373,8 @@ class TailAwarePlanner(ReplanningPlanner):
     ``percentile`` (in (0, 1), default 0.95), ``criterion`` ("each" or
     "mixture"), ``request_size_bytes``, ``edge_batch_sizes``,
     ``serverless_batch_sizes``, ``memory_sizes_mb`` (grids, seed defaults),
-    ``split_steps`` (>= 1), ``service_cv`` (>= 0 or null), ``arrival_cv``
+    ``split_steps`` (>= 1), ``service_cv`` (the prior CV, >= 0; null: 0),
+    ``noise_min_samples`` (>= 2), ``arrival_cv``
     (> 0), ``price_per_gb_s`` (null: the executor's), ``edge_dispatch``
     ("auto", "fill" or "when_free"), ``rate_z`` (>= 0), ``rate_history``
     (samples, >= 2), ``bandwidth_history`` (samples, >= 1),
@@ -392,7 +397,8 @@ class TailAwarePlanner(ReplanningPlanner):
         serverless_batch_sizes: Sequence[int] = SEED_SERVERLESS_BATCH_SIZES,
         memory_sizes_mb: Sequence[int] = SEED_MEMORY_SIZES_MB,
         split_steps: int = 50,
-        service_cv: float | None = None,
+        service_cv: float | None = 0.0,
+        noise_min_samples: int = 20,
         arrival_cv: float = 1.0,
         price_per_gb_s: float | None = None,
         edge_dispatch: str = "auto",
@@ -427,7 +433,8 @@ class TailAwarePlanner(ReplanningPlanner):
         self.serverless_batch_sizes = check_grid("planner.serverless_batch_sizes", serverless_batch_sizes)
         self.memory_sizes_mb = check_grid("planner.memory_sizes_mb", memory_sizes_mb)
         self.split_steps = check_int_at_least("planner.split_steps", split_steps, 1)
-        self.service_cv = None if service_cv is None else check_non_negative("planner.service_cv", service_cv)
+        self.service_cv = 0.0 if service_cv is None else check_non_negative("planner.service_cv", service_cv)
+        self.noise_min_samples = check_int_at_least("planner.noise_min_samples", noise_min_samples, 2)
         self.arrival_cv = check_positive("planner.arrival_cv", arrival_cv)
         self.price_per_gb_s = None if price_per_gb_s is None else check_non_negative("planner.price_per_gb_s", price_per_gb_s)
         self.edge_dispatch = check_choice("planner.edge_dispatch", edge_dispatch, EDGE_DISPATCH)
@@ -475,8 +482,8 @@ class TailAwarePlanner(ReplanningPlanner):
         edge_spec, sl_spec = view.executors[edge], view.executors[serverless]
         self._edge_slots = edge_spec.slots if isinstance(edge_spec, ServerSpec) else 1
         self._max_instances = sl_spec.max_instances if isinstance(sl_spec, ServerlessSpec) else 1
-        self._edge_cv = self._cv_of(edge_spec)
-        self._serverless_cv = self._cv_of(sl_spec)
+        #: service-time noise, measured from the batches that finish (observe_batch)
+        self.noise = ServiceNoiseEstimate(mean_s=self._mean_service_s, prior_cv=self.service_cv, min_samples=self.noise_min_samples)
         if self.price_per_gb_s is not None:
             self._serverless_pricing = ServerlessPricing(price_per_gb_s=self.price_per_gb_s)
         else:
@@ -501,24 +508,15 @@ class TailAwarePlanner(ReplanningPlanner):
             per_item, base = 0.0, float(means[0])
         self._edge_line = (max(float(base), 0.0), max(float(per_item), 0.0))
 
+    def _mean_service_s(self, executor: str, batch_size: int, memory_mb: int | None) -> float:
+        return self.view.executors[executor].mean_service_s(batch_size, memory_mb)
+
     @staticmethod
     def _max_wait_of(batcher) -> float:
         value = getattr(batcher, "max_wait_s", None)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value)
         return math.inf
-
-    def _cv_of(self, spec) -> float:
-        if self.service_cv is not None:
-            return self.service_cv
-        noise = spec.noise
-        if isinstance(noise, NoNoise):
-            return 0.0
-        if isinstance(noise, LognormalNoise):
-            return noise.cv
-        if isinstance(noise, ResidualNoise):
-            return float(np.std(noise.ratios))
-        raise ConfigError("planner.service_cv", None, f"a number, since {spec.name!r} has a {type(noise).__name__}")
 
     # -- the model over the whole decision space ----------------------------------------------------
     def _edge_side(self, rate: float, shares: np.ndarray, backlog: int):
@@ -531,7 +529,7 @@ class TailAwarePlanner(ReplanningPlanner):
         # a backlog beyond one batch is extra load to drain within the plan's period
         excess = np.maximum(float(backlog) - b, 0.0)
         lam = rate * shares[None, :] + excess / self.period_s
-        cs2 = self._edge_cv**2
+        cs2 = np.array([self.noise.cv(self.edge_executor, int(x), None) ** 2 for x in sizes])[:, None]
         T = self.slo_s
         if self._edge_mode == "when_free":
             base, per_item = self._edge_line
@@ -566,7 +564,8 @@ class TailAwarePlanner(ReplanningPlanner):
         service = np.array([[spec.mean_service_s(int(x), m) for m in mem] for x in sizes])[:, :, None]
         fill_m, fill_v = truncated_fill_moments(sizes, rate * (1.0 - shares), self._serverless_max_wait_s)
         fill_m, fill_v = fill_m[:, None, :], fill_v[:, None, :]
-        cs2 = self._serverless_cv**2
+        noise = self.noise
+        cs2 = np.array([[noise.cv(self.serverless_executor, int(x), m) ** 2 for m in mem] for x in sizes])[:, :, None]
         mean = fill_m + service
         var = fill_v + cs2 * service**2
         # elastic instances: infeasible only beyond max_instances busy at once
@@ -952,6 +951,9 @@ class TailAwarePlanner(ReplanningPlanner):
             decision, view=self.view, edge=self.edge_executor, serverless=self.serverless_executor, trigger=trigger, detail=detail
         )
 
+    def observe_batch(self, *, now_s: float, executor: str, batch_size: int, memory_mb: int | None, service_s: float) -> None:
+        self.noise.add(executor=executor, batch_size=batch_size, memory_mb=memory_mb, service_s=service_s)
+
     def observe(self, event: Event) -> Plan | None:
         plan = super().observe(event)
         if plan is not None or not self.overload_replan or not isinstance(event, ArrivalRateMeasured):
@@ -979,10 +981,11 @@ class TailAwarePlanner(ReplanningPlanner):
         self._samples = {}
         sides = []
         if decision.edge_rate_rps > 0 or decision.serverless_batch_size == 0:
-            sides.append((self.edge_executor, decision.edge_batch_size, None, self._edge_cv))
+            sides.append((self.edge_executor, decision.edge_batch_size, None))
         if decision.serverless_batch_size:
-            sides.append((self.serverless_executor, decision.serverless_batch_size, decision.serverless_memory_mb, self._serverless_cv))
-        for name, b, m, cv in sides:
+            sides.append((self.serverless_executor, decision.serverless_batch_size, decision.serverless_memory_mb))
+        for name, b, m in sides:
+            cv = self.noise.cv(name, b, m)
             mean = self.view.executors[name].mean_service_s(b, m)
             var = (cv * mean) ** 2
             expected_batch = float(b)

@@ -21,7 +21,9 @@ from policies.planning.tail_aware import (
     truncated_fill_moments,
 )
 from spec.links import MB
-from spec.noise import NoiseModel
+from spec.links import Link
+from spec.noise import LognormalNoise, NoNoise
+from spec.pricing import ServerlessPricing
 from spec.topology import Cluster, ServerlessSpec, ServerSpec
 from tests.policies import harness as H
 
@@ -158,28 +160,60 @@ def test_plan_from_telemetry_and_settings_checked():
     assert plan.detail["predicted_p_s"] <= 0.8
 
 
-class OddNoise(NoiseModel):
-    def factors(self, count, rng):
-        return np.ones(count)
-
-
-def test_a_noise_model_it_cannot_read_needs_service_cv():
-    cluster = Cluster(
+def noisy_cluster(cv: float) -> Cluster:
+    """The seed cluster with the simulator's service-time noise set to ``cv`` on both executors."""
+    noise = LognormalNoise(cv=cv) if cv > 0 else NoNoise()
+    return Cluster(
         executors=[
-            ServerSpec(name="edge", kind="edge", profile=H.EDGE_PROFILE, gateway="edge", noise=OddNoise()),
-            ServerlessSpec(name="serverless", profile=H.SERVERLESS_PROFILE),
-        ]
+            ServerSpec(name="edge", kind="edge", profile=H.EDGE_PROFILE, gateway="edge", noise=noise),
+            ServerlessSpec(name="serverless", profile=H.SERVERLESS_PROFILE, noise=noise,
+                           pricing=ServerlessPricing(price_per_gb_s=H.PRICE_PER_GB_S), memory_mb=2048),  # fmt: skip
+        ],
+        links={"serverless": Link(delay_s=0.02, bandwidth_MBps=4.26)},
     )
-    with pytest.raises(ValueError, match="service_cv"):
-        Scheduler(
-            cluster=cluster,
-            placement=WeightedPlacement(),
-            batching=FixedBatching(),
-            planner=TailAwarePlanner(slo_s=0.8, nominal_rate_rps=5.0),
-        )
-    planner = TailAwarePlanner(slo_s=0.8, nominal_rate_rps=5.0, service_cv=0.2)
-    Scheduler(cluster=cluster, placement=WeightedPlacement(), batching=FixedBatching(), planner=planner)
-    assert planner.plan(rate_rps=5.0, bandwidth_MBps=math.inf).feasible
+
+
+def noise_scheduler(cluster: Cluster) -> Scheduler:
+    planner = TailAwarePlanner(slo_s=0.6, nominal_rate_rps=110.0, period_s=1.0, estimate_window=2, noise_min_samples=5)
+    return Scheduler(cluster=cluster, placement=WeightedPlacement(), planner=planner,
+                     batching={"edge": TimeoutBatching(max_batch_size=200, max_wait_s=0.0, max_inflight="executor"),
+                               "serverless": TimeoutBatching(max_batch_size=20, max_wait_s=0.1)})  # fmt: skip
+
+
+def test_same_events_under_two_noise_configs_give_the_same_decisions():
+    # the planner learns service-time noise from finished batches, never from the executors' noise settings
+    rng = np.random.default_rng(7)
+    factors = iter(rng.lognormal(-0.125, 0.5, 100_000))
+    cluster = noisy_cluster(0.0)
+
+    def service_s(executor, size, memory):
+        return cluster.executors[executor].mean_service_s(size, memory) * next(factors)
+
+    first = noise_scheduler(cluster)
+    run = H.run(first, rate_rps=110.0, duration_s=20.0, seed=3, slo_s=0.6, rate_period_s=1.0, bandwidth=lambda t: 4.26,
+                service_s=service_s)  # fmt: skip
+    plans = [p for p in run.plans if p.trigger != "initial"]
+    assert len(plans) >= 15 and len({(tuple(p.weights.items()), tuple(p.batch_size.items())) for p in plans}) > 1
+    assert first.planner.noise.samples("edge") >= 50
+    for cv in (0.0, 0.8):
+        replayed = H.replay(noise_scheduler(noisy_cluster(cv)), run.events)
+        assert replayed == run.actions, f"other decisions with the simulator's noise at cv={cv}"
+
+
+def test_the_measured_noise_replaces_the_prior():
+    planner = TailAwarePlanner(slo_s=0.8, nominal_rate_rps=110.0, service_cv=0.3, noise_min_samples=20)
+    Scheduler(cluster=noisy_cluster(0.0), placement=WeightedPlacement(), batching=FixedBatching(), planner=planner)
+    noise = planner.noise
+    assert noise.cv("edge", 10) == 0.3  # the prior, before any batch
+    rng = np.random.default_rng(0)
+    for factor in rng.lognormal(-0.02, 0.2, 400):
+        planner.observe_batch(now_s=1.0, executor="edge", batch_size=10, memory_mb=None, service_s=H.EDGE_PROFILE.mean_s(10) * factor)
+    for factor in rng.lognormal(-0.08, 0.4, 10):
+        planner.observe_batch(now_s=1.0, executor="edge", batch_size=40, memory_mb=None, service_s=H.EDGE_PROFILE.mean_s(40) * factor)
+    assert noise.cv("edge", 10) == pytest.approx(0.2, rel=0.15)  # its own batches
+    assert noise.cv("edge", 40) == pytest.approx(noise.cv("edge", 25))  # too few of its own: the executor's pooled figure
+    assert noise.cv("serverless", 5, 2048) == 0.3  # none yet: the prior
+    assert noise.samples("edge") == 410 and noise.samples("edge", 40) == 10
 
 
 # -- the model for the real traces: greedy edge batching, the uplink's capacity and samples, backlogs ------

@@ -1,0 +1,356 @@
+"""How far to trust the simulator: ``python -m experiments.fidelity``.
+
+Runs a suite of configurations (``conf/fidelity/default.yaml``: every batching
+policy, one worker, two replicas and an edge device with a serverless pool
+behind a traced link; Poisson, bursty and trace arrivals; low to
+near-saturation loads) on both backends, each with repeats: ``--live-repeats``
+live runs (seeds 0..R-1) and ``--sim-repeats`` simulated ones (seeds 0..N-1,
+so the live seeds' arrival schedules are among them). A seed varies the
+arrival times, the service-time noise and cold starts (README, "Repeats").
+
+Per configuration and metric it reports the simulated mean, the simulator's
+90% prediction interval for one run (Student's t over the simulated repeats:
+mean +/- t * s * sqrt(1 + 1/n)), the live mean with its 95% interval, and
+the error of the simulated mean against the live mean (relative; in points
+for SLO attainment). Over the configurations: the median and largest
+|error| per metric, Kendall's tau between the backends' means (do they rank
+configurations alike?) on p95 and on cost, and the share of live runs whose
+value falls inside the simulator's 90% prediction interval. Everything is
+compared with the targets of issue 15 (``TARGETS``) and saved under
+``results/fidelity/<time>/``: ``runs.csv`` (one row per run),
+``fidelity.csv`` (per configuration and metric), ``fidelity.json`` (the
+headline and targets) and ``p95_sim_vs_live.png/.svg``.
+
+``--analyze DIR`` recomputes the tables and plot from a finished suite's runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+from scipy import stats
+
+from experiments.paths import REPO_ROOT, RESULTS_DIR
+
+__all__ = ["FidelityCase", "load_suite", "prediction_interval", "analyze", "headline", "TARGETS", "main"]
+
+SUITE = REPO_ROOT / "conf" / "fidelity" / "default.yaml"
+#: metric -> summary key; SLO attainment's error is in points (absolute), the others relative
+METRICS = {"p50": "latency_p50_s", "p95": "latency_p95_s", "p99": "latency_p99_s",
+           "slo_attainment": "slo_attainment", "cost": "total_cost"}  # fmt: skip
+#: issue 15's targets: median |error| per metric, the worst p95, rank agreement, coverage
+TARGETS = {"median_abs_error_p50": 0.05, "median_abs_error_p95": 0.08, "median_abs_error_p99": 0.12,
+           "median_abs_error_slo_attainment": 0.01, "median_abs_error_cost": 0.05, "max_abs_error_p95": 0.25,
+           "kendall_tau_p95": 0.9, "kendall_tau_cost": 0.9, "share_live_inside_sim_90pi_p95": 0.9}  # fmt: skip
+_AT_LEAST = ("kendall_tau_p95", "kendall_tau_cost", "share_live_inside_sim_90pi_p95")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FidelityCase:
+    """One configuration of the suite: a name, what it is in words, and its Hydra overrides."""
+
+    name: str
+    what: str
+    overrides: tuple[str, ...]
+
+
+def load_suite(path: Path = SUITE, only: Sequence[str] = ()) -> tuple[list[str], list[FidelityCase]]:
+    """The suite's base overrides and its cases (``only``: these names, in the suite's order)."""
+    suite = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    cases = [FidelityCase(name=name, what=str(case.get("what", name)), overrides=tuple(case.get("overrides", ())))
+             for name, case in suite["cases"].items()]  # fmt: skip
+    unknown = sorted(set(only) - {c.name for c in cases})
+    if unknown:
+        raise SystemExit(f"error: --cases {unknown[0]!r} is not in {path}: one of {', '.join(c.name for c in cases)}")
+    return list(suite.get("base", ())), [c for c in cases if not only or c.name in only]
+
+
+def prediction_interval(values: Sequence[float], confidence: float = 0.90) -> tuple[float, float]:
+    """Student's t prediction interval for one more run's value (NaN with fewer than 2 values)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return math.nan, math.nan
+    t = stats.t.ppf(0.5 + confidence / 2, len(x) - 1)
+    half = t * x.std(ddof=1) * math.sqrt(1 + 1 / len(x))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+# -- running -------------------------------------------------------------------------------
+def _run(overrides: list[str], run_dir: Path) -> dict:
+    from experiments.compare import compose_config
+    from experiments.run import run_config
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_config(compose_config(overrides), run_dir)
+
+
+def run_suite(base: list[str], cases: list[FidelityCase], out: Path, *, sim_repeats: int, live_repeats: int,
+              extra: Sequence[str] = ()) -> pd.DataFrame:  # fmt: skip
+    """Run every case on both backends with repeats into ``out/runs``; one row per run."""
+    rows = []
+    for number, case in enumerate(cases, 1):
+        started = time.perf_counter()
+        for backend, repeats in (("sim", sim_repeats), ("live", live_repeats)):
+            for seed in range(repeats):
+                overrides = [*base, *case.overrides, *extra, f"backend={backend}", f"seed={seed}"]
+                summary = _run(overrides, out / "runs" / case.name / backend / f"seed={seed}")
+                rows.append({"case": case.name, "backend": backend, "seed": seed,
+                             **{m: summary.get(k) for m, k in METRICS.items()}})  # fmt: skip
+        print(f"[{number}/{len(cases)}] {case.name}: {case.what} ({time.perf_counter() - started:.0f} s)", flush=True)
+    runs = pd.DataFrame(rows)
+    runs.to_csv(out / "runs.csv", index=False)
+    return runs
+
+
+def read_runs(out: Path) -> pd.DataFrame:
+    """The runs of a finished suite, from their ``summary.json`` files."""
+    rows = []
+    for path in sorted((out / "runs").glob("*/*/seed=*/summary.json")):
+        summary = json.loads(path.read_text())
+        case, backend, seed = path.parts[-4], path.parts[-3], int(path.parts[-2].split("=", 1)[1])
+        rows.append({"case": case, "backend": backend, "seed": seed, **{m: summary.get(k) for m, k in METRICS.items()}})
+    if not rows:
+        raise SystemExit(f"error: {out / 'runs'} holds no finished runs (runs/<case>/<backend>/seed=<k>/summary.json)")
+    return pd.DataFrame(rows)
+
+
+# -- analysis ------------------------------------------------------------------------------
+def _error(metric: str, sim: float, live: float) -> float:
+    if not (math.isfinite(sim) and math.isfinite(live)):
+        return math.nan
+    if metric == "slo_attainment":
+        return sim - live
+    if live == 0:
+        return 0.0 if sim == 0 else math.inf
+    return (sim - live) / abs(live)
+
+
+def _case_metric(metric: str, sim: np.ndarray, live: np.ndarray) -> dict:
+    from experiments.stats import t_interval
+
+    low, high = prediction_interval(sim)
+    live_mean = t_interval(live)
+    sim_mean = float(np.nanmean(sim)) if len(sim) else math.nan
+    inside = [bool(low <= v <= high) for v in live if math.isfinite(v)] if math.isfinite(low) else []
+    return {"metric": metric, "sim_mean": sim_mean, "sim_pi90_low": low, "sim_pi90_high": high, "sim_n": len(sim),
+            "live_mean": live_mean.mean, "live_ci95_low": live_mean.low, "live_ci95_high": live_mean.high,
+            "live_n": live_mean.n, "error": _error(metric, sim_mean, live_mean.mean),
+            "live_runs_inside_sim_pi90": sum(inside), "live_runs_compared": len(inside)}  # fmt: skip
+
+
+def analyze(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per case and metric: simulated mean and 90% prediction interval, live mean and 95% interval, the error."""
+    rows = []
+    for case, group in runs.groupby("case", sort=False):
+        sides = {b: g for b, g in group.groupby("backend")}
+        if {"sim", "live"} - set(sides):
+            continue
+        for metric in METRICS:
+            sim = sides["sim"][metric].to_numpy(dtype=float)
+            live = sides["live"][metric].to_numpy(dtype=float)
+            rows.append({"case": case, **_case_metric(metric, sim, live)})
+    return pd.DataFrame(rows)
+
+
+def _kendall(table: pd.DataFrame, metric: str) -> float:
+    part = table[table["metric"] == metric].dropna(subset=["sim_mean", "live_mean"])
+    if len(part) < 3 or part["live_mean"].nunique() < 2:
+        return math.nan  # too few distinct configurations to rank (e.g. cost 0 almost everywhere)
+    return float(stats.kendalltau(part["sim_mean"], part["live_mean"]).statistic)
+
+
+def headline(table: pd.DataFrame) -> dict:
+    """Medians and worst |error| per metric, Kendall's tau, coverage of the prediction interval, targets."""
+    out: dict = {"configurations": int(table["case"].nunique())}
+    for metric in METRICS:
+        part = table[table["metric"] == metric]
+        if metric == "cost":  # a configuration that costs nothing live has no relative cost error
+            part = part[part["live_mean"].abs() > 0]
+        errors = part["error"].abs().replace(np.inf, np.nan).dropna()
+        out[f"median_abs_error_{metric}"] = float(errors.median()) if len(errors) else math.nan
+        out[f"max_abs_error_{metric}"] = float(errors.max()) if len(errors) else math.nan
+        out[f"worst_{metric}"] = str(part.loc[errors.idxmax(), "case"]) if len(errors) else ""
+        out[f"n_{metric}"] = int(len(errors))
+    out["kendall_tau_p95"] = _kendall(table, "p95")
+    out["kendall_tau_cost"] = _kendall(table, "cost")
+    p95 = table[table["metric"] == "p95"]
+    compared = int(p95["live_runs_compared"].sum())
+    out["share_live_inside_sim_90pi_p95"] = float(p95["live_runs_inside_sim_pi90"].sum() / compared) if compared else math.nan
+    out["targets"] = {key: {"target": target, "value": out[key], "met": _met(key, out[key], target)}
+                      for key, target in TARGETS.items()}  # fmt: skip
+    return out
+
+
+def _met(key: str, value: float, target: float) -> bool | None:
+    if not math.isfinite(value):
+        return None
+    return bool(value >= target) if key in _AT_LEAST else bool(value <= target)
+
+
+# -- reporting -----------------------------------------------------------------------------
+def _cell(metric: str, row) -> str:
+    unit = 1.0 if metric in ("slo_attainment", "cost") else 1000.0
+    error = row.error
+    shown = "-" if not math.isfinite(error) else (f"{100 * error:+.1f} pt" if metric == "slo_attainment" else f"{100 * error:+.0f}%")
+    return (f"{unit * row.sim_mean:.4g} [{unit * row.sim_pi90_low:.3g}, {unit * row.sim_pi90_high:.3g}] | "
+            f"{unit * row.live_mean:.4g} [{unit * row.live_ci95_low:.3g}, {unit * row.live_ci95_high:.3g}] | {shown}")
+
+
+def print_report(table: pd.DataFrame, head: dict, cases: dict[str, str]) -> None:
+    print("\nper configuration: simulated mean [90% prediction interval] | live mean [95% interval] | error"
+          " (latencies in ms; SLO attainment error in points)")
+    for case, group in table.groupby("case", sort=False):
+        print(f"\n{case}: {cases.get(case, '')}")
+        for row in group.itertuples():
+            print(f"  {row.metric:<15} {_cell(row.metric, row)}   live runs inside: {row.live_runs_inside_sim_pi90}/{row.live_runs_compared}")
+    print(f"\nover {head['configurations']} configurations:")
+    for key, entry in head["targets"].items():
+        value, verdict = entry["value"], {True: "met", False: "MISSED", None: "n/a"}[entry["met"]]
+        worst = head.get(key.replace("max_abs_error", "worst"), "") if key.startswith("max_") else ""
+        print(f"  {key:<34} {value:8.3f}   target {'>=' if key in _AT_LEAST else '<='} {entry['target']:<5} {verdict}"
+              + (f" ({worst})" if worst else ""))
+
+
+def _minor_label(value: float, _position) -> str:
+    """Label 2 and 5 of each decade on a log axis, so that a narrow range still reads."""
+    return f"{value:g}" if value > 0 and round(value / 10 ** math.floor(math.log10(value))) in (2, 5) else ""
+
+
+def _log_error_bars(centre: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Error-bar lengths below and above ``centre``; a bound at or below 0 (t intervals of few runs) stops at a tenth."""
+    low = np.where(np.isfinite(bounds[0]) & (bounds[0] > 0), bounds[0], centre / 10)
+    high = np.where(np.isfinite(bounds[1]), bounds[1], centre)
+    return np.vstack([np.maximum(centre - low, 0), np.maximum(high - centre, 0)])
+
+
+def plot_p95(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
+    """Simulated against live p95 per configuration, log-log, with the diagonal and a +/-25% band."""
+    part = table[table["metric"] == "p95"].dropna(subset=["sim_mean", "live_mean"])
+    if part.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    live, sim = 1000 * part["live_mean"].to_numpy(), 1000 * part["sim_mean"].to_numpy()
+    xerr = _log_error_bars(live, 1000 * part[["live_ci95_low", "live_ci95_high"]].to_numpy().T)
+    yerr = _log_error_bars(sim, 1000 * part[["sim_pi90_low", "sim_pi90_high"]].to_numpy().T)
+    ax.errorbar(live, sim, xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o", ms=5, capsize=3,
+                color="tab:blue", ecolor="tab:gray", label="configuration (x: live 95% CI, y: sim 90% PI)")  # fmt: skip
+    for x, y, name in zip(live, sim, part["case"]):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    low, high = 0.7 * min(live.min(), sim.min()), 1.4 * max(live.max(), sim.max())
+    grid = np.array([low, high])
+    ax.plot(grid, grid, "k-", lw=1, label="simulated = live")
+    ax.fill_between(grid, 0.75 * grid, 1.25 * grid, color="tab:green", alpha=0.12, label="within 25%")
+    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel="live p95 latency (ms)",
+           ylabel="simulated p95 latency (ms)", title=title)  # fmt: skip
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not powers of ten
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(ticker.FuncFormatter(_minor_label))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    paths = [path.with_suffix(s) for s in (".png", ".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=130)
+    plt.close(fig)
+    return paths
+
+
+def report(runs: pd.DataFrame, out: Path, cases: dict[str, str], meta: dict) -> dict:
+    """Write ``fidelity.csv``, ``fidelity.json`` and the plot; print the report; return the headline."""
+    table = analyze(runs)
+    head = {**headline(table), **meta}
+    table.to_csv(out / "fidelity.csv", index=False)
+    (out / "fidelity.json").write_text(json.dumps(head, indent=2, default=str))
+    print_report(table, head, cases)
+    live_n = int(runs[runs["backend"] == "live"].groupby("case").size().min())
+    sim_n = int(runs[runs["backend"] == "sim"].groupby("case").size().min())
+    title = f"Simulator fidelity: p95 of {head['configurations']} configurations\n({sim_n} sim and {live_n} live repeats each, {meta.get('machine', '')})"
+    figures = plot_p95(table, out / "p95_sim_vs_live", title)
+    print(f"-> {out / 'fidelity.csv'}, {out / 'fidelity.json'}" + (f", {figures[0]}" if figures else ""))
+    return head
+
+
+def _meta(args) -> dict:
+    from experiments import calibrate
+
+    calibration = {}
+    if calibrate.CALIBRATED.exists():  # when, on what and how noisy the profile the suite ran on was measured
+        calibration = (OmegaConf.to_container(OmegaConf.load(calibrate.CALIBRATED)) or {}).get("calibration", {})
+    return {"calibration": calibration, "machine": f"{platform.node()}, {platform.processor() or platform.machine()}", "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "sim_repeats": args.sim_repeats, "live_repeats": args.live_repeats, "extra_overrides": list(args.overrides)}  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.fidelity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides added to every run (e.g. live.model=cnn)")
+    parser.add_argument("--suite", type=Path, default=SUITE, help=f"the suite file (default {SUITE.relative_to(REPO_ROOT)})")
+    parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    parser.add_argument("--sim-repeats", type=int, default=10, help="simulated runs per case (seeds 0..N-1; default 10)")
+    parser.add_argument("--live-repeats", type=int, default=3, help="live runs per case (seeds 0..R-1; default 3)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default results/fidelity/<time>)")
+    parser.add_argument("--recalibrate", action="store_true", help="calibrate again before the suite (else only when missing)")
+    parser.add_argument("--model", default="wide_mlp", help="the model to calibrate when calibrating (default wide_mlp)")
+    parser.add_argument("--analyze", type=Path, default=None, metavar="DIR", help="only re-analyze a finished suite in DIR")
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = _parser().parse_args(argv)
+    if args.sim_repeats < 2 or args.live_repeats < 1:
+        raise SystemExit("error: --sim-repeats must be >= 2 (for a prediction interval) and --live-repeats >= 1")
+    base, cases = load_suite(args.suite, [c for c in args.cases.split(",") if c])
+    described = {c.name: c.what for c in cases}
+    if args.analyze is not None:
+        return report(read_runs(args.analyze), args.analyze, described, _meta(args))
+    out = args.out or RESULTS_DIR / "fidelity" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out.mkdir(parents=True, exist_ok=True)
+    _calibrate_if_needed(base, args, out)
+    _check_cases(base, cases, args.overrides)
+    runs = run_suite(base, cases, out, sim_repeats=args.sim_repeats, live_repeats=args.live_repeats, extra=args.overrides)
+    return report(runs, out, described, _meta(args))
+
+
+def _calibrate_if_needed(base: list[str], args, out: Path) -> None:
+    """The suite runs on the calibrated profile: measure it first when there is none (or ``--recalibrate``)."""
+    from experiments import calibrate
+
+    profiles = [o.split("=", 1)[1] for o in [*base, *args.overrides] if o.startswith("profile=")]
+    if not profiles or profiles[-1] != "calibrated":
+        return
+    if args.recalibrate or not calibrate.CALIBRATED.exists():
+        print(f"calibrating {args.model} first ({calibrate.CALIBRATED} {'is old' if args.recalibrate else 'is missing'}) ...", flush=True)
+        calibrate.main(["--model", args.model, "--plots", str(out / "calibration")])
+
+
+def _check_cases(base: list[str], cases: list[FidelityCase], extra: Sequence[str]) -> None:
+    """Compose and check every case on both backends before the first run (a bad one names its case)."""
+    from experiments.compare import compose_config
+    from experiments.run import check_config
+    from spec.validation import ConfigError
+
+    for case in cases:
+        for backend in ("sim", "live"):
+            try:
+                check_config(compose_config([*base, *case.overrides, *extra, f"backend={backend}"]))
+            except (ConfigError, Exception) as error:
+                raise SystemExit(f"error: case {case.name} ({backend}): {error}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,7 @@ class StaticPlacement(PlacementPolicy):
         if self.executor is None:
             self.executor = names[0]
         elif self.executor not in names:
-            raise ConfigError("placement.executor", self.executor, ", ".join(names))
+            raise ConfigError("placement.executor", self.executor, "one of the executors " + ", ".join(names))
 
     def choose(self, now_s: float, request: Request) -> str | None:
         return self.executor

@@ -27,8 +27,11 @@ TRIGGERS = ("periodic", "changepoint", "none")
 class ReplanningPlanner(Planner):
     """Base of planners that re-plan from telemetry, with a choice of trigger.
 
-    - ``trigger="periodic"``: a plan at the start, then every ``period_s``
-      seconds (through ``wake_at_s`` / ``on_wake``), as most autoscalers do.
+    - ``trigger="periodic"``: a plan at the start, then ``period_s`` seconds
+      after the last plan (through ``wake_at_s`` / ``on_wake``), as most
+      autoscalers do; a plan made early (a subclass's ``"overload"``)
+      restarts the period, so it is never followed by a periodic one moments
+      later.
     - ``trigger="changepoint"``: a plan at the start, then only when Bayesian
       online changepoint detection (``ChangepointDetector``, Adams & MacKay
       2007, the serverless-edge-batching seed's method) fires on the series
@@ -153,6 +156,9 @@ class ReplanningPlanner(Planner):
         return what
 
     def _replan(self, now_s: float, trigger: str) -> Plan:
+        if self.trigger == "periodic":
+            # any plan restarts the period: a periodic plan right after an early one would count twice
+            self._next_wake_s = now_s + self.period_s
         plan = self.make_plan(now_s, trigger)
         self.plan_counts[trigger] = self.plan_counts.get(trigger, 0) + 1
         self.last_plan = plan

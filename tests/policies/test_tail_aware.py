@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from policies import ArrivalRateMeasured, NotePlan, Scheduler
+from policies import ArrivalRateMeasured, NotePlan, Scheduler, StartTimer, TimerFired
+from policies.errors import DriverError
+from policies.timer_id import TimerId
 from policies.batching import FixedBatching, TimeoutBatching
 from policies.placement import WeightedPlacement
 from policies.planning.edge_first import EdgeFirstAlgorithm
@@ -402,6 +404,21 @@ def test_overload_replans_early_and_not_too_often():
     surge = plans(ArrivalRateMeasured(now_s=2.0, rate_rps=125.0))
     assert [p.trigger for p in surge] == ["overload"] and surge[0].weights["serverless"] > 0
     assert plans(ArrivalRateMeasured(now_s=2.5, rate_rps=140.0)) == []  # at most one per overload_gap_s
+    assert planner.plan_counts == {"initial": 1, "overload": 1}
+
+
+def test_an_early_plan_restarts_the_period():
+    # an overload plan, then a periodic one 13 ms later, counted two re-plans for one decision
+    planner = TailAwarePlanner(slo_s=0.8, nominal_rate_rps=60.0, overload_replan=True, estimate_window=1, period_s=5.0)
+    s = Scheduler(cluster=H.seed_cluster(), placement=WeightedPlacement(), planner=planner,
+                  batching=TimeoutBatching(max_batch_size=200, max_wait_s=0.0, max_inflight="executor"))  # fmt: skip
+    s.handle(ArrivalRateMeasured(now_s=0.0, rate_rps=60.0))
+    actions = s.handle(ArrivalRateMeasured(now_s=4.987, rate_rps=125.0))
+    assert [a.plan.trigger for a in actions if isinstance(a, NotePlan)] == ["overload"]
+    assert planner.wake_at_s == pytest.approx(9.987)
+    assert [a.at_s for a in actions if isinstance(a, StartTimer) and a.timer_id == TimerId.plan()] == [pytest.approx(9.987)]
+    with pytest.raises(DriverError):  # the timer at 5.0 no longer runs
+        s.handle(TimerFired(now_s=5.0, timer_id=TimerId.plan()))
     assert planner.plan_counts == {"initial": 1, "overload": 1}
 
 

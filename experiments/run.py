@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -29,6 +30,8 @@ from omegaconf import DictConfig, OmegaConf, read_write
 import experiments.paths  # noqa: F401  (registers the ${data:...} resolver)
 from experiments.paths import REPO_ROOT
 import experiments.schema  # noqa: F401  (registers the structured schema)
+from experiments.errors import config_error_lines, exit_on_config_error
+from experiments.schema import check_known_keys
 from experiments.sweeper import TARGET as CHECKED_SWEEPER
 from experiments.sweeper import register_sweeper, with_seed
 from live.wire.broker import BrokerError  # stdlib only at import: no Pulsar needed to run the simulator
@@ -104,9 +107,25 @@ def repeat_seeds(cfg: DictConfig | Mapping) -> list[int]:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Check a composed config (``ConfigError`` naming the field) as a run would, running nothing."""
-    check_choice("backend.kind", cfg.backend.kind, BACKENDS)
-    build_run_spec(to_run_config(cfg))
+    """Check a composed config (``ConfigError`` naming the field) as a run would, running nothing.
+
+    Also a key the schema does not know (``+rate_rsp=100``), and for the live backend its own section and the
+    executors' models (which needs torch, imported here only then).
+    """
+    check_known_keys(cfg)
+    backend = check_choice("backend.kind", cfg.backend.kind, BACKENDS)
+    config = to_run_config(cfg)
+    if backend == "sim":
+        build_run_spec(config)
+        return
+    from live.config import build_run
+    from live.models import MODEL_NAMES
+
+    spec = build_run(config)
+    for name, settings in spec.settings.executors.items():
+        if settings.model not in MODEL_NAMES:
+            field = f"live.executors.{name}.model" if settings.model != spec.settings.model else "live.model"
+            raise ConfigError(field, settings.model, "one of " + ", ".join(MODEL_NAMES), choices=MODEL_NAMES)
 
 
 def run_config(cfg: DictConfig, out_dir: Path) -> dict:
@@ -154,17 +173,43 @@ def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float:
 
 def _config_error_exit(error: ConfigError, out_dir: Path) -> NoReturn:
     """A bad setting: one line naming the field and what is allowed, status 2, and no results folder left behind."""
-    print(f"error: {error}", file=sys.stderr)
     if not any(out_dir.rglob("summary.json")):  # nothing ran: the folder holds only Hydra's own files
         shutil.rmtree(out_dir, ignore_errors=True)
-    raise SystemExit(2)
+    exit_on_config_error(config_error_lines(error) or [f"error: {error}"])
+
+
+def main(argv: list[str] | None = None) -> float | None:
+    """Run (``python -m experiments.run [--multirun] [overrides]``); a config error is at most 3 lines, status 2.
+
+    Hydra raises its composition errors (``HYDRA_FULL_ERROR``, set for this call) instead of printing its own
+    report, so they are told as edgebatch's own: ``experiments.errors``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [saved_argv[0] if saved_argv else "edgebatch", *argv]
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return _hydra_main()
+    except Exception as error:
+        lines = config_error_lines(error, argv)
+        if lines is None:
+            raise
+        exit_on_config_error(lines)
+    finally:
+        sys.argv = saved_argv
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
 
 
 @hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="config", version_base="1.3")  # absolute: the console script too
-def main(cfg: DictConfig) -> float:
+def _hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        if hydra_cfg.mode != RunMode.MULTIRUN:  # the sweeper checked every job already
+            check_config(cfg)
         return _run_repeats(cfg, hydra_cfg, out_dir)
     except ConfigError as error:
         if hydra_cfg.mode == RunMode.MULTIRUN:

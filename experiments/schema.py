@@ -8,14 +8,20 @@ those are checked against the class's signature before the run starts.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-__all__ = ["ExperimentConf", "register_schema"]
+from live.config import LIVE_DEFAULTS  # plain data, no torch or Pulsar
+from spec.validation import ConfigError
+
+__all__ = ["ExperimentConf", "register_schema", "check_known_keys"]
+
+_BROKER = LIVE_DEFAULTS["broker"]
 
 
 @dataclass
@@ -99,6 +105,32 @@ class BackendConf:
 
 
 @dataclass
+class BrokerConf:
+    """The live run's broker (``url: null``: an embedded pulsar-lite on a free local port)."""
+
+    url: Optional[str] = _BROKER["url"]
+    auth_token: Optional[str] = _BROKER["auth_token"]
+    tls_trust_certs_file: Optional[str] = _BROKER["tls_trust_certs_file"]
+    keep_data: bool = _BROKER["keep_data"]
+
+
+@dataclass
+class LiveConf:
+    """The live harness's section (``live.config``, whose defaults these are); the simulator ignores it."""
+
+    broker: BrokerConf = field(default_factory=BrokerConf)
+    model: str = LIVE_DEFAULTS["model"]
+    executors: Dict[str, Any] = field(default_factory=dict)
+    timeout_s: Optional[float] = LIVE_DEFAULTS["timeout_s"]
+    startup_timeout_s: Optional[float] = LIVE_DEFAULTS["startup_timeout_s"]
+    emulate_links: bool = LIVE_DEFAULTS["emulate_links"]
+    telemetry_period_s: Optional[float] = LIVE_DEFAULTS["telemetry_period_s"]
+    event_log: bool = LIVE_DEFAULTS["event_log"]
+    max_restarts: int = LIVE_DEFAULTS["max_restarts"]
+    redeliver_after_s: Optional[float] = LIVE_DEFAULTS["redeliver_after_s"]
+
+
+@dataclass
 class ExperimentConf:
     """The whole composed configuration of one run."""
 
@@ -117,9 +149,29 @@ class ExperimentConf:
     profile: Dict[str, Any] = field(default_factory=dict)
     cost: Dict[str, Any] = field(default_factory=dict)
     sim: SimConf = field(default_factory=SimConf)
-    live: Dict[str, Any] = field(default_factory=dict)
+    live: LiveConf = field(default_factory=LiveConf)
     #: free-form labels copied into the summary (for collect and plot)
     tags: Dict[str, Any] = field(default_factory=dict)
+
+
+def _unknown_keys(node: DictConfig, path: str):
+    kind = OmegaConf.get_type(node)
+    known = [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else None
+    for key in node.keys():
+        where = f"{path}.{key}" if path else str(key)
+        if known is not None and key not in known:
+            yield where, node._get_node(key)._value(), kind.__name__, known
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            yield from _unknown_keys(child, where)
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """``ConfigError`` for the first key the schema does not know, also one added with ``+key=value``."""
+    for where, value, kind, known in _unknown_keys(cfg, ""):
+        key = where.rpartition(".")[2]
+        raise ConfigError(where, value, f"not a setting of {kind}, whose keys are " + ", ".join(known), choices=known, near=key)
 
 
 def register_schema() -> None:

@@ -9,8 +9,9 @@ additions:
   ``seed=K`` (``experiments.collect`` groups repeats by the other overrides);
 * before the first job runs, every job's config is composed and its run spec
   built (``policies.run_spec.build_run_spec``, which checks everything); if
-  any is bad, one line per bad job is printed and the sweep exits with
-  status 1, having run nothing.
+  any is bad, the first bad job's error and a count are printed (two
+  lines, ``experiments.errors``) and the sweep exits with status 2, having
+  run nothing.
 
 Hydra instantiates plugins only from the ``hydra_plugins`` package, so the
 config file names ``TARGET``, this class's subclass in
@@ -51,7 +52,12 @@ def with_seed(overrides: Sequence[str], seed: int) -> list[str]:
     return [o for o in overrides if _key(o) != "seed"] + [f"seed={seed}"]
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException, overrides: Sequence[str]) -> str:
+    from experiments.errors import config_error_lines
+
+    lines = config_error_lines(error, overrides)
+    if lines:
+        return lines[0].removeprefix("error: ")
     text = " ".join(str(error).split()).split(" Config search path:")[0]  # Hydra's "could not find" adds it
     return text if text else type(error).__name__
 
@@ -79,11 +85,11 @@ class CheckedSweeper(BasicSweeper):
         tic = time.perf_counter()
         jobs, bad = self.expand_and_check(points)
         if bad:
-            for line in bad:
-                print(line, file=sys.stderr)
-            print(f"error: {len(bad)} bad job config(s) in a sweep of {len(points)} configuration(s); nothing was run",
-                  file=sys.stderr)  # fmt: skip
-            raise SystemExit(1)
+            from experiments.errors import exit_on_config_error
+
+            first = "the first shown" if len(bad) > 1 else "shown"
+            exit_on_config_error([bad[0], f"error: {len(bad)} bad job config(s) ({first}) in a sweep of {len(points)} "
+                                          "configuration(s); nothing was run"])  # fmt: skip
         log.info(f"Checked the configs of {len(jobs)} jobs in {time.perf_counter() - tic:.1f} s")
         self.overrides = list(self.split_overrides_to_chunks(jobs, self.max_batch_size))
         self.batch_index = 0
@@ -119,7 +125,7 @@ class CheckedSweeper(BasicSweeper):
                 cfg = self.compose(point)
                 seeds = repeat_seeds(cfg)
             except Exception as error:  # a composition or schema error: the whole point is bad
-                bad.append(f"bad job [{' '.join(point)}]: {_one_line(error)}")
+                bad.append(f"error: bad job [{' '.join(point)}]: {_one_line(error, point)}")
                 continue
             for seed in seeds:
                 job = list(point) if len(seeds) == 1 else with_seed(point, seed)
@@ -128,7 +134,7 @@ class CheckedSweeper(BasicSweeper):
                         cfg.seed = seed
                     check_config(cfg)
                 except Exception as error:
-                    bad.append(f"bad job [{' '.join(job)}]: {_one_line(error)}")
+                    bad.append(f"error: bad job [{' '.join(job)}]: {_one_line(error, job)}")
                     if seed == seeds[0]:
                         break  # the same error for every seed of this point, most likely: say it once
                     continue

@@ -61,7 +61,8 @@ def _call(field: str, factory: Any, params: dict) -> Any:
         accepted = [n for n, p in signature.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
         for name in params:
             if name not in accepted:
-                raise ConfigError(f"{field}.{name}", params[name], "a parameter of " + _name(factory) + ": " + ", ".join(accepted))
+                raise ConfigError(f"{field}.{name}", params[name], "a parameter of " + _name(factory) + ": " + ", ".join(accepted),
+                                  choices=accepted, near=name)  # fmt: skip
         missing = [
             n for n, p in signature.parameters.items()
             if p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in params

@@ -79,8 +79,8 @@ class ArrivalFeed:
         sizes = [s.size_bytes for s in sources]
         slos = [s.slo_s for s in sources]
         # each source's scheduler and its driver's action table: the driver's ``handle``, inlined, and
-        # the scheduler's ``handle_arrival`` (no event object unless a planner reads it)
-        handles = [d.scheduler.handle_arrival for d in drivers]
+        # the scheduler's ``handle_arrival`` (the driver's, which charges the harness's CPU on hosts) (no event object unless a planner reads it)
+        handles = [d.handle_arrival for d in drivers]
         acts = [d._act for d in drivers]
         arrived_since = self.arrived_since if self.count_arrivals else None
         # positional ``make``: the keyword constructors cost a third of a run (policies/positional.py)

@@ -9,10 +9,10 @@ import numpy as np
 import simpy
 
 from sim.batch import SimBatch
-from spec.noise import BlockSampler, NoNoise
+from spec.noise import BlockSampler, EmpiricalDelay, NoNoise
 from spec.topology import ExecutorSpec
 
-__all__ = ["SimExecutor"]
+__all__ = ["SimExecutor", "resampler"]
 
 
 class SimExecutor(abc.ABC):
@@ -43,6 +43,11 @@ class SimExecutor(abc.ABC):
         self.batches_failed = 0
         self.overhead_s = getattr(spec, "overhead_s", 0.0)
         self.batches_run = 0
+        #: measured overheads resampled per batch (``spec.overhead_samples_s``), on a stream of their own
+        self._overheads = resampler(spec.overhead_samples_s, rng)
+        #: the host whose cores this executor's batches share (``sim.host``); None: unconstrained
+        self.host = None
+        self.batch_cores = 1.0
 
     def service_s(self, size: int, memory_mb: int | None) -> float:
         """Draw one service time for a batch of ``size`` at ``memory_mb``."""
@@ -58,6 +63,9 @@ class SimExecutor(abc.ABC):
 
     def run(self, batch: SimBatch, cold_start_s: float = 0.0) -> None:
         """Start ``batch`` now (after ``cold_start_s``); finish it after its service time."""
+        if self.host is not None:
+            self._run_on_host(batch, cold_start_s)
+            return
         env = self.env
         service_s = self.service_s(batch.size, batch.memory_mb)
         batch.cold_start_s = cold_start_s
@@ -70,16 +78,45 @@ class SimExecutor(abc.ABC):
             env.call_in(fail_after_s, self._failed, batch)
             return
         env.call_in(cold_start_s + service_s, self._finished, batch)
-        if self.overhead_s > 0:
+        if self._overheads is not None:
+            env.call_in(cold_start_s + service_s + self._overheads(), self._freed, batch)
+        elif self.overhead_s > 0:
             # the result leaves at the end of service; the slot stays busy a little longer
             env.call_in(cold_start_s + service_s + self.overhead_s, self._freed, batch)
+
+    def _run_on_host(self, batch: SimBatch, cold_start_s: float) -> None:
+        """Start ``batch`` now (its cold start, if any, is over) as CPU work on the host's shared cores.
+
+        The profile's service time is the batch's duration alone on its
+        ``batch_cores`` cores: that many times as many CPU-seconds, done at
+        the rate the host gives it. A failing batch dies after a drawn share
+        of that work.
+        """
+        service_s = self.service_s(batch.size, batch.memory_mb)
+        batch.cold_start_s = cold_start_s
+        batch.start_s = self.env.now_s
+        failing = self._uniform is not None and self._uniform() < self.failure_probability
+        share = self._uniform() if failing else 1.0
+
+        def done(now_s: float) -> None:
+            batch.end_s = now_s
+            if failing:
+                self._failed(_Done(batch))
+                return
+            self._finished(_Done(batch))
+            if self._overheads is not None:
+                self.env.call_in(self._overheads(), self._freed, batch)
+            elif self.overhead_s > 0:
+                self.env.call_in(self.overhead_s, self._freed, batch)
+
+        self.host.run(("batch", self.spec.name, batch.batch_id), cpu_s=service_s * share * self.batch_cores, cores=self.batch_cores, on_done=done)
 
     def _finished(self, event) -> None:
         batch: SimBatch = event.value
         self.batches_run += 1
         duration_s = batch.end_s - batch.start_s
         batch.cost = self.batch_cost(batch, duration_s)
-        if self.overhead_s <= 0:
+        if self.overhead_s <= 0 and self._overheads is None:
             self.release(batch)
         self.on_done(batch)
 
@@ -101,3 +138,19 @@ class SimExecutor(abc.ABC):
     @abc.abstractmethod
     def release(self, batch: SimBatch, failed: bool = False) -> None:
         """``batch`` has left the executor (``failed``: its instance died): free its place."""
+
+
+class _Done:
+    """What ``_finished`` and ``_failed`` read of a scheduled call: its ``value``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def resampler(samples, rng: np.random.Generator) -> BlockSampler | None:
+    """Draws from measured ``samples`` on a stream spawned from ``rng`` (None: no samples)."""
+    if samples is None:
+        return None
+    return BlockSampler(EmpiricalDelay(samples_s=samples).sample, rng.spawn(1)[0])

@@ -11,7 +11,7 @@ from policies.events import BatchFailed, BatchFinished, Event, TimerFired
 from spec.records import DropReason
 from policies.scheduler import Scheduler
 from sim.batch import SimBatch
-from sim.executor import SimExecutor
+from sim.executor import SimExecutor, resampler
 from sim.link import LinkChannel
 from spec.links import MB
 from spec.recorder import FINISHED
@@ -46,6 +46,12 @@ class GatewayDriver:
         self.executor_index = {n: sim.executor_names.index(n) for n in executors}
         self.hops_s = {n: e.spec.hop_s for n, e in executors.items()}
         self.hop_rates = {n: e.spec.hop_MBps for n, e in executors.items()}
+        #: measured hops resampled per message (``hop_samples_s``), else None: the constant ``hop_s``
+        self.hop_draws = {n: resampler(e.spec.hop_samples_s, e.rng) for n, e in executors.items()}
+        #: what the arrival feed calls with each request (``sim.harness`` wraps it to charge CPU)
+        self.handle_arrival = scheduler.handle_arrival
+        #: the harness's CPU per batch on the hosts (``sim.harness.HarnessLoad``); None: no hosts
+        self.harness = None
         self._timer_generation: dict[str, int] = {}
         self._generation = 0
         self.plans: list[dict] = []
@@ -72,12 +78,13 @@ class GatewayDriver:
         batch_id = sim.recorder.batch_dispatched(now_s, self.executor_index[executor], ids, action.memory_mb, action.attempt)
         channel = self.channels[executor]
         size_bytes = sim.payload_bytes(ids) if channel is not None or self.hop_rates[executor] else 0
-        hop_s = self.hops_s[executor]
+        draw = self.hop_draws[executor]
+        hop_s = self.hops_s[executor] if draw is None else draw()  # the hop back
         return_delay_s = (channel.link.delay_s if channel is not None else 0.0) + hop_s
         batch = SimBatch(batch_id, action.batch_id, self, executor, len(ids), size_bytes, action.memory_mb, now_s, return_delay_s, hop_s)
         if channel is not None:
             channel.send(size_bytes, batch, self._arrived)
-        elif hop_s > 0 or self.hop_rates[executor]:
+        elif hop_s > 0 or self.hop_rates[executor] or draw is not None:
             # the broker hop to a local executor: the batch is off its (absent) link when sent; the hop is timed apart
             batch.hop_there_s = there_s = self._hop_there_s(executor, size_bytes)
             self.env.call_in(there_s, self._hopped, batch)
@@ -86,7 +93,8 @@ class GatewayDriver:
 
     def _hop_there_s(self, executor: str, size_bytes: float) -> float:
         rate = self.hop_rates[executor]
-        return self.hops_s[executor] + (size_bytes / (rate * MB) if rate else 0.0)
+        draw = self.hop_draws[executor]
+        return (self.hops_s[executor] if draw is None else draw()) + (size_bytes / (rate * MB) if rate else 0.0)
 
     def _hopped(self, event) -> None:
         batch: SimBatch = event.value
@@ -127,6 +135,8 @@ class GatewayDriver:
         sim.recorder.batch_finished(batch.batch_id, batch.arrived_s, batch.start_s, batch.end_s, now_s, batch.cold_start_s, batch.cost,
                                     FINISHED, batch.hop_there_s + hop_back_s, hop_back_s)  # fmt: skip
         self.handle(BatchFinished.make(now_s, batch.local_id, batch.executor, batch.end_s - batch.start_s))
+        if self.harness is not None:
+            self.harness.batch(self.name)
         sim.requests_ended(batch.size)
 
     def _start_timer(self, action: StartTimer) -> None:

@@ -49,6 +49,9 @@ class ServerlessPool(SimExecutor):
             if isinstance(action, StartInstance):
                 self._instance_of[action.job.batch_id] = action.instance_id
                 cold_s = 0.0 if self._cold is None else self._cold()
+                if self.host is not None:
+                    self._cold_start_on_host(action, cold_s)
+                    continue
                 # the instance counts as warm once its cold start is over (scheduled
                 # first, so it is warm before a zero-length batch can end)
                 event = env.timeout(cold_s, action.instance_id)
@@ -64,6 +67,17 @@ class ServerlessPool(SimExecutor):
                 event = env.timeout(action.after_s, action)
                 event.callbacks.append(self._expire)
             # RetireInstance: nothing to stop; JobFailed: SimExecutor reports the batch
+
+    def _cold_start_on_host(self, action: StartInstance, cold_s: float) -> None:
+        """The drawn cold start is CPU work at one core on the host (process start, imports, model load):
+        instances starting together share the cores; the instance is warm, and runs its batch, when it is done."""
+        started_s = self.env.now_s
+
+        def warm(now_s: float) -> None:
+            self._apply(self.model.instance_started(now_s, action.instance_id))
+            self.run(action.job, cold_start_s=now_s - started_s)
+
+        self.host.run(("cold_start", self.spec.name, action.instance_id), cpu_s=cold_s, cores=1.0, on_done=warm)
 
     def _started(self, event) -> None:
         self._apply(self.model.instance_started(self.env.now, event.value))

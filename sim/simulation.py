@@ -12,6 +12,8 @@ from policies.run_spec import RunSpec
 from sim.arrivals import ArrivalFeed
 from sim.environment import FeedEnvironment
 from sim.gateway import GatewayDriver
+from sim.harness import HarnessLoad
+from sim.host import SimHost
 from sim.link import LinkChannel
 from sim.server import SlotServer
 from sim.serverless import ServerlessPool
@@ -79,6 +81,7 @@ class Simulation:
                 channels[name] = None if link is None else LinkChannel(self.env, link)
             self.gateways[gateway] = GatewayDriver(self, gateway, scheduler, {n: self.executors[n] for n in reachable}, channels)
         self._source_gateway = [self.gateways[g] for g in gateway_of]
+        self.hosts = self._place_on_hosts()
         self._source_sizes = [s.size_bytes for s in arrivals.sources]
         self._uniform_size = self._source_sizes[0] if len(set(self._source_sizes)) == 1 else None
         self.count = len(arrivals)
@@ -88,6 +91,21 @@ class Simulation:
         self.done = self.env.event()
         self._arrived_since: dict[str, int] = {g: 0 for g in self.gateways}
         self._telemetry = any(d.scheduler.planner is not None for d in self.gateways.values())
+
+    def _place_on_hosts(self) -> dict[str, SimHost]:
+        """Each host's shared cores, its executors' batches and its roles' CPU on them (none without hosts)."""
+        cluster = self.cluster
+        hosts = {name: SimHost(self.env, host) for name, host in cluster.hosts.items()}
+        for name, executor in self.executors.items():
+            host = cluster.host_of(name)
+            if host is not None:
+                executor.host = hosts[host.name]
+                executor.batch_cores = host.cores_of_batch(name, executor.spec.kind)
+        harness = HarnessLoad(cluster, hosts, list(self.gateways), [s.name for s in self.arrivals.sources])
+        if harness.active:
+            for driver in self.gateways.values():
+                harness.arrivals_through(driver)
+        return hosts
 
     # -- wiring used by the drivers and executors ------------------------------
     def payload_bytes(self, request_ids) -> int:

@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from spec.host_spec import HostSpec
 from spec.links import Link
 from spec.topology import Cluster
 from spec.validation import ConfigError, check_int_at_least
@@ -145,7 +146,7 @@ def build_workload(config: Mapping) -> Workload:
 
 
 def build_cluster(config: Mapping) -> Cluster:
-    """``{"executors": [...], "links": {...}}`` to a ``Cluster``."""
+    """``{"executors": [...], "links": {...}, "hosts": {...}}`` to a ``Cluster`` (hosts: ``spec.host_spec``)."""
     if not isinstance(config, Mapping):
         raise ConfigError("cluster", type(config).__name__, "a mapping with executors and links")
     raw_executors = config.get("executors")
@@ -175,10 +176,14 @@ def build_cluster(config: Mapping) -> Cluster:
     links = {}
     for key, raw in dict(config.get("links") or {}).items():
         links[key] = raw if isinstance(raw, Link) else _call(f"cluster.links.{key}", Link, dict(raw))
-    extra = set(config) - {"executors", "links"}
+    extra = set(config) - {"executors", "links", "hosts"}
     if extra:
-        raise ConfigError(f"cluster.{sorted(extra)[0]}", None, "only 'executors' and 'links' in cluster")
-    return Cluster(executors=executors, links=links)
+        raise ConfigError(f"cluster.{sorted(extra)[0]}", None, "only 'executors', 'links' and 'hosts' in cluster")
+    raw_hosts = config.get("hosts") or {}
+    if not isinstance(raw_hosts, Mapping):
+        raise ConfigError("cluster.hosts", raw_hosts, "a mapping of host name to {cores, executors, roles, batch_cores}")
+    hosts = {str(name): HostSpec.from_config(str(name), raw) for name, raw in raw_hosts.items()}
+    return Cluster(executors=executors, links=links, hosts=hosts)
 
 
 def build_run_basics(config: Mapping) -> tuple[int, Workload, Cluster]:

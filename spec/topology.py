@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from spec.host_spec import ALL_EXECUTORS, HostSpec, RoleCpu
 from spec.links import Link
 from spec.noise import Delay, NoiseModel, NoNoise
 from spec.pricing import FreePricing, Pricing
@@ -43,6 +44,13 @@ class ExecutorSpec:
     #: rate at which a batch's payload crosses that hop (broker, serialization, decoding),
     #: in MB/s; None: the payload adds nothing to the hop
     hop_MBps: float | None = None
+    #: measured one-way hops (seconds, e.g. quantiles from calibration), resampled per message
+    #: with the run's seeded generator in place of the constant ``hop_s`` (which becomes
+    #: their mean when left at 0: the value policies plan with)
+    hop_samples_s: Sequence[float] | None = None
+    #: measured per-batch overheads (seconds), resampled per batch in place of ``overhead_s``
+    #: (which becomes their mean when left at 0)
+    overhead_samples_s: Sequence[float] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
@@ -58,6 +66,14 @@ class ExecutorSpec:
             check_positive(f"executors.{self.name}.hop_MBps", self.hop_MBps)
         if not isinstance(self.pricing, Pricing):
             raise ConfigError(f"executors.{self.name}.pricing", type(self.pricing).__name__, "a Pricing")
+        for field_name, mean_field in (("hop_samples_s", "hop_s"), ("overhead_samples_s", "overhead_s")):
+            samples = getattr(self, field_name)
+            if samples is None:
+                continue
+            samples = _samples(f"executors.{self.name}.{field_name}", samples)
+            object.__setattr__(self, field_name, samples)
+            if getattr(self, mean_field) == 0.0:
+                object.__setattr__(self, mean_field, sum(samples) / len(samples))
 
     @property
     def remote(self) -> bool:
@@ -67,6 +83,13 @@ class ExecutorSpec:
     def mean_service_s(self, batch_size: int, memory_mb: int | None = None) -> float:
         """The profile's mean for this executor."""
         return self.profile.mean_s(batch_size, memory_mb)
+
+
+def _samples(field_name: str, values) -> tuple[float, ...]:
+    """Measured delays: a non-empty list of finite numbers >= 0."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ConfigError(field_name, values, "a non-empty list of measured delays in seconds (>= 0)")
+    return tuple(check_non_negative(field_name, v) for v in values)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,7 +147,8 @@ class Cluster:
     link is reached instantly (a zero-delay, infinite-bandwidth link).
     """
 
-    def __init__(self, *, executors: Sequence[ExecutorSpec], links: Mapping[str, Link] | None = None):
+    def __init__(self, *, executors: Sequence[ExecutorSpec], links: Mapping[str, Link] | None = None,
+                 hosts: Mapping[str, HostSpec] | None = None):
         if not executors:
             raise ConfigError("cluster.executors", [], "at least one executor")
         names = [e.name for e in executors]
@@ -143,6 +167,43 @@ class Cluster:
                 raise ConfigError(f"cluster.links.{key}", type(link).__name__, "a spec.links.Link")
             if not self.executors[executor].remote:
                 raise ConfigError(f"cluster.links.{key}", key, "a link only to a remote executor (gateway unset)")
+        self.hosts: dict[str, HostSpec] = dict(hosts or {})
+        self._check_hosts(names)
+
+    def _check_hosts(self, names: list[str]) -> None:
+        """Every host named by its key, each executor and role on at most one host, named executors exist."""
+        placed: dict[str, str] = {}
+        roles: dict[str, str] = {}
+        for key, host in self.hosts.items():
+            if not isinstance(host, HostSpec) or host.name != key:
+                raise ConfigError(f"cluster.hosts.{key}", type(host).__name__, "a spec.host_spec.HostSpec named by its key")
+            on_host = names if host.executors == ALL_EXECUTORS else list(host.executors)
+            for executor in on_host:
+                if executor not in self.executors:
+                    raise ConfigError(f"cluster.hosts.{key}.executors", executor, "names of executors: " + ", ".join(names))
+                if executor in placed:
+                    raise ConfigError(f"cluster.hosts.{key}.executors", executor, f"an executor on one host only (it is on {placed[executor]!r})")
+                placed[executor] = key
+            for role in host.roles:
+                if role in roles:
+                    raise ConfigError(f"cluster.hosts.{key}.roles.{role}", role, f"a role on one host only (it is on {roles[role]!r})")
+                roles[role] = key
+
+    def host_of(self, executor: str) -> HostSpec | None:
+        """The host ``executor`` runs on (None: on no host, unconstrained)."""
+        for host in self.hosts.values():
+            if host.holds(executor):
+                return host
+        return None
+
+    def host_of_role(self, role: str, name: str | None = None) -> tuple[HostSpec, RoleCpu] | None:
+        """The host of one role instance (``gateway`` ``edge``: ``gateway/edge``, else ``gateway``) and its CPU."""
+        keys = ([f"{role}/{name}"] if name is not None else []) + [role]
+        for key in keys:
+            for host in self.hosts.values():
+                if key in host.roles:
+                    return host, host.roles[key]
+        return None
 
     def link(self, gateway: str, executor: str) -> Link | None:
         """The uplink from ``gateway`` to ``executor``; None when local or unlinked."""

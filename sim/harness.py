@@ -1,0 +1,65 @@
+"""The harness's own CPU work in the simulation: broker, gateways, sources and sink on their hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sim.host import SimHost
+from spec.host_spec import RoleCpu
+from spec.topology import Cluster
+
+__all__ = ["HarnessLoad"]
+
+
+class HarnessLoad:
+    """Puts each role's per-request and per-batch CPU on the host it runs on.
+
+    A role instance (the broker, the sink, one gateway, one source) is one
+    single-threaded process: its work is one job on its host at one core,
+    to which every message adds ``RoleCpu`` CPU-seconds (a backlog it works
+    off while sharing the cores with the models). Per request (when a
+    gateway receives it): its source, the broker and the gateway. Per batch
+    (when its result is back): the gateway, the broker and the sink. Roles
+    on no host cost nothing.
+    """
+
+    def __init__(self, cluster: Cluster, hosts: Mapping[str, SimHost], gateways, sources):
+        def place(role: str, name: str | None) -> tuple[SimHost, tuple, RoleCpu] | None:
+            found = cluster.host_of_role(role, name)
+            if found is None:
+                return None
+            host, cpu = found
+            return hosts[host.name], ("role", role, name), cpu
+
+        self._broker = place("broker", None)
+        self._sink = place("sink", None)
+        self._gateways = {g: place("gateway", g) for g in gateways}
+        self._sources = {s: place("source", s) for s in sources}
+
+    @property
+    def active(self) -> bool:
+        """True when some role is on a host (else nothing is charged)."""
+        return any(p is not None for p in (self._broker, self._sink, *self._gateways.values(), *self._sources.values()))
+
+    def request(self, source: str, gateway: str) -> None:
+        """A request from ``source`` reached ``gateway``."""
+        for placed in (self._sources.get(source), self._broker, self._gateways.get(gateway)):
+            if placed is not None and placed[2].cpu_s_per_request > 0:
+                placed[0].run(placed[1], cpu_s=placed[2].cpu_s_per_request)
+
+    def batch(self, gateway: str) -> None:
+        """A batch's result came back to ``gateway`` (and its records go on to the sink)."""
+        for placed in (self._gateways.get(gateway), self._broker, self._sink):
+            if placed is not None and placed[2].cpu_s_per_batch > 0:
+                placed[0].run(placed[1], cpu_s=placed[2].cpu_s_per_batch)
+
+    def arrivals_through(self, driver) -> None:
+        """Charge each request's CPU when ``driver``'s scheduler receives it (wraps ``driver.handle_arrival``)."""
+        inner, gateway, request_cpu = driver.handle_arrival, driver.name, self.request
+
+        def handle_arrival(now_s, request):
+            request_cpu(request.source, gateway)
+            return inner(now_s, request)
+
+        driver.handle_arrival = handle_arrival
+        driver.harness = self

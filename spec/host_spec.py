@@ -1,0 +1,117 @@
+"""Hosts: the machines of a topology, their cores, and what runs on each.
+
+A host names its ``cores``, the executors on it, and the harness roles on it
+with the CPU each spends (``RoleCpu``). Work on one host shares its cores
+(``spec.host_cpu.HostCpu``): every batch an executor runs needs its service
+time at ``batch_cores`` cores (the threads it uses, at their measured
+parallelism), a serverless instance's cold start needs its duration at one
+core, and each role spends CPU-seconds per request and per batch it handles.
+All of these are measured by ``experiments.calibrate`` in CPU-seconds and
+cores. Executors and roles on no host run unconstrained (the model without
+hosts).
+
+A role is ``broker``, ``sink``, ``gateway`` or ``source``; ``gateway/<name>``
+or ``source/<name>`` places one gateway or source, the plain name every one
+not placed by name. ``executors: "*"`` puts every executor of the cluster on
+the host (``roles`` too: ``"*"`` is not allowed there, each role has its own CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from spec.validation import ConfigError, check_non_negative
+
+__all__ = ["HostSpec", "RoleCpu", "HARNESS_ROLES", "ALL_EXECUTORS"]
+
+#: the harness's own processes, each one single-threaded process per instance
+HARNESS_ROLES = ("broker", "gateway", "source", "sink")
+#: ``executors`` value that puts every executor of the cluster on the host
+ALL_EXECUTORS = "*"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RoleCpu:
+    """CPU-seconds a harness role spends per request and per batch it handles (at one core).
+
+    Per request: the source publishes it, the broker routes it, the gateway
+    receives and schedules it. Per batch: the gateway publishes it and
+    receives its result, the broker routes both and the record, the sink
+    records it. ``experiments.calibrate`` fits both from the roles' process
+    CPU times in two short live runs (one unbatched, one batched).
+    """
+
+    cpu_s_per_request: float = 0.0
+    cpu_s_per_batch: float = 0.0
+
+    def __post_init__(self):
+        check_non_negative("role.cpu_s_per_request", self.cpu_s_per_request)
+        check_non_negative("role.cpu_s_per_batch", self.cpu_s_per_batch)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostSpec:
+    """One machine: ``cores``, the executors on it, and its harness roles with their CPU."""
+
+    name: str
+    cores: float
+    executors: Sequence[str] | str = ()
+    roles: Mapping[str, RoleCpu] = field(default_factory=dict)
+    #: cores one batch keeps busy, by executor name or kind (default 1.0: one thread)
+    batch_cores: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        field_name = f"cluster.hosts.{self.name}"
+        if isinstance(self.cores, bool) or not isinstance(self.cores, (int, float)) or not math.isfinite(self.cores) or self.cores <= 0:
+            raise ConfigError(f"{field_name}.cores", self.cores, "a number of cores > 0 (finite)")
+        if self.executors != ALL_EXECUTORS and (isinstance(self.executors, str) or not isinstance(self.executors, Sequence)):
+            raise ConfigError(f"{field_name}.executors", self.executors, f"a list of executor names, or {ALL_EXECUTORS!r} for all")
+        if not isinstance(self.roles, Mapping):
+            raise ConfigError(f"{field_name}.roles", self.roles, "a mapping of role to {cpu_s_per_request, cpu_s_per_batch}")
+        for role, cpu in self.roles.items():
+            if str(role).split("/")[0] not in HARNESS_ROLES or (str(role).count("/") and str(role).split("/")[0] in ("broker", "sink")):
+                raise ConfigError(f"{field_name}.roles.{role}", role, "one of " + ", ".join(HARNESS_ROLES) + ", 'gateway/<name>', 'source/<name>'")
+            if not isinstance(cpu, RoleCpu):
+                raise ConfigError(f"{field_name}.roles.{role}", cpu, "a RoleCpu (cpu_s_per_request, cpu_s_per_batch)")
+        for key, value in dict(self.batch_cores).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{field_name}.batch_cores.{key}", value, "a number of cores > 0 (finite)")
+
+    def holds(self, executor: str) -> bool:
+        """True when ``executor`` runs on this host."""
+        return self.executors == ALL_EXECUTORS or executor in self.executors
+
+    def cores_of_batch(self, executor: str, kind: str) -> float:
+        """Cores one batch of ``executor`` (of ``kind``) keeps busy."""
+        return float(self.batch_cores.get(executor, self.batch_cores.get(kind, 1.0)))
+
+    @classmethod
+    def from_config(cls, name: str, raw: Any) -> HostSpec:
+        """A host from its config mapping (roles as plain mappings), every field checked."""
+        field_name = f"cluster.hosts.{name}"
+        if isinstance(raw, HostSpec):
+            return raw
+        if not isinstance(raw, Mapping):
+            raise ConfigError(field_name, raw, "a mapping with cores, executors, roles, batch_cores")
+        unknown = sorted(set(raw) - {"cores", "executors", "roles", "batch_cores"})
+        if unknown:
+            raise ConfigError(f"{field_name}.{unknown[0]}", raw[unknown[0]], "one of cores, executors, roles, batch_cores")
+        if "cores" not in raw:
+            raise ConfigError(f"{field_name}.cores", None, "a number of cores > 0 (required)")
+        roles = {}
+        for role, cpu in dict(raw.get("roles") or {}).items():
+            if isinstance(cpu, RoleCpu):
+                roles[role] = cpu
+                continue
+            if not isinstance(cpu, Mapping) or set(cpu) - {"cpu_s_per_request", "cpu_s_per_batch"}:
+                raise ConfigError(f"{field_name}.roles.{role}", cpu, "a mapping with cpu_s_per_request and cpu_s_per_batch (CPU-seconds)")
+            try:
+                roles[role] = RoleCpu(**dict(cpu))
+            except ConfigError as error:
+                raise ConfigError(f"{field_name}.roles.{role}.{error.field.split('.')[-1]}", error.value, error.allowed) from None
+        executors = raw.get("executors") or ()
+        executors = executors if executors == ALL_EXECUTORS else list(executors) if isinstance(executors, Sequence) and not isinstance(executors, str) else executors
+        return cls(name=name, cores=raw["cores"], executors=executors, roles=roles, batch_cores=dict(raw.get("batch_cores") or {}))

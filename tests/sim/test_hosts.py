@@ -1,0 +1,141 @@
+"""Hosts in the simulator: co-located work shares the cores, checked against arithmetic and theory."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sim import simulate
+from spec.validation import ConfigError
+from tests.sim.configs import NO_BATCHING, STATIC, single_queue, timeout_batching, with_changes
+
+
+def _trace(tmp_path, gaps) -> dict:
+    path = tmp_path / "gaps.json"
+    path.write_text(json.dumps(gaps))
+    return {"kind": "trace", "path": str(path), "start_offset_s": 0}
+
+
+def _on_host(config: dict, cores: float, roles: dict | None = None, **host) -> dict:
+    config = json.loads(json.dumps(config))
+    config["cluster"]["hosts"] = {"box": {"cores": cores, "executors": "*", "roles": roles or {}, **host}}
+    return config
+
+
+def test_without_hosts_nothing_changes_and_an_ample_host_changes_nothing():
+    base = single_queue(rate_rps=60, service_s=0.01, noise={"kind": "lognormal", "cv": 0.3}, slots=2, num_requests=3000,
+                        batching=timeout_batching(4, 0.004))  # fmt: skip
+    plain = simulate(base).requests
+    ample = simulate(_on_host(base, cores=2)).requests  # as many cores as slots, no roles: nothing shares
+    np.testing.assert_allclose(ample["latency_s"].to_numpy(), plain["latency_s"].to_numpy(), rtol=0, atol=1e-9)
+    assert (ample["batch_size"].to_numpy() == plain["batch_size"].to_numpy()).all()
+
+
+def test_two_replicas_on_one_core_both_finish_at_twice_the_service(tmp_path):
+    config = single_queue(rate_rps=1, service_s=1.0, slots=2, num_requests=2, arrivals=_trace(tmp_path, [1.0, 0.0, 100.0]))
+    alone = simulate(config).requests
+    assert alone["completed_s"].tolist() == pytest.approx([2.0, 2.0])
+    shared = simulate(_on_host(config, cores=1)).requests
+    assert shared["completed_s"].tolist() == pytest.approx([3.0, 3.0])
+    assert shared["service_s"].tolist() == pytest.approx([2.0, 2.0])
+    # a batch that keeps two cores busy, alone on two cores, takes its profile time
+    two_threads = simulate(_on_host(with_changes(config, **{"cluster.executors.0.slots": 1}), cores=2, batch_cores={"edge": 2.0})).requests
+    assert two_threads["service_s"].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_mm1_processor_sharing_through_the_simulator_has_mean_latency_one_over_mu_minus_lambda():
+    # every request its own batch, as many slots as needed: the one core is shared by all (M/M/1-PS)
+    lam, mu = 70.0, 100.0
+    config = single_queue(rate_rps=lam, service_s=1.0 / mu, noise={"kind": "gamma", "cv": 1.0}, slots=10_000, num_requests=60_000, seed=4)
+    latency = simulate(_on_host(config, cores=1)).requests["latency_s"].to_numpy()[5000:]
+    means = latency.reshape(50, -1).mean(axis=1)
+    half = 2.01 * means.std(ddof=1) / math.sqrt(len(means))
+    theory = 1.0 / (mu - lam)
+    assert abs(means.mean() - theory) < max(half, 0.05 * theory), (means.mean(), theory, half)
+    # unconstrained (no host), the same run is M/M/inf: latency is just the service, mean 1/mu
+    free = simulate(config).requests["latency_s"].to_numpy()
+    assert free.mean() == pytest.approx(1.0 / mu, rel=0.03)
+
+
+def test_a_role_busy_u_of_the_core_slows_a_lone_model_job_by_one_over_one_minus_u(tmp_path):
+    # gateway g2's requests go to an executor off the host, but g2 itself runs on the host:
+    # 300 req/s at 1 ms of CPU each keep u = 0.3 of the one core busy; g1's 1 s jobs run beside it
+    u, rate = 0.3, 300.0
+    profile = {"kind": "linear", "per_item_s": 1.0, "base_s": 0.0}
+    config = {
+        "seed": 2,
+        "workload": {"duration_s": 200.0, "sources": [
+            {"name": "probe", "gateway": "g1", "arrivals": {"kind": "gamma", "rate_rps": 0.1, "cv": 0.01}},
+            {"name": "load", "gateway": "g2", "arrivals": {"kind": "poisson", "rate_rps": rate}}]},
+        "cluster": {"executors": [
+            {"name": "e1", "kind": "edge", "gateway": "g1", "slots": 1, "profile": profile},
+            {"name": "e2", "kind": "edge", "gateway": "g2", "slots": 100_000, "profile": {"kind": "linear", "per_item_s": 1e-4, "base_s": 0.0}}],
+            "hosts": {"box": {"cores": 1, "executors": ["e1"], "roles": {"gateway/g2": {"cpu_s_per_request": u / rate}}}}},
+        "policy": {"placement": STATIC, "batching": NO_BATCHING},
+    }  # fmt: skip
+    requests = simulate(config).requests
+    probe = requests.loc[requests["source"] == "probe", "service_s"].to_numpy()
+    assert len(probe) >= 15
+    assert probe.mean() == pytest.approx(1.0 / (1.0 - u), rel=0.03)
+    # the load's own executor is on no host: it runs at its profile's speed
+    load = requests.loc[requests["source"] == "load", "service_s"].to_numpy()
+    assert load == pytest.approx(np.full(len(load), 1e-4))
+
+
+def test_concurrent_cold_starts_share_the_cores(tmp_path):
+    # four requests at once, each a cold start of 1 s (CPU at one core) then 0.1 s of service: on 2 cores
+    # the four cold starts run at half speed (2 s), then the four batches share the cores (0.2 s)
+    config = {
+        "seed": 0,
+        "workload": {"num_requests": 4, "sources": [{"name": "cam", "gateway": "edge", "arrivals": _trace(tmp_path, [1.0, 0.0, 0.0, 0.0, 50.0])}]},
+        "cluster": {"executors": [
+            {"name": "edge", "kind": "edge", "gateway": "edge", "slots": 1, "profile": {"kind": "linear", "per_item_s": 100.0, "base_s": 0.0}},
+            {"name": "fn", "kind": "serverless", "profile": {"kind": "linear", "per_item_s": 0.1, "base_s": 0.0},
+             "cold_start": {"kind": "constant", "value_s": 1.0}, "max_instances": 10}]},
+        "policy": {"placement": {"_target_": "policies.placement.StaticPlacement", "executor": "fn"}, "batching": NO_BATCHING},
+    }  # fmt: skip
+    alone = simulate(config).requests
+    assert alone["cold_start_s"].tolist() == pytest.approx([1.0] * 4)
+    shared = simulate(_on_host(config, cores=2)).requests
+    assert shared["cold_start_s"].tolist() == pytest.approx([2.0] * 4)
+    assert shared["service_s"].tolist() == pytest.approx([0.2] * 4)
+    assert shared["latency_s"].tolist() == pytest.approx([2.2] * 4)
+
+
+def test_measured_hops_and_overheads_are_resampled_per_message():
+    samples = [0.001, 0.002, 0.010]
+    config = single_queue(rate_rps=20, service_s=0.005, num_requests=3000)
+    config["cluster"]["executors"][0].update(hop_samples_s=samples, overhead_samples_s=[0.0, 0.004])
+    requests = simulate(config).requests
+    hops = requests["hop_s"].to_numpy()  # there and back, two independent draws
+    sums = {round(a + b, 9) for a in samples for b in samples}
+    assert set(np.round(hops, 9)) <= sums and len(set(np.round(hops, 9))) >= 5
+    assert hops.mean() == pytest.approx(2 * np.mean(samples), rel=0.05)
+    assert simulate(config).requests["latency_s"].equals(requests["latency_s"])  # seeded: repeatable
+    # the overheads keep the slot busy after each service: more queueing than with none
+    config["cluster"]["executors"][0]["overhead_samples_s"] = [0.0]
+    assert requests["queue_s"].mean() > simulate(config).requests["queue_s"].mean() * 1.2
+
+
+def test_bad_host_settings_name_the_field():
+    base = single_queue(rate_rps=1, service_s=0.01, num_requests=10)
+    with pytest.raises(ConfigError, match=r"cluster\.hosts\.box\.cores"):
+        simulate(_on_host(base, cores=0))
+    with pytest.raises(ConfigError, match=r"cluster\.hosts\.box\.roles\.router"):
+        simulate(_on_host(base, cores=1, roles={"router": {"cpu_s_per_request": 1e-4}}))
+    with pytest.raises(ConfigError, match=r"cluster\.hosts\.box\.roles\.sink\.cpu_s_per_batch"):
+        simulate(_on_host(base, cores=1, roles={"sink": {"cpu_s_per_batch": -1}}))
+    bad = _on_host(base, cores=1)
+    bad["cluster"]["hosts"]["box"]["executors"] = ["nope"]
+    with pytest.raises(ConfigError, match=r"cluster\.hosts\.box\.executors"):
+        simulate(bad)
+    bad["cluster"]["hosts"] = {"a": {"cores": 1, "executors": ["edge"]}, "b": {"cores": 1, "executors": ["edge"]}}
+    with pytest.raises(ConfigError, match="one host only"):
+        simulate(bad)
+    hop = json.loads(json.dumps(base))
+    hop["cluster"]["executors"][0]["hop_samples_s"] = []
+    with pytest.raises(ConfigError, match=r"hop_samples_s"):
+        simulate(hop)

@@ -59,6 +59,7 @@ def to_run_config(cfg: DictConfig | Mapping) -> dict:
         "cluster": {
             "executors": {name: _drop_none(e) for name, e in cluster["executors"].items()},
             "links": {name: _drop_none(link) for name, link in (cluster.get("links") or {}).items()},
+            **({"hosts": cluster["hosts"]} if cluster.get("hosts") else {}),  # spec.host_spec; none: no hosts
         },
         "policy": _drop_none(container["policy"]),
         "sim": container.get("sim") or {},

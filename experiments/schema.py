@@ -63,6 +63,9 @@ class ExecutorConf:
     hop_s: Optional[float] = None
     overhead_s: Optional[float] = None
     hop_MBps: Optional[float] = None
+    #: measured hops and per-batch overheads (seconds), resampled per message (spec.topology.ExecutorSpec)
+    hop_samples_s: Optional[List[float]] = None
+    overhead_samples_s: Optional[List[float]] = None
 
 
 @dataclass
@@ -78,6 +81,8 @@ class LinkConf:
 class ClusterConf:
     executors: Dict[str, ExecutorConf] = MISSING
     links: Dict[str, LinkConf] = field(default_factory=dict)
+    #: machines, their cores, and which executors and roles run on each (spec.host_spec.HostSpec); null: none
+    hosts: Optional[Dict[str, Any]] = None
 
 
 @dataclass

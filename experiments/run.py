@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import shutil
@@ -31,6 +32,7 @@ import experiments.paths  # noqa: F401  (registers the ${data:...} resolver)
 from experiments.paths import REPO_ROOT
 import experiments.schema  # noqa: F401  (registers the structured schema)
 from experiments.errors import config_error_lines, exit_on_config_error
+from experiments.progress import RunProgress, live_snapshot
 from experiments.schema import check_known_keys
 from experiments.sweeper import TARGET as CHECKED_SWEEPER
 from experiments.sweeper import register_sweeper, with_seed
@@ -42,6 +44,8 @@ __all__ = ["main", "run_config", "to_run_config", "write_results", "write_error"
            "BACKENDS"]  # fmt: skip
 
 BACKENDS = ("sim", "live")
+
+log = logging.getLogger("edgebatch.run")
 
 
 def _drop_none(mapping: Mapping) -> dict:
@@ -133,15 +137,21 @@ def run_config(cfg: DictConfig, out_dir: Path) -> dict:
     """Run a composed config on its backend and write its results into ``out_dir``."""
     backend = check_choice("backend.kind", cfg.backend.kind, BACKENDS)
     spec = build_run_spec(to_run_config(cfg))  # built and checked once, here; the backends take the spec
+    progress = {"total": len(spec.arrivals), "label": f"{cfg.name} {backend} seed={cfg.seed}",
+                "after_s": cfg.progress.after_s, "period_s": cfg.progress.period_s}  # fmt: skip
     if backend == "sim":
-        from sim import simulate
+        from sim import build_simulation
 
-        result = simulate(spec)
+        simulation = build_simulation(spec)
+        with RunProgress(simulation.recorder.progress, **progress):
+            result = simulation.run()
     else:
         from live.deploy.local import LiveRunInterrupted, run_live
 
         try:
-            result = run_live(spec, out_dir)
+            log.info(f"[{cfg.name}] live: starting the broker and the role processes ({progress['total']} requests)")
+            with RunProgress(live_snapshot(out_dir), **progress):
+                result = run_live(spec, out_dir)
         except LiveRunInterrupted as stopped:
             # Ctrl-C or SIGTERM: keep what was gathered (the summary says incomplete), then stop
             (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -164,7 +174,7 @@ def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float:
     except Exception as error:
         write_error(out_dir, error, overrides)
         raise
-    print(
+    log.info(
         f"[{cfg.name}] {summary['completed']}/{summary['count']} completed, p50 {summary['latency_p50_s']:.4f} s, "
         f"p95 {summary['latency_p95_s']:.4f} s, SLO {summary['slo_attainment']:.3f}, cost {summary['total_cost']:.6f}"
         f" -> {out_dir}"

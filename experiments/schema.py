@@ -133,6 +133,16 @@ class LiveConf:
     event_log: bool = LIVE_DEFAULTS["event_log"]
     max_restarts: int = LIVE_DEFAULTS["max_restarts"]
     redeliver_after_s: Optional[float] = LIVE_DEFAULTS["redeliver_after_s"]
+    authenticate: bool = LIVE_DEFAULTS["authenticate"]
+    limits: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProgressConf:
+    """When a run shows its progress (``experiments.progress``): after ``after_s``, a log line every ``period_s``."""
+
+    after_s: float = 2.0
+    period_s: float = 5.0
 
 
 @dataclass
@@ -155,6 +165,7 @@ class ExperimentConf:
     cost: Dict[str, Any] = field(default_factory=dict)
     sim: SimConf = field(default_factory=SimConf)
     live: LiveConf = field(default_factory=LiveConf)
+    progress: ProgressConf = field(default_factory=ProgressConf)
     #: free-form labels copied into the summary (for collect and plot)
     tags: Dict[str, Any] = field(default_factory=dict)
 

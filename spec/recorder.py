@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from spec.predictions import check_predictions
 from spec.records import BATCH_COLUMNS, DROP_REASONS, DropReason, request_table, summarize
 from spec.topology import Cluster, ServerlessSpec
 from spec.workload import Arrivals
@@ -164,6 +165,27 @@ class Recorder:
         for request_id in missing:
             self.dropped(request_id, reason)
         return len(missing)
+
+    def progress(self) -> tuple[int, int, float]:
+        """(requests completed, requests dropped, median latency of the completed ones in s; nan before any).
+
+        Safe to call from another thread while a driver records: it reads copies of the growing columns
+        (``tobytes``; a buffer view would stop the driver's appends), each ended batch's end taken once.
+        """
+        ended = np.frombuffer(self.e_batch.tobytes(), np.int32)
+        completed_s = np.frombuffer(self.b_completed_s.tobytes(), np.float64)
+        state = np.frombuffer(self.b_state.tobytes(), np.int8)
+        count = min(len(ended), len(completed_s), len(state))
+        ended, completed_s, state = ended[:count], completed_s[:count], state[:count]
+        batch_of = self.batch_of.copy()
+        done_at = np.full(max(int(batch_of.max(initial=-1)), int(ended.max(initial=-1))) + 1, np.nan)
+        finished = state == FINISHED
+        done_at[ended[finished]] = completed_s[finished]
+        has_batch = (batch_of >= 0) & (self.drop_code == 0)
+        latency_s = done_at[batch_of[has_batch]] - self.arrivals.arrival_s[has_batch]
+        latency_s = latency_s[np.isfinite(latency_s)]
+        dropped = int(np.count_nonzero(self.drop_code))
+        return len(latency_s), dropped, float(np.median(latency_s)) if len(latency_s) else math.nan
 
     # -- at the end --------------------------------------------------------------
     @property
@@ -354,11 +376,16 @@ def summary(
     """The summary of a run, the same in both backends.
 
     ``spec.records.summarize`` over ``run_span_s`` with ``standing_cost`` of
-    ``servers``, plus ``replans`` (plans adopted other than the initial one)
-    and ``complete`` (every request ended before the run stopped).
+    ``servers``, plus ``replans`` (plans adopted other than the initial one),
+    the prediction check of ``spec.predictions.check_predictions`` (which
+    annotates each plan mapping that predicts a percentile with its window's
+    observation, so that the plans table carries them) and ``complete``
+    (every request ended before the run stopped).
     """
+    plans = plans if isinstance(plans, list) else list(plans)
     span = run_span_s(arrivals, requests)
     out = summarize(requests, batches, span_s=span, standing_cost=standing_cost(batches, span_s=span, servers=servers))
     out["replans"] = int(sum(1 for p in plans if p.get("trigger") != "initial"))
+    out.update(check_predictions(plans, requests, arrivals))
     out["complete"] = bool(complete)
     return out

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import queue
+import time
 from pathlib import Path
 
 import numpy as np
@@ -206,12 +207,34 @@ class SinkState:
         requests, batches = self.requests_table(), self.batches_table()
         requests.to_parquet(out / "requests.parquet", index=False)
         batches.to_parquet(out / "batches.parquet", index=False)
+        # the summary first: it checks each plan's prediction against its window, into the plan
+        summary = self.summary(requests, batches, complete=complete)
         with open(out / "plans.jsonl", "w") as fp:
             for plan in self.plans:
                 fp.write(json.dumps(plan, default=str) + "\n")
-        summary = self.summary(requests, batches, complete=complete)
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         return summary
+
+
+class ProgressFile:
+    """The run's progress so far (``Recorder.progress``) as JSON, rewritten at most every ``period_s`` (the
+    harness shows it: ``experiments.progress``)."""
+
+    def __init__(self, path: Path | None, state: SinkState, period_s: float = 1.0):
+        self.path, self.state, self.period_s = path, state, period_s
+        self._next = 0.0
+
+    def maybe_write(self) -> None:
+        now = time.monotonic()
+        if self.path is None or now < self._next:
+            return
+        self._next = now + self.period_s
+        completed, dropped, p50_s = self.state.recorder.progress()
+        record = {"completed": completed, "dropped": dropped, "total": self.state.count,
+                  "p50_s": p50_s if math.isfinite(p50_s) else None}  # fmt: skip
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self.path)
 
 
 def main(argv=None) -> int:
@@ -230,8 +253,10 @@ def main(argv=None) -> int:
         role.producer(role.topics.dead_letter)
         role.announce_ready()
         undecodable = 0
+        progress = ProgressFile(Path(args.stats).with_name("progress.json") if args.stats else None, state)
         # records may come before the start message reaches us: no need to wait for it
         while not state.done and not role.should_stop():
+            progress.maybe_write()
             try:
                 msg = inbox.get(timeout=0.2)
             except queue.Empty:

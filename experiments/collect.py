@@ -39,10 +39,13 @@ __all__ = ["collect", "find_runs", "find_failures", "aggregate", "config_columns
 
 #: summary columns printed by default (everything is saved)
 SHOWN = ["label", "rate_rps", "slo_s", "completed", "dropped", "latency_p50_s", "latency_p95_s", "latency_p99_s",
-         "slo_attainment", "total_cost", "cost_per_1k", "mean_batch_size", "cold_starts", "replans"]  # fmt: skip
-#: metrics whose intervals are printed by default
+         "slo_attainment", "total_cost", "cost_per_1k", "mean_batch_size", "cold_starts", "replans",
+         "prediction_ratio_median", "prediction_feasible_missed_share"]  # fmt: skip
+#: metrics whose intervals are printed by default (the prediction check: see spec.predictions; NaN for planners
+#: that predict no percentile)
 SHOWN_METRICS = ["completed", "dropped", "latency_p50_s", "latency_p95_s", "latency_p99_s", "slo_attainment",
-                 "cost_per_1k", "mean_batch_size", "cold_starts", "replans"]  # fmt: skip
+                 "cost_per_1k", "mean_batch_size", "cold_starts", "replans", "prediction_ratio_median",
+                 "prediction_feasible_missed_share"]  # fmt: skip
 #: summary fields that say what was run, not what was measured
 DESCRIPTIVE = ("run_dir", "label", "name", "backend", "seed", "rate_rps", "slo_s", "complete")
 #: the error of a Hydra job folder with neither summary.json nor error.json

@@ -217,14 +217,23 @@ def gamma_ppf(p: float, mean: float, var: float) -> float:
     return float(gammaincinv(shape, p) * var / mean)
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TailAwareDecision:
     """The configuration a ``TailAwarePlanner`` chose, and its predictions.
 
     Same fields as ``EdgeFirstDecision`` (serverless sizes 0 when edge only)
-    plus the predicted p-quantile latency of each side used and overall.
-    The rates are the expected ones (the plan was checked at a higher,
-    planning rate: see ``TailAwarePlanner``).
+    plus the predicted p-quantile latency of each side used and overall,
+    and ``predicted_in_time`` (the predicted share of all requests within
+    the SLO). ``overloaded``: the chosen configuration is predicted to fall
+    behind (a side used at or beyond its capacity), so its latency has no
+    finite percentile: the plan is a best effort and the predicted
+    percentiles are None, never infinite. The rates are the expected ones
+    (the plan was checked at a higher, planning rate: see
+    ``TailAwarePlanner``).
     """
 
     feasible: bool
@@ -237,7 +246,9 @@ class TailAwareDecision:
     reason: str
     predicted_edge_p_s: float | None
     predicted_serverless_p_s: float | None
-    predicted_p_s: float
+    predicted_p_s: float | None
+    predicted_in_time: float = 1.0
+    overloaded: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -665,7 +676,8 @@ class TailAwarePlanner(ReplanningPlanner):
             feasible=feasible,
             current_memory_mb=current_memory_mb,
         )
-        decision = self._decision(choice, feasible=feasible, rate=rate, shares=shares, edge=(e_m, e_v), serverless=sl, cost=cost)
+        decision = self._decision(choice, feasible=feasible, rate=rate, shares=shares, edge=(e_m, e_v), serverless=sl, cost=cost,
+                                  in_time=float(mixture[choice]))  # fmt: skip
         return Evaluation(
             cost_per_s=cost,
             meets=meets,
@@ -767,7 +779,7 @@ class TailAwarePlanner(ReplanningPlanner):
         i, j, k, l = np.unravel_index(best, shape)
         return int(i), int(j), int(k), int(l)
 
-    def _decision(self, choice, *, feasible: bool, rate: float, shares, edge, serverless, cost) -> TailAwareDecision:
+    def _decision(self, choice, *, feasible: bool, rate: float, shares, edge, serverless, cost, in_time: float) -> TailAwareDecision:
         """The decision for the chosen candidate, with its predicted latencies (``edge``: the edge's
         latency mean and variance; ``serverless``: ``_serverless_side``'s arrays)."""
         i, j, k, l = choice
@@ -779,6 +791,7 @@ class TailAwarePlanner(ReplanningPlanner):
         overall = self._mixture_quantile(share, (e_m[i, l], e_v[i, l]), (s_m[j, k, l], s_v[j, k, l], float(s_fixed[j, k, l])))
         edge_only = share >= 1.0
         p, T = self.percentile, self.slo_s
+        overloaded = not all(math.isfinite(x) for x in (edge_p, sl_p, overall) if x is not None)
         return TailAwareDecision(
             feasible=feasible,
             edge_batch_size=int(self.edge_batch_sizes[i]) if share > 0 else int(self.edge_batch_sizes[0]),
@@ -788,9 +801,11 @@ class TailAwarePlanner(ReplanningPlanner):
             serverless_rate_rps=float(rate * (1.0 - share)),
             cost_per_s=float(cost[i, j, k, l]),
             reason=("edge_only" if edge_only else "split") if feasible else f"no configuration meets p{p * 100:g} <= {T} s",
-            predicted_edge_p_s=edge_p,
-            predicted_serverless_p_s=sl_p,
-            predicted_p_s=overall,
+            predicted_edge_p_s=_finite_or_none(edge_p),
+            predicted_serverless_p_s=_finite_or_none(sl_p),
+            predicted_p_s=_finite_or_none(overall),
+            predicted_in_time=in_time,
+            overloaded=overloaded,
         )
 
     def edge_limit_rps(self, edge_batch_size: int) -> float:
@@ -933,7 +948,10 @@ class TailAwarePlanner(ReplanningPlanner):
             "edge_backlog": backlog,
             "link_backlog": link_backlog,
             "percentile": self.percentile,
+            "slo_s": self.slo_s,
             "feasible": decision.feasible,
+            "overloaded": decision.overloaded,
+            "predicted_in_time": decision.predicted_in_time,
             "edge_batch_size": decision.edge_batch_size,
             "serverless_batch_size": decision.serverless_batch_size,
             "serverless_memory_mb": decision.serverless_memory_mb,

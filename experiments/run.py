@@ -29,7 +29,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import experiments.paths  # noqa: F401  (registers the ${data:...} resolver)
-from experiments.paths import REPO_ROOT
 import experiments.schema  # noqa: F401  (registers the structured schema)
 from experiments.errors import config_error_lines, exit_on_config_error
 from experiments.progress import RunProgress, live_snapshot
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> float | None:
             os.environ["HYDRA_FULL_ERROR"] = saved_full_error
 
 
-@hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="config", version_base="1.3")  # absolute: the console script too
+@hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")  # the configs ship in the package
 def _hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)

@@ -18,6 +18,10 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
                                       # after it was published (doubling each time); null: never
       max_restarts: 3                 # a worker or pool process that dies during the run is restarted up to
                                       # this many times (each); 0: a crash ends the run (LiveRunError)
+      authenticate: true              # every message carries an HMAC-SHA256 tag under the run's key
+                                      # (live.wire.messages; the key is in EDGEBATCH_RUN_KEY, never in a file)
+      limits: {}                      # live.wire.messages.WireLimits: max_header_bytes, max_ids,
+                                      # max_payload_bytes, max_reason_chars
 
 ``url: null`` means: start an embedded pulsar-lite broker; its data lives in a
 temporary folder removed at the end unless ``keep_data: true`` (then in
@@ -40,10 +44,11 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from live.wire.messages import WireLimits
 from live.wire.topics import Topics
 from policies.factory import make_scheduler_factory
 from policies.run_spec import RunSpec, build_run_spec
@@ -76,6 +81,8 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "event_log": False,
     "max_restarts": 3,
     "redeliver_after_s": 30.0,
+    "authenticate": True,
+    "limits": {},
 }
 _BROKER_KEYS = ("url", "auth_token", "tls_trust_certs_file", "keep_data")
 _SERVER_KEYS = ("model", "threads", "replicas")
@@ -157,6 +164,10 @@ class LiveSettings:
     redeliver_after_s: float | None = 30.0
     #: the embedded broker's data stays in ``<out>/broker/data`` (else a temporary folder, removed at the end)
     keep_broker_data: bool = False
+    #: every message is signed and checked with the run's key (``EDGEBATCH_RUN_KEY``)
+    authenticate: bool = True
+    #: the most a decoded message may declare
+    limits: WireLimits = field(default_factory=WireLimits)
 
 
 def _mapping(field_name: str, value: Any) -> dict:
@@ -246,6 +257,8 @@ def live_settings(run: RunSpec) -> LiveSettings:
     keep_data = broker.get("keep_data", False)
     if not isinstance(keep_data, bool):
         raise ConfigError("live.broker.keep_data", keep_data, "true or false")
+    if not isinstance(merged["authenticate"], bool):
+        raise ConfigError("live.authenticate", merged["authenticate"], "true or false")
     return LiveSettings(
         broker_url=url,
         auth_token=_optional_str("live.broker.auth_token", broker.get("auth_token")),
@@ -260,7 +273,18 @@ def live_settings(run: RunSpec) -> LiveSettings:
         max_restarts=check_int_at_least("live.max_restarts", merged["max_restarts"], 0),
         redeliver_after_s=None if merged["redeliver_after_s"] is None else _positive_or_null("live.redeliver_after_s", merged["redeliver_after_s"]),
         keep_broker_data=keep_data,
+        authenticate=merged["authenticate"],
+        limits=_limits(_mapping("live.limits", merged["limits"])),
     )
+
+
+def _limits(raw: dict) -> WireLimits:
+    known = [f.name for f in fields(WireLimits)]
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"live.limits.{key}", value, "one of " + ", ".join(known))
+        check_int_at_least(f"live.limits.{key}", value, 1)
+    return WireLimits(**raw)
 
 
 # ---------------------------------------------------------------------------

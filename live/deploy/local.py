@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -73,6 +74,7 @@ from pathlib import Path
 import pandas as pd
 
 from live.wire.broker import EmbeddedBroker, check_reachable, connect
+from live.wire.messages import KEY_ENV, WireSettings, configure, key_from_env
 from live.config import RunSpec, Topics, build_run
 from live.deploy.processes import ControlChannel, Interrupts, RoleProc, StartError, Supervisor, child_env, close_connection
 from live.deploy.processes import subscribe_ready, wait_ready
@@ -222,6 +224,10 @@ class _LocalRun:
         self.handle: RunHandle | None = None
         self.fault_thread: threading.Thread | None = None
         self.fault_error: list[BaseException] = []
+        # a fresh key per run (or the caller's, from the environment): the roles get it in theirs, never in a file
+        key = (key_from_env() or secrets.token_bytes(32)) if self.settings.authenticate else None
+        self.run_key_hex = key.hex() if key is not None else None
+        self._wire_before = configure(WireSettings(key=key, limits=self.settings.limits))
 
     def run(self, interrupts: Interrupts, started: float) -> RunResult:
         ready = self._connect()
@@ -262,6 +268,9 @@ class _LocalRun:
         env = child_env({"PYTHONUNBUFFERED": "1"})
         if settings.auth_token:
             env[TOKEN_ENV] = settings.auth_token
+        env.pop(KEY_ENV, None)
+        if self.run_key_hex is not None:
+            env[KEY_ENV] = self.run_key_hex
         exit_after_s = settings.startup_timeout_s + settings.timeout_s + 60.0
         for name, module, extra in role_commands(self.spec):
             role_env = dict(env)
@@ -380,6 +389,7 @@ class _LocalRun:
             self.supervisor.stop(grace_s=5.0)
         close_connection(self.client, self.broker)
         _mark_run_file_ended(self.out)
+        configure(self._wire_before)
 
 
 def _mark_run_file_ended(out: Path) -> None:
@@ -415,6 +425,10 @@ def main(argv=None) -> int:
     if args.control:
         if not args.broker or not args.run_id:
             parser.error("--control needs --broker and --run-id")
+        try:  # signed with the run's key: export the EDGEBATCH_RUN_KEY the run was started with
+            configure(WireSettings(key=key_from_env()))
+        except ValueError as error:
+            parser.error(str(error))
         client, _ = connect(args.broker, auth_token=os.environ.get(TOKEN_ENV))
         try:
             control = ControlChannel(client, args.run_id, source="run")

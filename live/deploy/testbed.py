@@ -69,6 +69,8 @@ from urllib.parse import urlsplit
 
 from live.config import RunSpec, Topics, load_run
 from live.roles.role import TOKEN_ENV
+from live.roles.role import wire_settings_of
+from live.wire.messages import KEY_ENV, WireSettings, configure, key_from_env
 from live.deploy.processes import ControlChannel, Interrupts, RoleProc, StartError, Supervisor, child_env, close_connection
 from live.deploy.processes import subscribe_ready, wait_ready
 from live.wire.messages import ControlOp, DecodeError, decode
@@ -455,6 +457,7 @@ def _token_prefix(testbed: Testbed) -> str:
 
 def _ssh(testbed: Testbed, host: Host, remote: str) -> str:
     option = f"-o SendEnv={TOKEN_ENV} " if testbed.token_env == TOKEN_ENV and not testbed.token_file else ""
+    option += f"-o SendEnv={KEY_ENV} "  # the run key (live.authenticate): unused when the run does not sign
     return f"ssh {option}{host.ssh} {shlex.quote(remote)}"
 
 
@@ -475,6 +478,9 @@ def print_commands(plan: Plan, *, config_path: str, testbed_path: str, run_id: s
         lines.append(f"# the token: ${testbed.token_env} in each host's environment, passed to the roles as {TOKEN_ENV}")
     elif testbed.token_file:
         lines.append(f"# the token: read from {testbed.token_file} on each host (mode 0600), passed to the roles as {TOKEN_ENV}")
+    if plan.spec.settings.authenticate:
+        lines.append(f"# the run key: {KEY_ENV} in your shell (export {KEY_ENV}=$(python3 -c 'import secrets; print(secrets.token_hex(32))')), "
+                     f"sent by ssh (needs 'AcceptEnv {KEY_ENV}' in each host's sshd_config)")  # fmt: skip
     if plan.spec.settings.emulate_links and any(plan.on(h) for h in testbed.hosts) and len(plan.hosts_used) > 1:
         lines.append("# note: live.emulate_links is true: the gateways add the configured link delay and bandwidth on top of the real network")
     lines.append("")
@@ -613,6 +619,8 @@ class _HostRun:
         self.control: ControlChannel | None = None
 
     def run(self, interrupts: Interrupts) -> int:
+        # the run's key comes from this host's environment (the same on every host); the roles inherit it
+        configure(wire_settings_of(self.settings))
         if self.plan.broker_host == self.host_name:
             from live.wire.broker import EmbeddedBroker
 
@@ -856,7 +864,12 @@ def _serve_broker(args) -> int:
 
 
 def _control_command(args) -> int:
-    """``prepare``, ``start`` and ``stop``: messages to a run on its broker."""
+    """``prepare``, ``start`` and ``stop``: messages to a run on its broker (signed with ``EDGEBATCH_RUN_KEY`` if set)."""
+    try:
+        configure(WireSettings(key=key_from_env()))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     client = _connect(args.broker, args.run_id, args.tls_trust_certs_file, wait_s=getattr(args, "wait_s", 0.0))
     try:
         if args.command == "prepare":

@@ -41,9 +41,9 @@ from typing import Any
 
 from live.wire.broker import connect
 from live.config import RunClock, RunSpec, Topics, load_run
-from live.wire.messages import ControlOp, DecodeError, Kind, decode, encode_control
+from live.wire.messages import KEY_ENV, ControlOp, DecodeError, Kind, WireSettings, bounded_reason, configure, decode, encode_control, key_from_env
 
-__all__ = ["Role", "common_parser", "TOKEN_ENV", "percentiles"]
+__all__ = ["Role", "common_parser", "TOKEN_ENV", "percentiles", "wire_settings_of"]
 
 TOKEN_ENV = "EDGEBATCH_PULSAR_TOKEN"
 log = logging.getLogger("edgebatch.live")
@@ -82,6 +82,18 @@ def percentiles(values) -> dict[str, float]:
     }
 
 
+def wire_settings_of(settings) -> WireSettings:
+    """This process's codec settings: the run key from the environment when the run authenticates, the limits."""
+    try:
+        key = key_from_env() if settings.authenticate else None
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    if settings.authenticate and key is None:
+        raise SystemExit(f"error: live.authenticate is on but {KEY_ENV} is not set (a local run sets it for its roles; "
+                         "on a testbed export the same key, 32 or more hex digits, on every host)")
+    return WireSettings(key=key, limits=settings.limits)
+
+
 class Role:
     """A role's connection to the run: client, control topic, producers, stats."""
 
@@ -94,6 +106,7 @@ class Role:
         self.spec: RunSpec = load_run(args.config)
         self.topics = Topics(args.run_id)
         settings = self.spec.settings
+        configure(wire_settings_of(settings))
         url = args.broker or settings.broker_url
         if not url:
             raise SystemExit("--broker is required (the config's live.broker.url is null)")
@@ -156,11 +169,12 @@ class Role:
     def dead_letter(self, raw: bytes, reason: str, source_topic: str) -> None:
         """Publish ``raw`` unchanged to the run's dead-letter topic, with ``reason`` and ``source_topic``."""
         self.dead_letters += 1
-        self._dead_letter_producer.send_async(bytes(raw), self._sent, properties={"reason": str(reason), "source_topic": str(source_topic)})
+        self._dead_letter_producer.send_async(bytes(raw), self._sent, properties={"reason": bounded_reason(reason), "source_topic": str(source_topic)})
 
     def announce_ready(self) -> None:
         """Tell the orchestrator that this role is connected and subscribed."""
         producer = self.producer(self.topics.ready)
+        self._cpu_at_ready_s = time.process_time()  # the stats' cpu_s counts from here (experiments.calibrate)
         producer.send(encode_control(ControlOp.READY, source=self.name, meta={"role": self.stats["role"], "pid": os.getpid()}))
 
     def ready_to_serve(self):
@@ -246,6 +260,8 @@ class Role:
     def write_stats(self) -> None:
         self.stats["send_errors"] = self._send_errors
         self.stats["dead_letters"] = self.stats.get("dead_letters", 0) + self.dead_letters
+        # CPU-seconds of this process (all its threads) since it said ready: the harness's own CPU per message
+        self.stats["cpu_s"] = round(time.process_time() - getattr(self, "_cpu_at_ready_s", 0.0), 6)
         if self.args.stats:
             path = Path(self.args.stats)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ import sys
 import time
 from typing import BinaryIO
 
-from live.wire.messages import ControlOp, Kind, Message, dead_letter, decode, DecodeError, encode_control, encode_result
+from live.wire.messages import ControlOp, DecodeError, Kind, Message, WireSettings, configure, dead_letter, decode, encode_control, encode_result, key_from_env
 
 __all__ = ["ModelRunner", "read_frame", "write_frame", "check_batch", "failure_result", "redeliveries", "CRASH_EXIT_CODE", "main"]
 
@@ -257,6 +257,7 @@ def serve_stdio(argv) -> int:
     from live.config import RunClock
 
     clock = RunClock(args.epoch)
+    configure(WireSettings(key=key_from_env()))  # the pool's key: it passes signed batches on unchanged
     runner = ModelRunner(args.model, args.threads, args.seed)
     if args.crash_before_ready:
         os._exit(CRASH_EXIT_CODE)  # dies in its cold start: imports and model load done, never ready

@@ -322,7 +322,7 @@ class BrokerConfig:
     auth_token: Optional[str] = None
     tls_trust_certs_file: Optional[str] = None
     tls_allow_insecure: bool = False
-    tls_validate_hostname: bool = False
+    tls_validate_hostname: bool = True  # a certificate must name the host it is for
     operation_timeout_s: int = 30
     embedded_folder: Optional[str] = None
     embedded_port: Optional[int] = None
@@ -357,12 +357,25 @@ def check_reachable(url: str, timeout_s: float = 3.0) -> None:
                       "or leave live.broker.url unset for the embedded broker")  # fmt: skip
 
 
+def client_options(url: str, *, tls_trust_certs_file: Optional[str] = None, tls_allow_insecure: bool = False,
+                   tls_validate_hostname: bool = True, operation_timeout_s: int = 30) -> dict:  # fmt: skip
+    """``pulsar.Client`` keyword arguments for ``url``: TLS with host-name verification unless told otherwise."""
+    kwargs: dict = {"operation_timeout_seconds": operation_timeout_s}
+    if url.startswith("pulsar+ssl://") or tls_trust_certs_file:
+        kwargs["use_tls"] = url.startswith("pulsar+ssl://")
+        if tls_trust_certs_file:
+            kwargs["tls_trust_certs_file_path"] = tls_trust_certs_file
+        kwargs["tls_allow_insecure_connection"] = tls_allow_insecure
+        kwargs["tls_validate_hostname"] = tls_validate_hostname
+    return kwargs
+
+
 def connect(
     url: Optional[str] = None,
     auth_token: Optional[str] = None,
     tls_trust_certs_file: Optional[str] = None,
     tls_allow_insecure: bool = False,
-    tls_validate_hostname: bool = False,
+    tls_validate_hostname: bool = True,
     operation_timeout_s: int = 30,
     embedded_folder: Optional[str] = None,
     embedded_port: Optional[int] = None,
@@ -381,18 +394,11 @@ def connect(
     if url is None:
         broker = EmbeddedBroker(embedded_folder, port=embedded_port).start()
         url = broker.url
-    kwargs = dict(
-        operation_timeout_seconds=operation_timeout_s,
-        logger=logger if logger is not None else _quiet_logger(),
-    )
+    kwargs = client_options(url, tls_trust_certs_file=tls_trust_certs_file, tls_allow_insecure=tls_allow_insecure,
+                            tls_validate_hostname=tls_validate_hostname, operation_timeout_s=operation_timeout_s)  # fmt: skip
+    kwargs["logger"] = logger if logger is not None else _quiet_logger()
     if auth_token:
         kwargs["authentication"] = pulsar.AuthenticationToken(auth_token)
-    if url.startswith("pulsar+ssl://") or tls_trust_certs_file:
-        kwargs["use_tls"] = url.startswith("pulsar+ssl://")
-        if tls_trust_certs_file:
-            kwargs["tls_trust_certs_file_path"] = tls_trust_certs_file
-        kwargs["tls_allow_insecure_connection"] = tls_allow_insecure
-        kwargs["tls_validate_hostname"] = tls_validate_hostname
     try:
         client = pulsar.Client(url, **kwargs)
     except Exception:

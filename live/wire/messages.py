@@ -6,11 +6,24 @@ only parsers used are ``struct`` and ``json``.
 Layout (big-endian)::
 
     offset 0   2 bytes  magic b"EB"
-    offset 2   1 byte   version (VERSION)
+    offset 2   1 byte   version: 1 (VERSION, unsigned) or 2 (VERSION_SIGNED)
     offset 3   1 byte   kind (Kind: REQUEST, BATCH, RESULT, CONTROL)
     offset 4   4 bytes  header length H (uint32)
     offset 8   H bytes  header: UTF-8 JSON object
-    offset 8+H ...      payload: the per-request payloads, concatenated in ``ids`` order
+    offset 8+H P bytes  payload: the per-request payloads, concatenated in ``ids`` order
+    version 2 only:
+    offset 8+H+P  32 bytes  HMAC-SHA256, keyed by the run key, of every byte before it
+
+A process that holds a run key (:func:`configure`; the roles take it from the
+environment variable ``EDGEBATCH_RUN_KEY``, hex) signs everything it encodes
+and decodes only signed messages whose tag verifies (``bad_mac`` otherwise),
+so that a broker client without the key can neither forge nor alter a
+message. A process without a key reads and writes version 1 only.
+
+Every decoded size is checked against :class:`WireLimits` before anything is
+built from it (header bytes, ids per message, payload bytes), and error
+details are cut to ``max_reason_chars``: a message cannot make a role
+allocate without bound, nor fill a dead-letter reason.
 
 Header fields (all kinds):
 
@@ -39,8 +52,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+import hmac
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
@@ -48,6 +64,14 @@ from typing import Any, Mapping, Optional, Sequence
 __all__ = [
     "MAGIC",
     "VERSION",
+    "VERSION_SIGNED",
+    "MAC_BYTES",
+    "KEY_ENV",
+    "WireLimits",
+    "WireSettings",
+    "configure",
+    "wire_settings",
+    "key_from_env",
     "HEADER",
     "MAX_HEADER_BYTES",
     "REASONS",
@@ -63,13 +87,18 @@ __all__ = [
     "encode_drop",
     "decode",
     "dead_letter",
+    "bounded_reason",
     "decode_or_dead_letter",
 ]
 
 MAGIC = b"EB"
-VERSION = 1
+VERSION = 1  # unsigned
+VERSION_SIGNED = 2  # the same, plus an HMAC-SHA256 tag at the end
+MAC_BYTES = 32
 HEADER = struct.Struct(">2sBBI")  # magic, version, kind, header length
-MAX_HEADER_BYTES = 4 * 1024 * 1024
+MAX_HEADER_BYTES = 1024 * 1024
+#: the environment variable that carries a run's key (hex) to every role process
+KEY_ENV = "EDGEBATCH_RUN_KEY"
 
 REASONS = (
     "not_bytes",       # not a bytes-like object
@@ -81,7 +110,69 @@ REASONS = (
     "header_json",     # header is not UTF-8 JSON, or not a JSON object
     "header_field",    # a field is missing, of the wrong type, or inconsistent
     "payload_length",  # payload length differs from the declared sizes
+    "over_limit",      # more ids or payload bytes than WireLimits allows
+    "bad_mac",         # a run key is set and the message is unsigned, or its tag does not verify
 )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WireLimits:
+    """The most a decoded message may declare; anything larger is rejected before it is built."""
+
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_ids: int = 4096
+    max_payload_bytes: int = 64 * 1024 * 1024
+    #: error details (and so dead-letter reasons) are cut to this many characters
+    max_reason_chars: int = 300
+
+    def __post_init__(self):
+        for name in ("max_header_bytes", "max_ids", "max_payload_bytes", "max_reason_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"live.limits.{name}={value!r} is not allowed: an integer >= 1")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WireSettings:
+    """What this process's encoder and decoder use: the run key (None: unsigned) and the limits."""
+
+    key: bytes | None = None
+    limits: WireLimits = field(default_factory=WireLimits)
+
+    def __post_init__(self):
+        if self.key is not None and (not isinstance(self.key, bytes) or len(self.key) < 16):
+            raise ValueError(f"the run key must be at least 16 bytes ({KEY_ENV}: at least 32 hex digits)")
+
+
+_SETTINGS = WireSettings()
+
+
+def configure(settings: WireSettings) -> WireSettings:
+    """Use ``settings`` for every later encode and decode in this process; returns the previous ones."""
+    global _SETTINGS
+    if not isinstance(settings, WireSettings):
+        raise TypeError(f"configure takes WireSettings, got {type(settings).__name__}")
+    previous, _SETTINGS = _SETTINGS, settings
+    return previous
+
+
+def wire_settings() -> WireSettings:
+    """The settings this process encodes and decodes with."""
+    return _SETTINGS
+
+
+def key_from_env(environ=os.environ) -> bytes | None:
+    """The run key from ``EDGEBATCH_RUN_KEY`` (hex), or None when unset; a malformed one is an error naming it."""
+    text = environ.get(KEY_ENV)
+    if not text:
+        return None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ValueError(f"{KEY_ENV} is not hex: give at least 32 hex digits") from None
+    if len(key) < 16:
+        raise ValueError(f"{KEY_ENV} holds {len(key)} bytes: give at least 16 (32 hex digits)")
+    return key
 
 
 class Kind(enum.IntEnum):
@@ -112,7 +203,10 @@ class DecodeError(ValueError):
     def __init__(self, reason: str, detail: str = ""):
         assert reason in REASONS, reason
         self.reason = reason
-        self.detail = detail
+        detail = str(detail)
+        limit = _SETTINGS.limits.max_reason_chars
+        self.detail = detail if len(detail) <= limit else detail[:limit] + "..."  # attacker text stays bounded
+        detail = self.detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
@@ -214,9 +308,14 @@ def encode(msg: Message) -> bytes:
     if msg.meta:
         head["meta"] = dict(msg.meta)
     body = json.dumps(head, separators=(",", ":"), allow_nan=False, sort_keys=True).encode("utf-8")
-    if len(body) > MAX_HEADER_BYTES:
-        raise ValueError(f"header of {len(body)} bytes exceeds {MAX_HEADER_BYTES}")
-    return b"".join((HEADER.pack(MAGIC, msg.version, int(msg.kind), len(body)), body, bytes(msg.payload)))
+    settings = _SETTINGS
+    limit = settings.limits.max_header_bytes
+    if len(body) > limit:
+        raise ValueError(f"header of {len(body)} bytes exceeds {limit}")
+    if settings.key is None:
+        return b"".join((HEADER.pack(MAGIC, VERSION, int(msg.kind), len(body)), body, bytes(msg.payload)))
+    frame = b"".join((HEADER.pack(MAGIC, VERSION_SIGNED, int(msg.kind), len(body)), body, bytes(msg.payload)))
+    return frame + hmac.new(settings.key, frame, hashlib.sha256).digest()
 
 
 def _concat(payloads: Sequence[bytes]) -> tuple[tuple[int, ...], bytes]:
@@ -406,14 +505,16 @@ def _split(data: bytes | bytearray | memoryview) -> tuple[int, Kind, dict, bytes
     magic, version, kind_b, hlen = HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         raise DecodeError("bad_magic", f"expected {MAGIC!r}, got {magic!r}")
-    if version != VERSION:
-        raise DecodeError("bad_version", f"version {version}, this code reads {VERSION}")
+    settings = _SETTINGS
+    data = _verified(data, version, settings.key)
+    n = len(data)
     try:
         kind = Kind(kind_b)
     except ValueError:
         raise DecodeError("bad_kind", f"unknown kind byte {kind_b}") from None
-    if hlen > MAX_HEADER_BYTES:
-        raise DecodeError("header_length", f"header length {hlen} exceeds the limit {MAX_HEADER_BYTES}")
+    limit = settings.limits.max_header_bytes
+    if hlen > limit:
+        raise DecodeError("header_length", f"header length {hlen} exceeds the limit {limit}")
     if HEADER.size + hlen > n:
         raise DecodeError("header_length",
                           f"header length {hlen} runs past the end of a {n}-byte message")
@@ -427,8 +528,29 @@ def _split(data: bytes | bytearray | memoryview) -> tuple[int, Kind, dict, bytes
     return version, kind, head, data[HEADER.size + hlen:]
 
 
+def _verified(data: bytes, version: int, key: bytes | None) -> bytes:
+    """The message without its tag, once the tag verifies (with a key), else ``data`` (version 1, no key)."""
+    if version not in (VERSION, VERSION_SIGNED):
+        raise DecodeError("bad_version", f"version {version}, this code reads {VERSION} and {VERSION_SIGNED}")
+    if key is None:
+        if version == VERSION_SIGNED:
+            raise DecodeError("bad_version", f"version {version}: a signed message, but this process has no run key")
+        return data
+    if version != VERSION_SIGNED:
+        raise DecodeError("bad_mac", f"version {version}: unsigned, and this run accepts only signed messages")
+    if len(data) < HEADER.size + MAC_BYTES:
+        raise DecodeError("too_short", f"{len(data)} bytes: no room for the {MAC_BYTES}-byte tag")
+    frame, tag = data[:-MAC_BYTES], data[-MAC_BYTES:]
+    if not hmac.compare_digest(tag, hmac.new(key, frame, hashlib.sha256).digest()):
+        raise DecodeError("bad_mac", "the tag does not verify: forged, altered, or signed with another run's key")
+    return frame
+
+
 def _ids_and_sizes(head: dict) -> tuple[list, list, int]:
     ids = _get(head, "ids", list)
+    limits = _SETTINGS.limits
+    if len(ids) > limits.max_ids:
+        raise DecodeError("over_limit", f"{len(ids)} ids, the limit is {limits.max_ids}")
     if not all(isinstance(i, str) for i in ids):
         raise _field_error("every entry of 'ids' must be a string")
     sizes = _get(head, "sizes", list)
@@ -439,6 +561,8 @@ def _ids_and_sizes(head: dict) -> tuple[list, list, int]:
     size_bytes = _get(head, "size_bytes", int)
     if size_bytes < 0:
         raise _field_error("'size_bytes' must be non-negative")
+    if size_bytes > limits.max_payload_bytes:
+        raise DecodeError("over_limit", f"{size_bytes} payload bytes, the limit is {limits.max_payload_bytes}")
     return ids, sizes, size_bytes
 
 
@@ -530,7 +654,13 @@ def dead_letter(producer, raw: bytes, reason: str, source_topic: str) -> None:
     Properties: ``reason`` (the error text) and ``source_topic``. ``producer`` is
     any object with a pulsar-style ``send(content, properties=...)``.
     """
-    producer.send(bytes(raw), properties={"reason": str(reason), "source_topic": str(source_topic)})
+    producer.send(bytes(raw), properties={"reason": bounded_reason(reason), "source_topic": str(source_topic)[:200]})
+
+
+def bounded_reason(reason) -> str:
+    """``reason`` as text of at most ``max_reason_chars`` characters (it may quote what a sender wrote)."""
+    text, limit = str(reason), _SETTINGS.limits.max_reason_chars
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def decode_or_dead_letter(raw: bytes, dlq_producer, source_topic: str) -> Optional[Message]:

@@ -256,3 +256,13 @@ def test_a_broker_url_where_nothing_listens_fails_at_once_naming_the_url(tmp_pat
     assert lines == [lines[0]] and lines[0].startswith("error: no Pulsar broker answers at " + url), done.stderr[-2000:]
     # the run's own start-up (imports, config) plus the 3 s probe; the client alone retried for 30 s
     assert took_s < 20, took_s
+
+
+def test_tls_verifies_the_host_name_unless_told_not_to():
+    from live.wire.broker import client_options
+
+    options = client_options("pulsar+ssl://broker.example:6651", tls_trust_certs_file="/ca.pem")
+    assert options["use_tls"] and options["tls_validate_hostname"] is True
+    assert options["tls_allow_insecure_connection"] is False
+    assert client_options("pulsar+ssl://b:6651", tls_validate_hostname=False)["tls_validate_hostname"] is False
+    assert "use_tls" not in client_options("pulsar://127.0.0.1:6650")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from live.wire.broker import connect, topic
 from live.config import LIVE_DEFAULTS, RunClock, Topics, build_run
 from live.roles.gateway import Gateway
 from spec.link_queue import LinkQueue
-from live.wire.messages import Kind, decode, encode_batch, encode_drop, encode_request, encode_result
+from live.wire.messages import (KEY_ENV, ControlOp, Kind, WireSettings, configure, decode, encode_batch, encode_control,
+                                encode_drop, encode_request, encode_result)
 from live.deploy.local import role_commands, run_live
 from live.roles.sink import SinkState
 from spec.links import MB, Link
@@ -120,20 +122,43 @@ def _check_decomposition(requests: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _signed(key: bytes | None, encode_it) -> bytes:
+    """What ``encode_it()`` gives when this process signs with ``key`` (None: unsigned)."""
+    before = configure(WireSettings(key=key))
+    try:
+        return encode_it()
+    finally:
+        configure(before)
+
+
 @pytest.fixture(scope="module")
 def edge_run(broker, tmp_path_factory):
     run_id = "edge" + str(int(time.time() * 1000) % 10**8)
     config = edge_config()
     config["live"]["broker"] = {"url": broker.url}
+    run_key, other_key = os.urandom(32), os.urandom(32)
+    request = lambda: encode_request("0", b"x", source="cam", sent_s=0.0)  # noqa: E731
+    stop = lambda: encode_control(ControlOp.STOP, source="run")  # noqa: E731
     client, _ = connect(broker.url)
     try:
         producer = client.create_producer(topic(run_id, "batches-edge"), batching_enabled=False)
         producer.send(b"definitely not an edgebatch message")
-        producer.send(encode_request("0", b"x", source="cam", sent_s=0.0))  # decodes, but is no batch
+        producer.send(_signed(None, request))  # unsigned
+        producer.send(_signed(other_key, request))  # signed with another key
+        producer.send(_signed(run_key, request))  # genuine, but no batch
         producer.close()
+        # forged stops, waiting on the control topic for every role: the run must go on
+        control = client.create_producer(topic(run_id, "control"), batching_enabled=False)
+        control.send(_signed(None, stop))
+        control.send(_signed(other_key, stop))
+        control.close()
     finally:
         client.close()
-    result = run_live(config, tmp_path_factory.mktemp("edge-run"), run_id=run_id)
+    os.environ[KEY_ENV] = run_key.hex()  # the key this run signs with (a local run makes its own otherwise)
+    try:
+        result = run_live(config, tmp_path_factory.mktemp("edge-run"), run_id=run_id)
+    finally:
+        del os.environ[KEY_ENV]
     return config, result, run_id
 
 
@@ -183,26 +208,31 @@ def test_edge_run_records_timer_lateness(edge_run):
 
 
 def test_bad_messages_go_to_the_dead_letter_topic(edge_run, client):
+    """Garbage, unsigned and wrongly signed messages are dead-lettered with their reason; forged stops stop nothing."""
     _, result, run_id = edge_run
-    assert result.extra["roles"]["worker-edge-0"]["dead_letters"] == 2
+    roles = result.extra["roles"]
+    assert roles["worker-edge-0"]["dead_letters"] == 4 + 2  # the batch topic's four, and the two forged stops
     consumer = client.subscribe(topic(run_id, "dead-letter"), "check", consumer_type=pulsar.ConsumerType.Shared,
                                 initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
-    got = {}
+    got = []
+    expected = 4 + 2 * len(roles)  # each role read both forged stops on its control subscription
     deadline = time.monotonic() + 10
-    while len(got) < 2 and time.monotonic() < deadline:
+    while len(got) < expected and time.monotonic() < deadline:
         try:
             msg = consumer.receive(timeout_millis=200)
         except pulsar.Timeout:
             continue
-        got[msg.data()] = msg.properties()
+        got.append((msg.data(), msg.properties()))
         consumer.acknowledge(msg)
     consumer.close()
-    assert b"definitely not an edgebatch message" in got
-    props = got[b"definitely not an edgebatch message"]
-    assert props["reason"].startswith("bad_magic")
-    assert props["source_topic"] == topic(run_id, "batches-edge")
-    other = [p for raw, p in got.items() if raw != b"definitely not an edgebatch message"]
-    assert other and "REQUEST" in other[0]["reason"]
+    on_batches = {raw: p for raw, p in got if p["source_topic"] == topic(run_id, "batches-edge")}
+    assert on_batches[b"definitely not an edgebatch message"]["reason"].startswith("bad_magic")
+    reasons = sorted(p["reason"].split(":")[0] for p in on_batches.values())
+    assert reasons == ["bad_mac", "bad_mac", "bad_magic", "unexpected"], reasons
+    assert any("REQUEST" in p["reason"] for p in on_batches.values())
+    stops = [p for _, p in got if p["source_topic"] == topic(run_id, "control")]
+    assert len(stops) == 2 * len(roles) and all(p["reason"].startswith("bad_mac") for p in stops)
+    assert result.summary["completed"] == result.summary["count"]
 
 
 # ---------------------------------------------------------------------------

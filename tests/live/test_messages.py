@@ -358,3 +358,97 @@ def test_malformed_message_lands_on_dead_letter_topic(client, topic_name):
         x.close()
     for x in (dlq_producer, producer):
         x.close()
+
+
+# ---------------------------------------------------------------------------
+# authentication (HMAC-SHA256 under the run key) and bounds
+# ---------------------------------------------------------------------------
+
+KEY, OTHER_KEY = bytes(range(32)), bytes(range(1, 33))
+
+
+@pytest.fixture
+def signing():
+    """This process signs and checks with KEY for the test, and goes back to unsigned after."""
+    before = M.configure(M.WireSettings(key=KEY))
+    yield
+    M.configure(before)
+
+
+def _with(settings: M.WireSettings, fn):
+    before = M.configure(settings)
+    try:
+        return fn()
+    finally:
+        M.configure(before)
+
+
+def test_signed_round_trip_carries_a_tag_that_verifies(signing):
+    raw = encode_batch("b1", ["a", "b"], [b"xy", b"z"], source="gw")
+    assert raw[2] == M.VERSION_SIGNED and len(raw) == len(_with(M.WireSettings(), lambda: encode_batch("b1", ["a", "b"], [b"xy", b"z"], source="gw"))) + M.MAC_BYTES
+    message = decode(raw)
+    assert message.ids == ("a", "b") and message.payloads() == [b"xy", b"z"]
+
+
+def test_unsigned_forged_and_other_keys_messages_are_refused(signing):
+    unsigned = _with(M.WireSettings(), lambda: encode_control(M.ControlOp.STOP, source="run"))
+    other = _with(M.WireSettings(key=OTHER_KEY), lambda: encode_control(M.ControlOp.STOP, source="run"))
+    for raw in (unsigned, other):
+        with pytest.raises(DecodeError) as error:
+            decode(raw)
+        assert error.value.reason == "bad_mac"
+    # without a key a signed message is not read either (it could not be checked)
+    signed = encode_control(M.ControlOp.STOP, source="run")
+    with pytest.raises(DecodeError) as error:
+        _with(M.WireSettings(), lambda: decode(signed))
+    assert error.value.reason == "bad_version"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_altered_byte_of_a_signed_message_is_caught(signing, data):
+    raw = bytearray(encode_request("r1", b"payload", source="cam", sent_s=1.0))
+    position = data.draw(st.integers(0, len(raw) - 1))
+    raw[position] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(DecodeError) as error:
+        decode(bytes(raw))
+    assert error.value.reason in ("bad_mac", "bad_magic", "bad_version", "too_short")
+
+
+def test_too_many_ids_or_payload_bytes_are_refused_before_anything_is_built():
+    limits = M.WireLimits(max_ids=100, max_payload_bytes=1000)
+    many = _raw(_good_head(ids=[str(i) for i in range(101)], sizes=[0] * 101, size_bytes=0), kind=Kind.BATCH)
+    big = _raw(_good_head(sizes=[2000], size_bytes=2000), b"x" * 2000)
+    for raw in (many, big):
+        with pytest.raises(DecodeError) as error:
+            _with(M.WireSettings(limits=limits), lambda: decode(raw))
+        assert error.value.reason == "over_limit"
+
+
+def test_the_half_million_id_batch_is_refused_at_its_header():
+    """The 3.1 MB batch of 520,000 ids that once made a worker allocate 1 GB: its header is over the cap."""
+    ids = [str(i) for i in range(520_000)]
+    head = {"ids": ids, "sizes": [0] * len(ids), "size_bytes": 0, "source": "gw", "trace_id": "t", "ts": {}, "batch_id": "b"}
+    with pytest.raises(DecodeError) as error:
+        decode(_raw(head, kind=Kind.BATCH))
+    assert error.value.reason == "header_length"
+
+
+def test_reasons_quoting_a_sender_are_bounded():
+    raw = _raw(_good_head(ts={"sent_s": "x" * 100_000}))  # the decoder quotes the bad value
+    with pytest.raises(DecodeError) as error:
+        decode(raw)
+    assert len(str(error.value)) < 400
+    fp = _FakeProducer()
+    M.dead_letter(fp, b"junk", "y" * 100_000, "t")
+    assert len(fp.sent[0][1]["reason"]) <= M.WireLimits().max_reason_chars + 3
+
+
+def test_the_run_key_comes_from_the_environment_and_a_bad_one_is_named():
+    assert M.key_from_env({}) is None
+    assert M.key_from_env({M.KEY_ENV: KEY.hex()}) == KEY
+    for bad in ("not hex", "abcd"):
+        with pytest.raises(ValueError, match=M.KEY_ENV):
+            M.key_from_env({M.KEY_ENV: bad})
+    with pytest.raises(ValueError, match="live.limits.max_ids"):
+        M.WireLimits(max_ids=0)

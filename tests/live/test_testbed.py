@@ -155,7 +155,8 @@ def test_print_reads_a_token_file_on_the_host():
     out = print_commands(plan, config_path="run.json", testbed_path="tb.yaml", run_id="r1")
     role_lines = [line for line in out.splitlines() if " -m live." in line and line.startswith("ssh ")]
     assert role_lines and all('EDGEBATCH_PULSAR_TOKEN="$(cat /etc/edgebatch/pulsar.token)"' in line for line in role_lines)
-    assert all("SendEnv" not in line for line in role_lines)
+    assert all("SendEnv=EDGEBATCH_PULSAR_TOKEN" not in line for line in role_lines)  # the token comes from the file
+    assert all("SendEnv=EDGEBATCH_RUN_KEY" in line for line in role_lines)  # the run key from the operator's shell
     workers = [line for line in role_lines if "-m live.roles.worker" in line or "-m live.roles.sink" in line]
     assert all("--tls-trust-certs-file /etc/edgebatch/ca.pem" in line for line in workers)
     assert "-m live.deploy.testbed broker" not in out
@@ -309,6 +310,7 @@ def run_in_box(box: Box, tmp: Path, name: str, config: dict, port: int, deadline
     testbed_path.write_text(yaml.safe_dump(box_testbed(box, port)))
     run_id = f"{name}{secrets.token_hex(4)}"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
+    env["EDGEBATCH_RUN_KEY"] = os.urandom(32).hex()  # the same run key on every host, as an operator exports it
     procs: dict[str, subprocess.Popen] = {}
     logs = {}
     try:

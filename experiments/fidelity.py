@@ -93,11 +93,16 @@ def prediction_interval(values: Sequence[float], confidence: float = 0.90) -> tu
 
 # -- running -------------------------------------------------------------------------------
 def _run(overrides: list[str], run_dir: Path) -> dict:
+    """One run's summary; a run that ended early is kept out of the analysis, said, and the suite goes on."""
     from experiments.compare import compose_config
-    from experiments.run import run_config
+    from experiments.run import IncompleteRunError, run_config
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_config(compose_config(overrides), run_dir)
+    try:
+        return run_config(compose_config(overrides), run_dir)
+    except IncompleteRunError as error:
+        print(f"  left out: {error}", flush=True)
+        return {**error.summary, "complete": False}
 
 
 def run_suite(base: list[str], cases: list[FidelityCase], out: Path, *, sim_repeats: int, live_repeats: int,
@@ -110,7 +115,7 @@ def run_suite(base: list[str], cases: list[FidelityCase], out: Path, *, sim_repe
             for seed in range(repeats):
                 overrides = [*base, *case.overrides, *extra, f"backend={backend}", f"seed={seed}"]
                 summary = _run(overrides, out / "runs" / case.name / backend / f"seed={seed}")
-                rows.append({"case": case.name, "backend": backend, "seed": seed,
+                rows.append({"case": case.name, "backend": backend, "seed": seed, "complete": summary.get("complete", True),
                              **{m: summary.get(k) for m, k in METRICS.items()}})  # fmt: skip
         print(f"[{number}/{len(cases)}] {case.name}: {case.what} ({time.perf_counter() - started:.0f} s)", flush=True)
     runs = pd.DataFrame(rows)
@@ -124,7 +129,8 @@ def read_runs(out: Path) -> pd.DataFrame:
     for path in sorted((out / "runs").glob("*/*/seed=*/summary.json")):
         summary = json.loads(path.read_text())
         case, backend, seed = path.parts[-4], path.parts[-3], int(path.parts[-2].split("=", 1)[1])
-        rows.append({"case": case, "backend": backend, "seed": seed, **{m: summary.get(k) for m, k in METRICS.items()}})
+        rows.append({"case": case, "backend": backend, "seed": seed, "complete": summary.get("complete", True),
+                     **{m: summary.get(k) for m, k in METRICS.items()}})  # fmt: skip
     if not rows:
         raise SystemExit(f"error: {out / 'runs'} holds no finished runs (runs/<case>/<backend>/seed=<k>/summary.json)")
     return pd.DataFrame(rows)
@@ -157,6 +163,8 @@ def _case_metric(metric: str, sim: np.ndarray, live: np.ndarray) -> dict:
 def analyze(runs: pd.DataFrame) -> pd.DataFrame:
     """Per case and metric: simulated mean and 90% prediction interval, live mean and 95% interval, the error."""
     rows = []
+    if "complete" in runs:
+        runs = runs[runs["complete"].fillna(True).astype(bool)]  # a run that ended early measures nothing
     for case, group in runs.groupby("case", sort=False):
         sides = {b: g for b, g in group.groupby("backend")}
         if {"sim", "live"} - set(sides):
@@ -274,7 +282,8 @@ def plot_p95(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
 def report(runs: pd.DataFrame, out: Path, cases: dict[str, str], meta: dict) -> dict:
     """Write ``fidelity.csv``, ``fidelity.json`` and the plot; print the report; return the headline."""
     table = analyze(runs)
-    head = {**headline(table), **meta}
+    incomplete = runs.loc[~runs["complete"].fillna(True).astype(bool), ["case", "backend", "seed"]] if "complete" in runs else runs.iloc[:0]
+    head = {**headline(table), "incomplete_runs": incomplete.to_dict("records"), **meta}
     table.to_csv(out / "fidelity.csv", index=False)
     (out / "fidelity.json").write_text(json.dumps(head, indent=2, default=str))
     print_report(table, head, cases)

@@ -39,7 +39,7 @@ from live.wire.broker import BrokerError  # stdlib only at import: no Pulsar nee
 from policies.run_spec import build_run_spec
 from spec.validation import ConfigError, check_choice, check_int_at_least
 
-__all__ = ["main", "run_config", "to_run_config", "write_results", "write_error", "check_config", "repeat_seeds",
+__all__ = ["main", "run_config", "IncompleteRunError", "to_run_config", "write_results", "write_error", "check_config", "repeat_seeds",
            "BACKENDS"]  # fmt: skip
 
 BACKENDS = ("sim", "live")
@@ -159,7 +159,24 @@ def run_config(cfg: DictConfig, out_dir: Path) -> dict:
             print(f"error: {stopped}", file=sys.stderr)
             raise SystemExit(128 + stopped.signum) from None
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return write_results(out_dir, result, _extra(cfg, backend))
+    summary = write_results(out_dir, result, _extra(cfg, backend))
+    if not summary.get("complete", True):
+        raise IncompleteRunError(summary, out_dir)
+    return summary
+
+
+class IncompleteRunError(RuntimeError):
+    """A run that ended before every request did (a live run timed out or was stopped): never a success.
+
+    Its tables and summary are written (``"complete": false``); the exit status is 1.
+    """
+
+    def __init__(self, summary: Mapping, out_dir: Path):
+        ended = int(summary.get("completed", 0)) + int(summary.get("dropped", 0))
+        why = "it timed out (live.timeout_s)" if summary.get("timed_out") else "a stop came on its control topic"
+        super().__init__(f"the run ended before every request did: {ended} of {summary.get('count')} ended, "
+                         f"{summary.get('completed')} completed; {why}; records in {out_dir}")  # fmt: skip
+        self.summary = dict(summary)
 
 
 def _extra(cfg: DictConfig, backend: str) -> dict:
@@ -225,7 +242,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweeper checked every job first; a job's error.json says what went wrong
         _config_error_exit(error, out_dir)
-    except BrokerError as error:
+    except (BrokerError, IncompleteRunError) as error:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
         print(f"error: {error}", file=sys.stderr)  # the job's error.json keeps it too

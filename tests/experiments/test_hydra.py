@@ -132,3 +132,17 @@ def test_a_bad_value_is_one_line_and_status_2_with_no_results_folder(override, n
     assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.live
+def test_a_live_run_that_ends_early_never_exits_0(tmp_path):
+    """A live run cut short (here by its own time limit) keeps its records but fails: status 1, one line, complete false."""
+    run_dir = tmp_path / "run"
+    done = run_cli("backend=live", "workload.num_requests=null", "workload.duration_s=30", "rate_rps=20", "live.timeout_s=2",
+                   f"hydra.run.dir={run_dir}", cwd=REPO_ROOT)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "ended before every request did" in errors[0] and "timed out" in errors[0], done.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["complete"] is False and summary["completed"] < summary["count"]
+    assert json.loads((run_dir / "error.json").read_text())["type"] == "IncompleteRunError"

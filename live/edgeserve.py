@@ -29,16 +29,19 @@ import http.server
 import json
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from live.wire.broker import connect
 from live.wire.messages import DecodeError, Kind, Message, dead_letter, decode, encode, encode_request
 
-__all__ = ["DataSource", "Compute", "Materialize", "PayloadStore", "LazyPayload", "Stats"]
+__all__ = ["DataSource", "Compute", "Materialize", "PayloadStore", "LazyPayload", "RefPolicy", "Stats"]
 
 _RECEIVE_TIMEOUT_MS = 200
 
@@ -103,19 +106,63 @@ class PayloadStore:
         self._server.server_close()
 
 
-class LazyPayload:
-    """A reference to a payload held by its source; ``bytes(p)`` or ``p.get()`` fetches it once."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RefPolicy:
+    """Which lazy references a ``Compute`` node may fetch: schemes and hosts it names, a size cap and a timeout.
 
-    def __init__(self, ref: str, size_bytes: int, stats: Stats):
+    A reference comes from a message, so from anyone who can publish: by default only ``http`` to the
+    loopback address, where a ``PayloadStore`` serves; never ``file://`` unless a caller lists it. A
+    reference outside the policy is dead-lettered without being opened; a fetch never follows a redirect
+    and stops at ``max_bytes``.
+    """
+
+    schemes: tuple[str, ...] = ("http",)
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    max_bytes: int = 16 * 1024 * 1024
+    timeout_s: float = 5.0
+
+    def check(self, ref: str) -> str | None:
+        """Why ``ref`` may not be fetched (None when it may)."""
+        try:
+            parts = urllib.parse.urlsplit(str(ref))
+        except ValueError as error:
+            return f"reference is not a URL: {error}"
+        if parts.scheme not in self.schemes:
+            return f"reference scheme {parts.scheme[:20]!r} is not allowed (allowed: {', '.join(self.schemes)})"
+        if parts.scheme != "file" and (parts.hostname or "") not in self.hosts:
+            return f"reference host {(parts.hostname or '')[:60]!r} is not allowed (allowed: {', '.join(self.hosts)})"
+        return None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, "redirects are not followed for lazy references", headers, fp)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class LazyPayload:
+    """A reference to a payload held by its source; ``bytes(p)`` or ``p.get()`` fetches it once, bounded."""
+
+    def __init__(self, ref: str, size_bytes: int, stats: Stats, policy: RefPolicy | None = None):
         self.ref = ref
         self.size_bytes = size_bytes
         self._stats = stats
+        self._policy = policy or RefPolicy()
         self._data: bytes | None = None
+        problem = self._policy.check(ref)
+        if problem is not None:
+            raise ValueError(problem)
 
     def get(self) -> bytes:
         if self._data is None:
-            with urllib.request.urlopen(self.ref, timeout=10) as response:
-                self._data = response.read()
+            cap = self._policy.max_bytes
+            with _OPENER.open(self.ref, timeout=self._policy.timeout_s) as response:
+                data = response.read(cap + 1)
+            if len(data) > cap:
+                raise ValueError(f"lazy payload over the {cap}-byte cap (RefPolicy.max_bytes)")
+            self._data = data
             self._stats.fetched += 1
         return self._data
 
@@ -228,8 +275,10 @@ class Compute(_Endpoint):
         confidence_threshold: float = 0.5,
         subscription: str | None = None,
         client=None,
+        refs: RefPolicy | None = None,
     ):
         super().__init__(url, client)
+        self.refs = refs or RefPolicy()
         if max_skew_s < 0 or max_age_s <= 0:
             raise ValueError(f"max_skew_s={max_skew_s} must be >= 0 and max_age_s={max_age_s} > 0")
         if not 0.0 <= confidence_threshold <= 1.0:
@@ -259,8 +308,12 @@ class Compute(_Endpoint):
     def _input(self, message: Message) -> Any:
         meta = message.meta
         if "ref" in meta:
-            return LazyPayload(meta["ref"], int(meta.get("ref_size_bytes", 0)), self.stats)
+            return LazyPayload(str(meta["ref"]), int(meta.get("ref_size_bytes", 0)), self.stats, self.refs)
         return _from_bytes(message.payload, meta.get("encoding", "bytes"))
+
+    def _bad_ref(self, message: Message) -> str | None:
+        ref = message.meta.get("ref")
+        return None if ref is None else self.refs.check(str(ref))
 
     def __next__(self) -> Any:
         try:
@@ -275,6 +328,12 @@ class Compute(_Endpoint):
             self.stats.dead_lettered += 1
             return None
         self.stats.received += 1
+        problem = self._bad_ref(message)
+        if problem is not None:  # checked before anything is opened
+            dead_letter(self._dlq, raw.data(), problem, self.topic_in)
+            self._consumer.acknowledge(raw)
+            self.stats.dead_lettered += 1
+            return None
         sent_s = float(message.ts.get("sent_s", time.time()))
         if time.time() - sent_s > self.max_age_s:
             self._consumer.acknowledge(raw)

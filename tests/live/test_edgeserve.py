@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
+import urllib.error
 
 import pulsar
+import pytest
 
 from live.edgeserve import Compute, DataSource, Materialize
 from live.wire.messages import encode_request
@@ -114,3 +118,56 @@ def test_stale_messages_are_dropped_and_counted_and_bad_ones_dead_lettered(clien
     dead = dlq.receive(timeout_millis=5000)
     assert dead.data() == b"garbage that is not a message"
     assert "bad_magic" in dead.properties()["reason"] or "too_short" in dead.properties()["reason"]
+
+
+def test_a_forged_reference_is_dead_lettered_without_being_opened(client, topic_name, tmp_path):
+    """A message whose lazy reference names a local file, another host or an odd scheme: never opened."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a local file no message may read")
+    topic_in, topic_out = topic_name("in"), topic_name("out")
+    producer = client.create_producer(topic_in)
+    dlq = client.subscribe(f"{topic_in}-dlq", "check", consumer_type=pulsar.ConsumerType.Shared)
+    forged = [f"file://{secret}", "http://169.254.169.254/latest/meta-data", "ftp://127.0.0.1/x", "gopher://127.0.0.1:70/"]
+    opened = []
+    with Compute(lambda p: opened.append(p.get()), client=client, worker_id="w", topic_in=topic_in, topic_out=topic_out) as compute:
+        for ref in forged:
+            producer.send(encode_request(ref[:8], b"", source="cam", sent_s=time.time(), meta={"ref": ref, "ref_size_bytes": 10}))
+        drain(compute, 40, until=lambda: compute.stats.dead_lettered == len(forged))
+    assert opened == [] and compute.stats.dead_lettered == len(forged) and compute.stats.fetched == 0
+    reasons = sorted(dlq.receive(timeout_millis=5000).properties()["reason"].split(" ")[1] for _ in forged)
+    assert reasons == ["host", "scheme", "scheme", "scheme"], reasons
+    dlq.close()
+    producer.close()
+
+
+def test_a_lazy_fetch_is_capped_and_follows_no_redirect():
+    from live.edgeserve import LazyPayload, PayloadStore, RefPolicy, Stats
+
+    store = PayloadStore()
+    try:
+        ref = store.put(b"y" * 5000)
+        assert LazyPayload(ref, 5000, Stats()).get() == b"y" * 5000
+        with pytest.raises(ValueError, match="cap"):
+            LazyPayload(ref, 5000, Stats(), RefPolicy(max_bytes=1000)).get()
+        with pytest.raises(ValueError, match="scheme"):
+            LazyPayload("file:///etc/passwd", 10, Stats())
+        assert RefPolicy(schemes=("file",)).check("file:///tmp/x") is None  # only when a caller asks for it
+    finally:
+        store.close()
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", ref)  # to the (allowed) store: still not followed
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        with pytest.raises(urllib.error.HTTPError, match="redirects are not followed"):
+            LazyPayload(f"http://127.0.0.1:{server.server_address[1]}/x", 10, Stats()).get()
+    finally:
+        server.server_close()

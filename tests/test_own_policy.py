@@ -7,7 +7,6 @@ your own policy" section, so the example there cannot rot.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -50,20 +49,52 @@ def test_readme_policy_runs_in_the_simulator(user_project):
     assert held.max() <= 0.02 + 1e-9
 
 
+def edgebatch_command(text: str) -> list[str]:
+    """The README's command, run with this environment's ``edgebatch``."""
+    command = shlex.split(text.strip())
+    assert command[:2] == ["edgebatch", "run"], command
+    return [str(Path(sys.executable).parent / "edgebatch"), *command[1:]]
+
+
 def test_readme_command_runs_the_policy_from_its_own_config_folder(user_project):
-    command = shlex.split(readme_blocks()["command"].strip().replace("python", sys.executable, 1))
-    env_vars = dict(arg.split("=", 1) for arg in command if re.fullmatch(r"[A-Z_]+=.*", arg))
-    command = [arg for arg in command if not re.fullmatch(r"[A-Z_]+=.*", arg)]
-    env = {**os.environ, **env_vars, "PYTHONPATH": os.pathsep.join([str(user_project), str(REPO_ROOT)])}
-    # the README's relative folder, resolved against the user's project; a run folder of our own
-    command = [arg.replace("file://my_conf", f"file://{user_project / 'my_conf'}") for arg in command]
     run_dir = user_project / "run"
-    done = subprocess.run([*command, "num_requests=2000", f"hydra.run.dir={run_dir}"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    # from the user's folder, as the README says: my_policies.py and my_conf/ are there
+    done = subprocess.run([*edgebatch_command(readme_blocks()["command"]), "num_requests=2000", f"hydra.run.dir={run_dir}"],
+                          cwd=user_project, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["completed"] == 2000
+    assert summary["completed"] + summary["dropped"] == 2000 and summary["rate_rps"] == 200
     import pandas as pd
 
     sizes = set(pd.read_parquet(Path(run_dir) / "batches.parquet")["size"])
     assert sizes <= {1, 2, 4, 8, 16} and len(sizes) > 1
+
+
+def _batches_with_dispatch(result):
+    dispatched = result.requests.groupby("batch_id")["dispatched_s"].min()
+    return result.batches.set_index("batch_id").join(dispatched).sort_values("dispatched_s")
+
+
+def _edge(batching: dict, rate_rps: float) -> dict:
+    """The README's table's set-up: one edge device with the seed's profile (5,000 requests here)."""
+    config = single_queue(rate_rps=rate_rps, service_s=0.008165, num_requests=5000, batching=batching)
+    config["cluster"]["executors"][0]["profile"]["base_s"] = 0.04234
+    config["workload"]["sources"][0]["slo_s"] = 0.8
+    return config
+
+
+def test_readme_policy_forms_a_batch_only_on_a_free_slot(user_project):
+    result = simulate(_edge({"_target_": "my_policies.PowerOfTwoBatching", "max_batch_size": 16, "max_wait_s": 0.01}, 200))
+    batches = _batches_with_dispatch(result)
+    # one slot: no batch leaves while the one before it still runs
+    assert (batches["dispatched_s"].to_numpy()[1:] >= batches["end_s"].to_numpy()[:-1] - 1e-9).all()
+
+
+def test_readme_policy_beside_timeout_batching_at_200_rps(user_project):
+    """The README's table: overloaded, it serves more than timeout batching, and the queue bound keeps latency finite."""
+    own = simulate(_edge({"_target_": "my_policies.PowerOfTwoBatching", "max_batch_size": 16, "max_wait_s": 0.01, "max_queue": 200}, 200))
+    timeout = simulate(_edge({"_target_": "policies.batching.TimeoutBatching", "max_batch_size": 8, "max_wait_s": 0.05,
+                              "max_inflight": "executor", "max_queue": 200}, 200))  # fmt: skip
+    assert own.summary["throughput_rps"] > 88 > 78 > timeout.summary["throughput_rps"]
+    assert own.summary["latency_p95_s"] < 2.6  # about 200 waiting / 93 req/s: bounded, not growing with the run
+    assert own.summary["dropped"] > 0

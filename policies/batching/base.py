@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import itertools
 from collections import deque
 from typing import NamedTuple
 
@@ -39,9 +40,14 @@ class BatchingPolicy(abc.ABC):
     a request queued, the policy's wake-up time reached, a batch finished, a
     plan applied. A new batching policy is one subclass and one YAML file.
 
-    ``max_queue`` bounds the queue: a request arriving to a full queue is
-    rejected (dropped with reason ``queue_full``), as Triton's
-    ``max_queue_size`` does.
+    ``max_queue`` bounds the requests waiting for this executor: a request
+    arriving when that many wait is rejected (dropped with reason
+    ``queue_full``), as Triton's ``max_queue_size`` does. Those waiting are
+    the ones queued here and those in batches dispatched beyond the
+    executor's parallelism (a server's ``slots``, a pool's
+    ``max_instances``), which wait at the executor for a free slot: so the
+    bound bounds also a policy that dispatches without waiting for a free
+    slot (``NoBatching``, ``FixedBatching``, ``max_inflight: null``).
     """
 
     #: settings a plan may change on this policy (see ``apply_plan``)
@@ -52,6 +58,9 @@ class BatchingPolicy(abc.ABC):
         self.batches_in_flight = 0
         self.requests_in_flight = 0
         self.memory_mb: int | None = None
+        #: sizes of the batches in flight, oldest first (the executor starts them in that order)
+        self._flight_sizes: deque[int] = deque()
+        self._parallelism: int | None = None  # batches the executor runs at once (None: unbounded)
 
     # -- wiring -----------------------------------------------------------
     def bind(self, executor: ExecutorSpec) -> None:
@@ -61,6 +70,7 @@ class BatchingPolicy(abc.ABC):
         self.executor = executor
         if getattr(executor, "memory_mb", None) is not None:
             self.memory_mb = executor.memory_mb
+        self._parallelism = getattr(executor, "slots", None) or getattr(executor, "max_instances", None)
 
     # -- the hook ---------------------------------------------------------
     @abc.abstractmethod
@@ -80,9 +90,23 @@ class BatchingPolicy(abc.ABC):
             self.memory_mb = memory_mb
 
     # -- called by the scheduler -------------------------------------------
+    @property
+    def free_slots(self) -> int | None:
+        """Batches the executor could start now: its parallelism less the batches in flight (None: unbounded)."""
+        return None if self._parallelism is None else max(0, self._parallelism - self.batches_in_flight)
+
+    @property
+    def waiting_at_executor(self) -> int:
+        """Requests in batches dispatched beyond the executor's parallelism: waiting there for a free slot."""
+        parallelism = self._parallelism
+        if parallelism is None or self.batches_in_flight <= parallelism:
+            return 0
+        running = sum(itertools.islice(self._flight_sizes, parallelism))
+        return self.requests_in_flight - running
+
     def admit(self, request: Request) -> bool:
-        """Queue ``request``; False when the queue is full and it is rejected."""
-        if self.max_queue is not None and len(self.queue) >= self.max_queue:
+        """Queue ``request``; False when ``max_queue`` requests wait (here or at the executor): it is rejected."""
+        if self.max_queue is not None and len(self.queue) + self.waiting_at_executor >= self.max_queue:
             return False
         self.queue.append(request)
         return True
@@ -98,12 +122,18 @@ class BatchingPolicy(abc.ABC):
             batch = tuple([pop() for _ in range(count)])
         self.batches_in_flight += 1
         self.requests_in_flight += count
+        self._flight_sizes.append(count)
         return batch
 
     def finished(self, now_s: float, size: int, service_s: float | None) -> None:
         """Account for a batch that left the executor (``service_s`` None: failed)."""
         self.batches_in_flight -= 1
         self.requests_in_flight -= size
+        flights = self._flight_sizes
+        if flights and flights[0] == size:  # the usual case: the oldest finished
+            flights.popleft()
+        elif size in flights:
+            flights.remove(size)
         if service_s is not None:
             self.observe_finished(now_s, size, service_s)
 

@@ -1,35 +1,44 @@
 """Calibrate the simulator from the live executors on this machine: ``python -m experiments.calibrate``.
 
-Measures, with the live harness's own pieces:
+Measures, with the live harness's own pieces, in CPU-seconds and cores where
+the simulator's host model (``spec.host_cpu``) shares them:
 
-- service time against batch size for each model and thread count, timed
-  exactly as a live worker times a batch (``live.roles.worker.ModelRunner.run``:
-  payload bytes to tensor, forward pass, outputs to records);
+- service time against batch size for each model and thread count, alone on
+  the machine, timed exactly as a live worker times a batch
+  (``live.roles.worker.ModelRunner.run``), in several rounds (interleaved over
+  the batch sizes, so drift shows as spread): the mean, its 95% interval over
+  the rounds and the coefficient of variation per batch size; the process CPU
+  time of each batch gives the cores a batch keeps busy (``batch_cores``);
 - its noise (each measurement over the mean of its batch size: residual ratios);
-- cold starts: a serverless instance process (``python -m live.roles.worker --stdio``)
-  from spawn to its ``ready`` frame (process start, torch import, model load);
-- the message hop: one-way latency of an encoded message through the embedded
-  broker (producer to consumer) on an idle machine, and, from a short live
-  run at overload, the hop a result really takes back to the gateway
-  (``hop_s``, which the simulator adds per hop) and the worker's per-batch
-  overhead outside the model (``overhead_s``: the slot stays busy that long
-  after each service), the delay from a request's making to its dispatch
-  (``ingest_s``: source hop and gateway), and how much slower the model runs
-  beside the other roles on these cores (``contention_factor``, applied to
-  the isolated measurements).
+- cold starts: serverless instance processes (``python -m live.roles.worker
+  --stdio``) from spawn to their ``ready`` frame, one at a time (the model's
+  CPU-seconds at one core) and several at once (the check: the host model
+  predicts them from the lone ones);
+- the message hop through an idle embedded broker, and the broker's CPU per
+  message from its process CPU time (``/proc/<pid>/stat``);
+- three short live runs (unbatched, batched, unbatched at a lower rate): the return hop's distribution
+  (``hop_samples_s``, resampled per message by the simulator), the worker's
+  per-batch overhead outside the model (``overhead_samples_s``), the ingest
+  delay, the hop's payload rate, and each harness role's CPU per request and
+  per batch and its idle cores (broker from ``/proc``, gateway, source and
+  sink from their own process CPU times in their stats), fitted from the
+  runs' counts and durations.
 
-Writes ``conf/profile/calibrated.yaml`` (use it with ``profile=calibrated``)
-and ``results/calibration/fit.png`` (measurements against the fitted profile).
-The server profiles (edge and cloud) come from ``--edge-threads`` and
-``--cloud-threads``; the serverless profile is a table over memory sizes,
-each run at ``memory_mb / mb_per_thread`` threads as the live pool runs it.
+Writes ``conf/profile/calibrated.yaml`` (use it with ``profile=calibrated``):
+the isolated profiles, the measured distributions, and ``hosts.local``: this
+machine's cores with every executor and role on them, so that any cluster
+file describes a local live run; and ``results/calibration/fit.png``. The
+``calibration`` section records when, on what (host, CPU model, cores, torch,
+threads, model) and how noisy. A parameter that cannot be fitted stops the
+calibration with a one-line ``CalibrationError`` naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,64 +49,146 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import yaml
 
 from experiments.paths import REPO_ROOT, RESULTS_DIR
+from experiments.stats import t_interval
 
-__all__ = ["CALIBRATED", "calibrate", "measure_service", "measure_cold_starts", "measure_hop", "main"]
+__all__ = ["CALIBRATED", "CalibrationError", "calibrate", "measure_service", "measure_cold_starts", "measure_hop",
+           "fit_role_cpu", "spread", "main"]  # fmt: skip
 
 CALIBRATED = REPO_ROOT / "conf" / "profile" / "calibrated.yaml"
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 MEMORY_MB = (1024, 2048, 3072, 4096)
+#: quantiles kept of a measured distribution (hops, overheads): 2.5% ... 97.5% and the extremes' neighbours
+QUANTILES = np.linspace(0.005, 0.995, 40)
+#: harness roles whose CPU is fitted per request and per batch (the source: per request only)
+ROLES = ("broker", "gateway", "source", "sink")
 
 
-def measure_service(model: str, threads: int, batch_sizes=BATCH_SIZES, *, repeats: int, size_bytes: int) -> dict[int, np.ndarray]:
-    """Seconds per batch, ``repeats`` times per batch size, timed as a live worker times it."""
+class CalibrationError(RuntimeError):
+    """A parameter could not be measured or fitted; the message names it and what to try."""
+
+
+# -- spread -----------------------------------------------------------------------------------
+
+
+def spread(rounds: list[np.ndarray]) -> dict:
+    """Mean of all samples, 95% t interval over the round means, coefficient of variation (all samples)."""
+    samples = np.concatenate(rounds)
+    interval = t_interval([float(r.mean()) for r in rounds])
+    mean = float(samples.mean())
+    return {"mean_s": round(mean, 7), "ci95_s": [round(interval.low, 7), round(interval.high, 7)],
+            "cv": round(float(samples.std(ddof=1) / mean), 4) if len(samples) > 1 and mean > 0 else None,
+            "rounds": len(rounds), "n": int(len(samples))}  # fmt: skip
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User plus system CPU-seconds of process ``pid`` (``/proc/<pid>/stat``, fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError as error:
+        raise CalibrationError(f"broker CPU: cannot read /proc/{pid}/stat ({error.strerror}); needs Linux /proc") from None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- service ----------------------------------------------------------------------------------
+
+
+def measure_service(model: str, threads: int, batch_sizes=BATCH_SIZES, *, repeats: int, size_bytes: int,
+                    rounds: int = 5) -> dict[int, dict[str, list[np.ndarray]]]:  # fmt: skip
+    """Per batch size, ``rounds`` rounds of wall and CPU seconds per batch (``repeats`` in all), timed as a live worker times it.
+
+    The rounds go over every batch size in turn, so that a slow spell of the
+    machine shows up as spread between rounds rather than as a bent profile.
+    """
     from live.wire.messages import decode, encode_batch
     from live.roles.worker import ModelRunner
 
     runner = ModelRunner(model, threads)
     rng = np.random.default_rng(0)
-    samples = {}
+    messages = {}
     for size in batch_sizes:
         payloads = [rng.integers(0, 256, size_bytes, dtype=np.uint8).tobytes() for _ in range(size)]
-        message = decode(encode_batch("calibration", [str(i) for i in range(size)], payloads, source="calibrate"))
+        messages[size] = decode(encode_batch("calibration", [str(i) for i in range(size)], payloads, source="calibrate"))
         for _ in range(3):  # warm up this shape
-            runner.run(message, time.perf_counter)
-        times = []
-        for _ in range(repeats):
-            _, _, start_s, end_s = runner.run(message, time.perf_counter)
-            times.append(end_s - start_s)
-        samples[size] = np.asarray(times)
+            runner.run(messages[size], time.perf_counter)
+    per_round = max(2, repeats // max(1, rounds))
+    samples = {size: {"wall": [], "cpu": []} for size in batch_sizes}
+    for _ in range(max(1, rounds)):
+        for size in batch_sizes:
+            wall, cpu = [], []
+            for _ in range(per_round):
+                cpu_start = time.process_time()
+                _, _, start_s, end_s = runner.run(messages[size], time.perf_counter)
+                cpu.append(time.process_time() - cpu_start)
+                wall.append(end_s - start_s)
+            samples[size]["wall"].append(np.asarray(wall))
+            samples[size]["cpu"].append(np.asarray(cpu))
     return samples
 
 
-def measure_cold_starts(model: str, threads: int, count: int) -> list[float]:
-    """Spawn-to-ready seconds of ``count`` serverless instance processes, one at a time."""
+def _walls(samples: dict) -> dict[int, np.ndarray]:
+    return {size: np.concatenate(s["wall"]) for size, s in samples.items()}
+
+
+def batch_cores(samples: dict, threads: int) -> float:
+    """Cores a batch keeps busy: its process CPU time over its wall time, over all sizes (at most ``threads``)."""
+    cpu = sum(float(np.concatenate(s["cpu"]).sum()) for s in samples.values())
+    wall = sum(float(np.concatenate(s["wall"]).sum()) for s in samples.values())
+    if wall <= 0 or cpu <= 0:
+        raise CalibrationError(f"batch_cores: no CPU time measured for the model at {threads} thread(s) (process_time did not advance)")
+    return round(min(float(threads), max(0.05, cpu / wall)), 3)
+
+
+# -- cold starts ------------------------------------------------------------------------------
+
+
+def _spawn_instance(model: str, threads: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "live.roles.worker", "--stdio", "--model", model, "--threads", str(threads), "--epoch", str(time.time())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT,
+    )  # fmt: skip
+
+
+def _wait_ready(proc: subprocess.Popen) -> None:
     from live.wire.messages import decode
     from live.roles.worker import read_frame
 
-    results = []
-    for _ in range(count):
+    frame = read_frame(proc.stdout)
+    if frame is None or decode(frame).meta.get("pid") != proc.pid:
+        raise CalibrationError(f"cold start: instance pid {proc.pid} did not report ready (python -m live.roles.worker --stdio)")
+
+
+def measure_cold_starts(model: str, threads: int, count: int, *, together: bool = False) -> list[float]:
+    """Spawn-to-ready seconds of ``count`` serverless instance processes, one at a time (or all at once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ready_after_s(proc: subprocess.Popen, started: float) -> float:
+        _wait_ready(proc)
+        return time.perf_counter() - started
+
+    results: list[float] = []
+    for group in [list(range(count))] if together else [[i] for i in range(count)]:
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "live.roles.worker", "--stdio", "--model", model, "--threads", str(threads), "--epoch", str(time.time())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT,
-        )  # fmt: skip
+        procs = [_spawn_instance(model, threads) for _ in group]
         try:
-            frame = read_frame(proc.stdout)
-            if frame is None or decode(frame).meta.get("pid") != proc.pid:
-                raise RuntimeError("the instance did not report ready")
-            results.append(time.perf_counter() - started)
+            with ThreadPoolExecutor(len(procs)) as pool:  # each instance's ready frame read as it comes
+                results.extend(pool.map(lambda proc: ready_after_s(proc, started), procs))
         finally:
-            proc.stdin.close()
-            proc.wait(timeout=30)
+            for proc in procs:
+                proc.stdin.close()
+                proc.wait(timeout=30)
     return results
 
 
-def measure_hop(messages: int = 300, size_bytes: int = 1024) -> list[float]:
-    """One-way seconds of encoded messages through a fresh embedded broker."""
+# -- the broker -------------------------------------------------------------------------------
+
+
+def measure_hop(messages: int = 300, size_bytes: int = 1024) -> tuple[list[float], float]:
+    """One-way seconds of encoded messages through a fresh embedded broker, and its CPU-seconds per message."""
     import pulsar
 
     from live.wire.broker import EmbeddedBroker, connect
@@ -110,25 +201,36 @@ def measure_hop(messages: int = 300, size_bytes: int = 1024) -> list[float]:
             producer = client.create_producer("calibration-hop", batching_enabled=False)
             payload = bytes(size_bytes)
             hops = []
+            cpu_start = _proc_cpu_s(broker.pid)
             for index in range(messages):
                 producer.send(encode_request(str(index), payload, source="calibrate", sent_s=time.time()))
                 message = consumer.receive(timeout_millis=5000)
                 hops.append(time.time() - decode(message.data()).ts["sent_s"])
                 consumer.acknowledge(message)
                 time.sleep(0.002)
-            return hops
+            return hops, (_proc_cpu_s(broker.pid) - cpu_start) / messages
         finally:
             client.close()
 
 
-def _live_run(model: str, threads: int, service_s: float, batching: dict, requests: int):
-    """One short live run of the calibration model; returns its RunResult."""
+def measure_hop_sizes(small_bytes: int = 1024, large_bytes: int = 8 * 200 * 1024, messages: int = 100) -> dict:
+    """One-way hops of small and large messages through an idle broker: the payload's share of a hop."""
+    small, _ = measure_hop(messages, small_bytes)
+    large, _ = measure_hop(messages, large_bytes)
+    return {"size_mb": np.array([small_bytes] * len(small) + [large_bytes] * len(large)) / 2**20, "hop_s": np.array(small + large)}
+
+
+# -- the live runs ----------------------------------------------------------------------------
+
+
+def _live_run(model: str, threads: int, service_s: float, batching: dict, requests: int, load: float = 0.65):
+    """One short live run of the calibration model; returns its RunResult and the broker's CPU-seconds during it."""
     from live.deploy.local import run_live
 
     # about two-thirds of what one worker serves one at a time: backlogs come and
     # go (for the overhead) while the gateway keeps up (for the hops)
     # (at most 300 req/s: beyond that a tiny model's run measures the harness's own limits)
-    rate_rps = min(0.65 / service_s, 300.0)
+    rate_rps = min(load / service_s, 300.0 * load / 0.65)
     config = {
         "seed": 0,
         "workload": {"num_requests": requests, "sources": [{"name": "cam", "size_bytes": 200 * 1024, "arrivals": {"kind": "poisson", "rate_rps": rate_rps}}]},
@@ -137,58 +239,157 @@ def _live_run(model: str, threads: int, service_s: float, batching: dict, reques
         "policy": {"placement": {"_target_": "policies.placement.StaticPlacement"}, "batching": batching},
         "live": {"model": model, "executors": {"edge": {"threads": threads, "replicas": 1}}, "timeout_s": 120},
     }  # fmt: skip
+
+    def broker_cpu(handle) -> None:
+        if handle.broker is None or handle.broker.pid is None:
+            return
+        start = _proc_cpu_s(handle.broker.pid)
+        handle.ending.wait()
+        handle.notes["broker_cpu_s"] = _proc_cpu_s(handle.broker.pid) - start
+
     with tempfile.TemporaryDirectory() as folder:
-        result = run_live(config, Path(folder))
-    return result
+        result = run_live(config, Path(folder), on_start=broker_cpu)
+    broker_cpu_s = result.extra.get("faults", {}).get("broker_cpu_s")
+    if broker_cpu_s is None:
+        raise CalibrationError("broker CPU: the live run reported none (an external broker? calibrate with the embedded one)")
+    return result, float(broker_cpu_s)
 
 
-def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 500) -> dict:
-    """Two short live runs: the worker's per-batch overhead, the hops, the in-situ noise.
+def _role_cpu(result, broker_cpu_s: float) -> dict:
+    """Requests, batches and each role's CPU-seconds in one live run (from the roles' stats)."""
+    roles = result.extra.get("roles", {})
+    found = {"broker": broker_cpu_s}
+    for role in ("gateway", "source", "sink"):
+        values = [s["cpu_s"] for s in roles.values() if s.get("role") == role and "cpu_s" in s]
+        if not values:
+            raise CalibrationError(f"{role} CPU: no cpu_s in the {role}'s stats (live.roles.role writes it); roles seen: {sorted(roles)}")
+        found[role] = float(sum(values))
+    completed = int((~result.requests["dropped"]).sum())
+    duration_s = float(result.requests["completed_s"].max())  # from the clock's start, as the broker's CPU
+    return {"requests": completed, "batches": int(len(result.batches)), "duration_s": round(duration_s, 3), "cpu_s": found}
+
+
+def fit_role_cpu(runs: list[dict]) -> dict[str, dict[str, float]]:
+    """Each role's CPU-seconds per request and per batch, and its idle cores, from runs in different proportions.
+
+    Non-negative least squares of ``cpu = a * requests + b * batches + c *
+    duration_s`` (scipy's ``nnls``); the source publishes requests only
+    (b = 0). Raises when the runs cannot separate the terms (the batched run
+    formed no batches larger than one, or every run lasted as long per request).
+    """
+    from scipy.optimize import nnls
+
+    counts = np.array([[r["requests"], r["batches"], r["duration_s"]] for r in runs], dtype=float)
+    scale = counts.max(axis=0)
+    if len(runs) < 3 or np.linalg.matrix_rank(counts / scale, tol=1e-3) < 3:
+        raise CalibrationError(f"role CPU: the runs' (requests, batches, duration_s) {counts.round(2).tolist()} cannot separate "
+                               "per-request, per-batch and idle CPU (the batched run formed no batches > 1? raise --in-situ-requests)")
+    fitted = {}
+    for role in ROLES:
+        cpu = np.array([r["cpu_s"][role] for r in runs])
+        columns = [0, 2] if role == "source" else [0, 1, 2]
+        solution, _ = nnls(counts[:, columns] / scale[columns], cpu)
+        coefficients = dict.fromkeys(range(3), 0.0)
+        coefficients.update({c: float(x / scale[c]) for c, x in zip(columns, solution)})
+        fitted[role] = {"cpu_s_per_request": round(coefficients[0], 9), "cpu_s_per_batch": round(coefficients[1], 9),
+                        "idle_cores": round(min(1.0, coefficients[2]), 4)}  # fmt: skip
+    return fitted
+
+
+def _quantiles(values: np.ndarray, field: str) -> list[float]:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 10:
+        raise CalibrationError(f"{field}: only {len(values)} measurements in the live runs (at least 10; raise --in-situ-requests)")
+    return [round(float(q), 7) for q in np.quantile(np.maximum(values, 0.0), QUANTILES)]
+
+
+def _run_tables(result) -> dict:
+    batches = result.batches.sort_values("start_s")
+    requests = result.requests
+    dispatched = requests.groupby("batch_id")["dispatched_s"].min().reindex(batches["batch_id"]).to_numpy()
+    start, end = batches["start_s"].to_numpy(), batches["end_s"].to_numpy()
+    return {"requests": requests, "batches": batches, "dispatched": dispatched, "start": start, "end": end,
+            "backlogged": dispatched[1:] < end[:-1]}  # the next batch was already waiting  # fmt: skip
+
+
+def _hop_rate(batched: dict, idle_broker: dict) -> tuple[float, float | None, dict]:
+    """The hop's fixed part and its payload rate (MB/s) from idle batches of several sizes in the live run.
+
+    Where the live run has too few (a fast model keeps the worker backlogged),
+    the rate comes from the idle broker's small and large messages instead,
+    and the calibration says so (``hop_fit.source``); where neither gives a
+    positive slope it is left null with a warning, never silently.
+    """
+    idle = ~batched["backlogged"]
+    size_mb = batched["batches"]["size"].to_numpy()[1:][idle] * 200 * 1024 / 2**20
+    there_s = (batched["start"][1:] - batched["dispatched"][1:])[idle]
+    sizes, per_size = np.unique(size_mb, return_counts=True)
+    if (per_size >= 5).sum() < 2:
+        print(f"note: hop_MBps: idle batches of {len(sizes)} size(s) in the batched run ({per_size.tolist()}; at least 5 of each of "
+              "2 sizes needed); fitted from the idle broker's small and large messages instead", flush=True)
+        size_mb, there_s = idle_broker["size_mb"], idle_broker["hop_s"]
+        source = "idle broker, two message sizes"
+    else:
+        source = "live run, idle batches of several sizes"
+    slope_s_per_mb, intercept_s = np.polyfit(size_mb, there_s, 1)
+    residual = there_s - (intercept_s + slope_s_per_mb * size_mb)
+    slope_se = float(np.sqrt(residual.var(ddof=2) / max(1e-12, ((size_mb - size_mb.mean()) ** 2).sum())))
+    note = {"source": source, "hop_s_per_MB": round(float(slope_s_per_mb), 7), "hop_s_per_MB_se": round(slope_se, 7),
+            "points": int(len(there_s))}  # fmt: skip
+    # a rate only where the slope is positive and clear of its noise (else the payload adds nothing measurable)
+    rate = 1.0 / slope_s_per_mb if slope_s_per_mb > 2 * slope_se and slope_s_per_mb > 0 else None
+    if rate is None:
+        print(f"warning: hop_MBps: slope {slope_s_per_mb * 1000:.3f} ms/MB is within twice its standard error "
+              f"({slope_se * 1000:.3f}); hop_MBps left null (the payload adds no measurable hop time)", flush=True)
+    return float(max(0.0, intercept_s)), rate, note
+
+
+def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 500, idle_broker: dict | None = None) -> dict:
+    """Three short live runs: the worker's per-batch overhead, the hops, the roles' CPU.
 
     With a backlog the worker starts its next batch as soon as it is free, so
     the gap between one batch's end and the next one's start is what the
-    worker spends outside the model (publishing, acknowledging, receiving,
-    decoding). A local executor's ``transfer_s`` is the result's way back.
-    Without batching a request is dispatched the moment the gateway has it
-    (the ingest delay). With timeout batching, batches of several sizes reach
-    an idle worker: the time from dispatch to start against the batch's bytes
-    gives the hop's fixed part and its rate (payload through the broker,
-    copying and decoding).
+    worker spends outside the model. A local executor's ``transfer_s`` is the
+    result's way back. Without batching a request is dispatched the moment
+    the gateway has it (the ingest delay). With timeout batching, batches of
+    several sizes reach an idle worker: dispatch-to-start against the batch's
+    bytes gives the hop's fixed part and its rate. The runs' request and
+    batch counts and durations (a third run, unbatched at a lower rate, lasts
+    longer for as many requests) against each role's CPU give its CPU per
+    request, per batch and its idle cores.
     """
-    single = _live_run(model, threads, service_s, {"_target_": "policies.batching.NoBatching"}, requests)
-    batched = _live_run(model, threads, service_s, {"_target_": "policies.batching.TimeoutBatching", "max_batch_size": 8,
-                                                    "max_wait_s": 0.01}, requests)  # fmt: skip
-    out = {}
-    for name, result in (("single", single), ("batched", batched)):
-        batches = result.batches.sort_values("start_s")
-        requests_table = result.requests
-        dispatched = requests_table.groupby("batch_id")["dispatched_s"].min().reindex(batches["batch_id"]).to_numpy()
-        start, end = batches["start_s"].to_numpy(), batches["end_s"].to_numpy()
-        backlogged = dispatched[1:] < end[:-1]  # the next batch was already waiting
-        out[name] = {"requests": requests_table, "batches": batches, "dispatched": dispatched, "start": start, "end": end,
-                     "backlogged": backlogged}  # fmt: skip
-    one, many = out["single"], out["batched"]
-    gaps = np.concatenate([(r["start"][1:] - r["end"][:-1])[r["backlogged"]] for r in (one, many)])
-    idle = ~many["backlogged"]
-    size_mb = many["batches"]["size"].to_numpy()[1:][idle] * 200 * 1024 / 2**20
-    there_s = (many["start"][1:] - many["dispatched"][1:])[idle]
-    if len(np.unique(size_mb)) > 1:
-        slope_s_per_mb, intercept_s = np.polyfit(size_mb, there_s, 1)
-    else:  # too few idle batches of different sizes to fit a rate
-        slope_s_per_mb, intercept_s = 0.0, float(np.median(there_s)) if len(there_s) else 0.0
-    completed = one["requests"].loc[~one["requests"]["dropped"]]
+    runs, tables = [], {}
+    single = {"_target_": "policies.batching.NoBatching"}
+    for name, batching, load in (("single", single, 0.65), ("slow", single, 0.2),
+                                 # fixed batches of 4: a timeout batcher on a busy machine sees requests already past their
+                                 # wait (ingest lag) and sends them one by one, and the fit needs batches > 1
+                                 ("batched", {"_target_": "policies.batching.FixedBatching", "batch_size": 4, "max_wait_s": 0.1}, 0.65)):  # fmt: skip
+        result, broker_cpu_s = _live_run(model, threads, service_s, batching, requests, load)
+        tables[name] = _run_tables(result)
+        runs.append(_role_cpu(result, broker_cpu_s))
+    one, many = tables["single"], tables["batched"]
+    gaps = np.concatenate([(r["start"][1:] - r["end"][:-1])[r["backlogged"]] for r in tables.values()])
+    there_s, hop_MBps, hop_note = _hop_rate(many, idle_broker or measure_hop_sizes())
+    completed = [t["requests"].loc[~t["requests"]["dropped"]] for t in tables.values()]
+    return_hops = np.concatenate([c["transfer_s"].to_numpy() for c in completed])
     service = one["end"] - one["start"]
     return {
         # the mean, not the median: a queue's waits grow with the mean occupancy
         "overhead_s": float(np.mean(gaps)) if len(gaps) else 0.0,
-        "return_hop_s": float(completed["transfer_s"].median()),
-        "there_hop_s": float(max(0.0, intercept_s)),
-        "hop_s_per_MB": float(max(0.0, slope_s_per_mb)),
+        "overhead_samples_s": _quantiles(gaps, "overhead_samples_s"),
+        "return_hop_s": float(np.median(return_hops)),
+        "hop_samples_s": _quantiles(return_hops, "hop_samples_s"),
+        "there_hop_s": there_s, "hop_MBps": hop_MBps, "hop_fit": hop_note,
         "ingest_s": float((one["requests"]["dispatched_s"] - one["requests"]["arrival_s"]).median()),
         "backlogged_batches": int(one["backlogged"].sum() + many["backlogged"].sum()),
         "service_p50_s": float(np.median(service)),
-        "service_ratios": (service / np.median(service)).tolist(),
-    }
+        "roles": fit_role_cpu(runs), "role_runs": runs,
+        "return_hop_p95_s": float(np.percentile(return_hops, 95)),
+    }  # fmt: skip
+
+
+# -- the calibration --------------------------------------------------------------------------
 
 
 def _table(samples: dict[int, np.ndarray]) -> tuple[list[int], list[float]]:
@@ -202,99 +403,182 @@ def _ratios(samples: dict[int, np.ndarray], limit: int = 400) -> list[float]:
     return [round(float(r), 4) for r in np.sort(ratios)[::step]]
 
 
-def calibrate(*, model: str, edge_threads: int, cloud_threads: int, mb_per_thread: int, repeats: int, size_bytes: int,
-              cold_starts: int, out: Path, plot_dir: Path, in_situ_requests: int = 500) -> dict:  # fmt: skip
-    """Measure everything and write the profile config; returns it."""
-    cores = os.cpu_count() or 1
-    started = time.perf_counter()
-    print(f"calibrating {model!r}: service time against batch size ...", flush=True)
-    thread_counts = sorted({edge_threads, cloud_threads} | {max(1, min(cores, m // mb_per_thread)) for m in MEMORY_MB})
-    by_threads = {t: measure_service(model, t, repeats=repeats, size_bytes=size_bytes) for t in thread_counts}
-    print("cold starts ...", flush=True)
-    colds = measure_cold_starts(model, edge_threads, cold_starts)
-    print("broker hop ...", flush=True)
-    hops = measure_hop()
+def machine(model: str) -> dict:
+    """What the calibration ran on: host, CPU model, cores, Python, torch and its threads."""
+    cpu_model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
 
-    print("a short live run for the worker's overhead and the in-situ hop ...", flush=True)
-    in_situ = measure_in_situ(model, edge_threads, float(by_threads[edge_threads][1].mean()), requests=in_situ_requests)
-    # the in-situ hop (a loaded machine, the gateway's own loop) is what a run sees
-    hop_s = in_situ["return_hop_s"]
-    hop_MBps = 1.0 / in_situ["hop_s_per_MB"] if in_situ["hop_s_per_MB"] > 0 else None
-    # the model runs slower beside the broker, gateway, source and sink on the same
-    # cores: scale the isolated measurements by what the live run showed at batch 1
-    isolated_s = float(np.median(by_threads[edge_threads][1]))
-    contention = max(1.0, in_situ["service_p50_s"] / isolated_s)
-    by_threads = {t: {b: v * contention for b, v in samples.items()} for t, samples in by_threads.items()}
+    return {"hostname": socket.gethostname(), "cpu_model": cpu_model, "cores": os.cpu_count() or 1, "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads_default": torch.get_num_threads(),
+            "model": model}  # fmt: skip
+
+
+def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: int, repeats: int, rounds: int, size_bytes: int,
+             cold_starts: int, in_situ_requests: int) -> dict:  # fmt: skip
+    """Every measurement, in order; the raw material of the profile."""
+    cores = os.cpu_count() or 1
+    memory_threads = [max(1, min(cores, m // mb_per_thread)) for m in MEMORY_MB]
+    thread_counts = sorted({edge_threads, cloud_threads, *memory_threads})
+    print(f"calibrating {model!r}: service time against batch size, {rounds} rounds, threads {thread_counts} ...", flush=True)
+    by_threads = {t: measure_service(model, t, repeats=repeats, rounds=rounds, size_bytes=size_bytes) for t in thread_counts}
+    print("cold starts, one at a time and all at once ...", flush=True)
+    colds = measure_cold_starts(model, edge_threads, cold_starts)
+    together = measure_cold_starts(model, edge_threads, max(2, 2 * cores), together=True)
+    print("broker hop and CPU per message ...", flush=True)
+    hops, broker_cpu_per_message_s = measure_hop()
+    idle_broker = measure_hop_sizes()
+    print("three short live runs: overhead, hops, the roles' CPU ...", flush=True)
+    edge_mean_s = float(np.concatenate(by_threads[edge_threads][1]["wall"]).mean())
+    in_situ = measure_in_situ(model, edge_threads, edge_mean_s, requests=in_situ_requests, idle_broker=idle_broker)
+    return {"cores": cores, "memory_threads": memory_threads, "by_threads": by_threads, "colds": colds, "together": together,
+            "hops": hops, "broker_cpu_per_message_s": broker_cpu_per_message_s, "in_situ": in_situ}  # fmt: skip
+
+
+def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_per_thread: int, repeats: int, size_bytes: int) -> dict:
+    """The profile config from the measurements: isolated profiles, measured distributions, this host."""
+    walls = {t: _walls(samples) for t, samples in m["by_threads"].items()}
+    cores, in_situ = m["cores"], m["in_situ"]
 
     def server(threads: int) -> dict:
-        sizes, means = _table(by_threads[threads])
-        return {"kind": "table", "batch_sizes": sizes, "latencies_s": [round(m, 7) for m in means]}
+        sizes, means = _table(walls[threads])
+        return {"kind": "table", "batch_sizes": sizes, "latencies_s": [round(v, 7) for v in means]}
 
     sizes = list(BATCH_SIZES)
-    memory_threads = [max(1, min(cores, m // mb_per_thread)) for m in MEMORY_MB]
-    serverless_table = [[round(float(by_threads[t][s].mean()), 7) for t in memory_threads] for s in sizes]
-    profile = {
+    serverless_table = [[round(float(walls[t][s].mean()), 7) for t in m["memory_threads"]] for s in sizes]
+    default_threads = m["memory_threads"][MEMORY_MB.index(2048)]
+    lone_s, together_s = float(np.mean(m["colds"])), m["together"]
+    isolated_edge_s = float(np.median(walls[edge_threads][1]))
+    return {
         "edge": server(edge_threads),
-        # the noise a live run shows (other processes on the cores), not the isolated one
-        "edge_noise": {"kind": "residual", "ratios": _ratios({1: np.asarray(in_situ["service_ratios"])})},
+        "edge_noise": {"kind": "residual", "ratios": _ratios(walls[edge_threads])},
         "cloud": server(cloud_threads),
-        "cloud_noise": {"kind": "residual", "ratios": _ratios(by_threads[cloud_threads])},
+        "cloud_noise": {"kind": "residual", "ratios": _ratios(walls[cloud_threads])},
         "serverless": {"kind": "table", "batch_sizes": sizes, "latencies_s": serverless_table, "memory_mb": list(MEMORY_MB)},
-        "serverless_noise": {"kind": "residual", "ratios": _ratios(by_threads[memory_threads[0]])},
-        "cold_start": {"kind": "empirical", "samples_s": [round(c, 4) for c in colds]},
-        "hop_s": round(hop_s, 6),
+        "serverless_noise": {"kind": "residual", "ratios": _ratios(walls[m["memory_threads"][0]])},
+        "cold_start": {"kind": "empirical", "samples_s": [round(c, 4) for c in m["colds"]]},
+        "hop_s": round(in_situ["return_hop_s"], 6),
+        "hop_samples_s": in_situ["hop_samples_s"],
         "overhead_s": round(in_situ["overhead_s"], 6),
-        "hop_MBps": None if hop_MBps is None else round(hop_MBps, 2),
+        "overhead_samples_s": in_situ["overhead_samples_s"],
+        "hop_MBps": None if in_situ["hop_MBps"] is None else round(in_situ["hop_MBps"], 2),
         "ingest_s": round(in_situ["ingest_s"], 6),
+        "hosts": {"local": {"cores": cores, "executors": "*", "roles": in_situ["roles"],
+                            "batch_cores": {"edge": batch_cores(m["by_threads"][edge_threads], edge_threads),
+                                            "cloud": batch_cores(m["by_threads"][cloud_threads], cloud_threads),
+                                            "serverless": batch_cores(m["by_threads"][default_threads], default_threads)}}},
         "calibration": {
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(model),
             "model": model, "edge_threads": edge_threads, "cloud_threads": cloud_threads, "mb_per_thread": mb_per_thread,
-            "payload_bytes": size_bytes, "repeats": repeats, "cores": cores, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "hop_p95_s": round(float(np.percentile(hops, 95)), 6),
-            "broker_hop_p50_s": round(float(statistics.median(hops)), 6),
-            "contention_factor": round(contention, 4),
-            "in_situ": {k: round(v, 6) if isinstance(v, float) else v for k, v in in_situ.items() if k != "service_ratios"}, "took_s": round(time.perf_counter() - started, 1),
+            "payload_bytes": size_bytes, "repeats": repeats, "cores": cores,
+            "service": {f"{t}_threads": {int(b): spread(s["wall"]) for b, s in samples.items()} for t, samples in m["by_threads"].items()},
+            "cold_start": {"alone": spread([np.asarray(m["colds"])]), "together": {"count": len(together_s),
+                           "mean_s": round(float(np.mean(together_s)), 4), "max_s": round(float(np.max(together_s)), 4),
+                           # the host model's prediction from the lone ones: count jobs of lone_s CPU-s at one core on `cores`
+                           "host_model_s": round(lone_s * max(1.0, len(together_s) / cores), 4)}},
+            "broker": {"idle_hop_p50_s": round(float(np.median(m["hops"])), 6), "idle_hop_p95_s": round(float(np.percentile(m["hops"], 95)), 6),
+                       "cpu_s_per_message_idle": round(m["broker_cpu_per_message_s"], 9)},
+            "in_situ": {"return_hop_p50_s": round(in_situ["return_hop_s"], 6), "return_hop_p95_s": round(in_situ["return_hop_p95_s"], 6),
+                        "there_hop_s": round(in_situ["there_hop_s"], 6), "hop_fit": in_situ["hop_fit"],
+                        "backlogged_batches": in_situ["backlogged_batches"], "role_runs": in_situ["role_runs"],
+                        # a diagnostic, not applied: the host model (hosts.local) is what makes a live run slower
+                        "service_p50_s": round(in_situ["service_p50_s"], 7),
+                        "slowdown_vs_isolated": round(in_situ["service_p50_s"] / isolated_edge_s, 4)},
         },
     }  # fmt: skip
+
+
+def calibrate(*, model: str, edge_threads: int, cloud_threads: int, mb_per_thread: int, repeats: int, size_bytes: int,
+              cold_starts: int, out: Path, plot_dir: Path, in_situ_requests: int = 500, rounds: int = 5) -> dict:  # fmt: skip
+    """Measure everything and write the profile config and the figure; returns the profile."""
+    started = time.perf_counter()
+    measured = _measure(model, edge_threads, cloud_threads, mb_per_thread, repeats, rounds, size_bytes, cold_starts, in_situ_requests)
+    profile = _profile(measured, model=model, edge_threads=edge_threads, cloud_threads=cloud_threads, mb_per_thread=mb_per_thread,
+                       repeats=repeats, size_bytes=size_bytes)  # fmt: skip
+    profile["calibration"]["took_s"] = round(time.perf_counter() - started, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (
         "# Measured on this machine by `python -m experiments.calibrate` (do not edit by hand; re-run it).\n"
         "# Use with profile=calibrated; live runs use model '" + model + "' (live.model).\n"
+        "# hosts.local puts every executor and role of any cluster file on this machine's cores (spec.host_spec).\n"
     )
-    out.write_text(header + yaml.safe_dump(profile, sort_keys=False, default_flow_style=None, width=120))
-    _plot(by_threads, profile, colds, hops, plot_dir)
+    out.write_text(header + yaml.safe_dump(_plain(profile), sort_keys=False, default_flow_style=None, width=120))
+    _plot(measured, profile, plot_dir)
     return profile
 
 
-def _plot(by_threads: dict, profile: dict, colds: list[float], hops: list[float], plot_dir: Path) -> None:
-    from spec.profiles import TableProfile
+def _plain(value):
+    """YAML-safe plain data (numpy scalars to Python numbers)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str):
+        return str(value)  # torch.__version__ is a str subclass YAML cannot name
+    return value
 
+
+def _plot(measured: dict, profile: dict, plot_dir: Path) -> None:
+    """Three panels, one time unit each: service against batch size (ms), hops (ms), cold starts (s)."""
     plot_dir.mkdir(parents=True, exist_ok=True)
-    fig, (fit_ax, other_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for threads, samples in by_threads.items():
+    info = profile["calibration"]["machine"]
+    fig, (fit_ax, hop_ax, cold_ax) = plt.subplots(1, 3, figsize=(16, 4.8))
+    for index, (threads, samples) in enumerate(measured["by_threads"].items()):
+        color = f"C{index}"
         sizes = sorted(samples)
         for size in sizes:
-            fit_ax.scatter([size] * len(samples[size]), samples[size] * 1000, s=3, alpha=0.25)
-        table = TableProfile(batch_sizes=sizes, latencies_s=[samples[s].mean() for s in sizes])
-        grid = np.arange(1, max(sizes) + 1)
-        fit_ax.plot(grid, [table.mean_s(int(b)) * 1000 for b in grid], label=f"{threads} thread(s): profile")
-        slope, intercept = np.polyfit(sizes, [samples[s].mean() for s in sizes], 1)
-        fit_ax.plot(grid, (intercept + slope * grid) * 1000, ":", label=f"{threads} thread(s): linear fit")
+            wall = np.concatenate(samples[size]["wall"]) * 1000
+            fit_ax.scatter(np.full(len(wall), size), wall, s=3, alpha=0.15, color=color)
+        stats = [spread(samples[s]["wall"]) for s in sizes]
+        means = np.array([s["mean_s"] for s in stats]) * 1000
+        errors = np.abs(np.array([s["ci95_s"] for s in stats]).T * 1000 - means)
+        fit_ax.errorbar(sizes, means, yerr=np.nan_to_num(errors), fmt="o-", color=color, capsize=3, ms=4,
+                        label=f"{threads} thread(s): mean, 95% interval over rounds")  # fmt: skip
+    fit_ax.set_xscale("log", base=2)
+    fit_ax.set_yscale("log")
+    fit_ax.set_xticks(list(BATCH_SIZES), [str(b) for b in BATCH_SIZES])
+    fit_ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    fit_ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fit_ax.set_xlabel("batch size (requests)")
-    fit_ax.set_ylabel("service time per batch (ms)")
-    fit_ax.set_title(f"{profile['calibration']['model']}: measured (dots) against fitted profile")
-    fit_ax.grid(True, alpha=0.3)
+    fit_ax.set_ylabel("service time per batch, alone (ms)")
+    fit_ax.set_title("Service time (dots: each batch)")
     fit_ax.legend(fontsize=7)
-    other_ax.hist(np.asarray(hops) * 1000, bins=40, alpha=0.7, label="broker hop (ms)")
-    for cold in colds:
-        other_ax.axvline(cold * 1000 / 1000, color="tab:red", alpha=0.6)
-    other_ax.set_xlabel("one-way broker hop (ms); red lines: cold starts (s)")
-    other_ax.set_ylabel("messages")
-    other_ax.set_title("Broker hop and cold starts")
-    other_ax.grid(True, alpha=0.3)
-    other_ax.legend(fontsize=7)
+    idle = np.sort(np.asarray(measured["hops"])) * 1000
+    hop_ax.plot(idle, np.linspace(0, 1, len(idle)), label="idle broker, one-way (ms)")
+    hop_ax.plot(np.asarray(profile["hop_samples_s"]) * 1000, QUANTILES, "o-", ms=3, label="live run: result hop (hop_samples_s)")
+    hop_ax.plot(np.asarray(profile["overhead_samples_s"]) * 1000, QUANTILES, "s-", ms=3, label="live run: worker overhead per batch")
+    hop_ax.set_xscale("log")
+    hop_ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    hop_ax.set_xlabel("delay (ms)")
+    hop_ax.set_ylabel("fraction of messages at most this")
+    hop_ax.set_title("Hops and overheads (CDF)")
+    hop_ax.legend(fontsize=7)
+    cold = profile["calibration"]["cold_start"]
+    cold_ax.scatter(np.zeros(len(measured["colds"])), measured["colds"], label="one at a time")
+    cold_ax.scatter(np.ones(len(measured["together"])), measured["together"], label=f"{len(measured['together'])} at once")
+    cold_ax.hlines(cold["together"]["host_model_s"], 0.7, 1.3, colors="k", linestyles="--",
+                   label=f"host model from the lone ones ({measured['cores']} cores)")  # fmt: skip
+    cold_ax.set_xticks([0, 1], ["alone", "together"])
+    cold_ax.set_xlim(-0.5, 1.5)
+    cold_ax.set_ylim(bottom=0)
+    cold_ax.set_ylabel("spawn to ready (s)")
+    cold_ax.set_title("Serverless cold starts")
+    cold_ax.legend(fontsize=7)
+    for ax in (fit_ax, hop_ax, cold_ax):
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"Calibration of {info['model']!r} on {info['hostname']} ({info['cpu_model']}, {info['cores']} cores, "
+                 f"torch {info['torch']}), {profile['calibration']['measured_at']}")  # fmt: skip
     fig.tight_layout()
     for suffix in (".png", ".svg"):
-        fig.savefig(plot_dir / f"fit{suffix}", dpi=120)
+        fig.savefig(plot_dir / f"fit{suffix}", dpi=110)
     plt.close(fig)
 
 
@@ -304,23 +588,40 @@ def main(argv=None) -> dict:
     parser.add_argument("--edge-threads", type=int, default=1)
     parser.add_argument("--cloud-threads", type=int, default=2)
     parser.add_argument("--mb-per-thread", type=int, default=1024)
-    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=60, help="batches timed per batch size and thread count, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over the batch sizes (the spread between rounds is reported)")
     parser.add_argument("--size-bytes", type=int, default=200 * 1024)
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--in-situ-requests", type=int, default=500, help="requests in each of the two short live runs")
     parser.add_argument("--out", type=Path, default=CALIBRATED)
     parser.add_argument("--plots", type=Path, default=RESULTS_DIR / "calibration")
     args = parser.parse_args(argv)
-    profile = calibrate(model=args.model, edge_threads=args.edge_threads, cloud_threads=args.cloud_threads,
-                        mb_per_thread=args.mb_per_thread, repeats=args.repeats, size_bytes=args.size_bytes,
-                        cold_starts=args.cold_starts, out=args.out, plot_dir=args.plots,
-                        in_situ_requests=args.in_situ_requests)  # fmt: skip
-    edge = profile["edge"]
-    print(f"edge ({args.edge_threads} thread): " + ", ".join(f"b={b}: {1000 * t:.3f} ms" for b, t in zip(edge["batch_sizes"], edge["latencies_s"])))
-    print(f"cold starts: {', '.join(f'{c:.2f} s' for c in profile['cold_start']['samples_s'])}; hop p50 {1000 * profile['hop_s']:.2f} ms "
-          f"(idle broker {1000 * profile['calibration']['broker_hop_p50_s']:.2f} ms); worker overhead {1000 * profile['overhead_s']:.2f} ms/batch")
-    print(f"wrote {args.out} and {args.plots / 'fit.png'} in {profile['calibration']['took_s']} s")
+    try:
+        profile = calibrate(model=args.model, edge_threads=args.edge_threads, cloud_threads=args.cloud_threads,
+                            mb_per_thread=args.mb_per_thread, repeats=args.repeats, size_bytes=args.size_bytes,
+                            cold_starts=args.cold_starts, out=args.out, plot_dir=args.plots,
+                            in_situ_requests=args.in_situ_requests, rounds=args.rounds)  # fmt: skip
+    except CalibrationError as error:
+        raise SystemExit(f"error: calibration failed: {error}") from None
+    _report(profile, args)
     return profile
+
+
+def _report(profile: dict, args) -> None:
+    calibration = profile["calibration"]
+    one = calibration["service"][f"{args.edge_threads}_threads"][1]
+    print(f"batch-1 service ({args.edge_threads} thread): {1000 * one['mean_s']:.3f} ms, 95% interval "
+          f"[{1000 * one['ci95_s'][0]:.3f}, {1000 * one['ci95_s'][1]:.3f}] ms over {one['rounds']} rounds, cv {one['cv']}")  # fmt: skip
+    cold = calibration["cold_start"]
+    print(f"cold starts: alone {cold['alone']['mean_s']:.2f} s; {cold['together']['count']} at once {cold['together']['mean_s']:.2f} s "
+          f"(host model: {cold['together']['host_model_s']:.2f} s)")  # fmt: skip
+    print(f"hop p50 {1000 * profile['hop_s']:.2f} ms, p95 {1000 * calibration['in_situ']['return_hop_p95_s']:.2f} ms; "
+          f"worker overhead {1000 * profile['overhead_s']:.2f} ms/batch; hop_MBps {profile['hop_MBps']}")
+    host = profile["hosts"]["local"]
+    print(f"host: {host['cores']} cores, batch_cores {host['batch_cores']}; role CPU (us per request / per batch / idle cores): "
+          + ", ".join(f"{r} {1e6 * c['cpu_s_per_request']:.0f}/{1e6 * c['cpu_s_per_batch']:.0f}/{c['idle_cores']:.3f}"
+                      for r, c in host["roles"].items()))
+    print(f"wrote {args.out} and {args.plots / 'fit.png'} in {calibration['took_s']} s")
 
 
 if __name__ == "__main__":

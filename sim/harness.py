@@ -8,7 +8,10 @@ from sim.host import SimHost
 from spec.host_spec import RoleCpu
 from spec.topology import Cluster
 
-__all__ = ["HarnessLoad"]
+__all__ = ["HarnessLoad", "IDLE_CPU_S"]
+
+#: CPU-seconds of a role's idle demand: more than any run needs (it never finishes)
+IDLE_CPU_S = 1e9
 
 
 class HarnessLoad:
@@ -19,8 +22,10 @@ class HarnessLoad:
     to which every message adds ``RoleCpu`` CPU-seconds (a backlog it works
     off while sharing the cores with the models). Per request (when a
     gateway receives it): its source, the broker and the gateway. Per batch
-    (when its result is back): the gateway, the broker and the sink. Roles
-    on no host cost nothing.
+    (when its result is back): the gateway, the broker and the sink. A
+    role's ``idle_cores`` (its polling loops) is a second job on its host,
+    demanding that much of a core for the whole run. Roles on no host cost
+    nothing.
     """
 
     def __init__(self, cluster: Cluster, hosts: Mapping[str, SimHost], gateways, sources):
@@ -35,6 +40,10 @@ class HarnessLoad:
         self._sink = place("sink", None)
         self._gateways = {g: place("gateway", g) for g in gateways}
         self._sources = {s: place("source", s) for s in sources}
+        for placed in (self._broker, self._sink, *self._gateways.values(), *self._sources.values()):
+            if placed is not None and placed[2].idle_cores > 0:
+                # the process's polling and timer loops: a demand of idle_cores for the whole run
+                placed[0].run(("idle", *placed[1][1:]), cpu_s=IDLE_CPU_S, cores=placed[2].idle_cores)
 
     @property
     def active(self) -> bool:

@@ -40,16 +40,23 @@ class RoleCpu:
     Per request: the source publishes it, the broker routes it, the gateway
     receives and schedules it. Per batch: the gateway publishes it and
     receives its result, the broker routes both and the record, the sink
-    records it. ``experiments.calibrate`` fits both from the roles' process
-    CPU times in two short live runs (one unbatched, one batched).
+    records it. Besides, ``idle_cores`` of a core for as long as the run
+    lasts. ``experiments.calibrate`` fits the three from the roles' process
+    CPU times in three short live runs (unbatched, batched, and unbatched at
+    a lower rate: requests, batches and duration in different proportions).
     """
 
     cpu_s_per_request: float = 0.0
     cpu_s_per_batch: float = 0.0
+    #: cores the process keeps busy whatever it handles (its polling and timer loops), for the whole run
+    idle_cores: float = 0.0
 
     def __post_init__(self):
         check_non_negative("role.cpu_s_per_request", self.cpu_s_per_request)
         check_non_negative("role.cpu_s_per_batch", self.cpu_s_per_batch)
+        check_non_negative("role.idle_cores", self.idle_cores)
+        if self.idle_cores > 1:
+            raise ConfigError("role.idle_cores", self.idle_cores, "a number of cores in [0, 1] (a role is one single-threaded process)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,8 +113,8 @@ class HostSpec:
             if isinstance(cpu, RoleCpu):
                 roles[role] = cpu
                 continue
-            if not isinstance(cpu, Mapping) or set(cpu) - {"cpu_s_per_request", "cpu_s_per_batch"}:
-                raise ConfigError(f"{field_name}.roles.{role}", cpu, "a mapping with cpu_s_per_request and cpu_s_per_batch (CPU-seconds)")
+            if not isinstance(cpu, Mapping) or set(cpu) - {"cpu_s_per_request", "cpu_s_per_batch", "idle_cores"}:
+                raise ConfigError(f"{field_name}.roles.{role}", cpu, "a mapping with cpu_s_per_request, cpu_s_per_batch (CPU-seconds), idle_cores")
             try:
                 roles[role] = RoleCpu(**dict(cpu))
             except ConfigError as error:

@@ -23,12 +23,23 @@ def test_calibration_composes_as_a_profile_and_the_simulator_runs_with_it(tmp_pa
                     "--out", str(out), "--plots", str(tmp_path / "plots")])  # fmt: skip
     profile = yaml.safe_load(out.read_text())
     assert profile["hop_s"] > 0 and profile["overhead_s"] >= 0 and profile["cold_start"]["samples_s"][0] > 0.1
+    assert len(profile["hop_samples_s"]) == len(profile["overhead_samples_s"]) == 40
+    # when, on what, how noisy
+    calibration = profile["calibration"]
+    assert calibration["measured_at"].endswith("Z") and calibration["machine"]["cores"] >= 1 and calibration["machine"]["torch"]
+    one = calibration["service"]["1_threads"][1]
+    assert one["ci95_s"][0] <= one["mean_s"] <= one["ci95_s"][1] and one["cv"] >= 0 and one["rounds"] == 5
+    # this machine, with every role's CPU on it
+    host = profile["hosts"]["local"]
+    assert host["executors"] == "*" and set(host["roles"]) == {"broker", "gateway", "source", "sink"}
+    assert sum(r["cpu_s_per_request"] for r in host["roles"].values()) > 0
     assert (tmp_path / "plots" / "fit.png").stat().st_size > 1000
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra.searchpath=[file://{search_dir}]", "profile=test_calibration",
                                            "cluster=edge_serverless", "policy/placement=round_robin", "num_requests=300"])  # fmt: skip
     config = to_run_config(cfg)
     assert config["cluster"]["executors"]["edge"]["hop_s"] == profile["hop_s"]
+    assert config["cluster"]["hosts"]["local"]["cores"] == host["cores"]
     result = simulate(config)
     assert result.summary["completed"] == 300
     assert result.summary["cold_starts"] >= 1  # the serverless pool's first batch, from the measured cold starts

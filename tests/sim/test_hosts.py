@@ -85,6 +85,16 @@ def test_a_role_busy_u_of_the_core_slows_a_lone_model_job_by_one_over_one_minus_
     assert load == pytest.approx(np.full(len(load), 1e-4))
 
 
+@pytest.mark.parametrize("u", [0.2, 0.4])
+def test_a_role_idling_at_u_cores_slows_a_lone_job_by_one_over_one_minus_u(tmp_path, u):
+    config = single_queue(rate_rps=1, service_s=1.0, num_requests=2, arrivals=_trace(tmp_path, [1.0, 10.0, 100.0]))
+    requests = simulate(_on_host(config, cores=1, roles={"broker": {"idle_cores": u}})).requests
+    assert requests["service_s"].tolist() == pytest.approx([1.0 / (1.0 - u)] * 2)
+    # on two cores the idle loop takes none of the job's core
+    requests = simulate(_on_host(config, cores=2, roles={"broker": {"idle_cores": u}})).requests
+    assert requests["service_s"].tolist() == pytest.approx([1.0] * 2)
+
+
 def test_concurrent_cold_starts_share_the_cores(tmp_path):
     # four requests at once, each a cold start of 1 s (CPU at one core) then 0.1 s of service: on 2 cores
     # the four cold starts run at half speed (2 s), then the four batches share the cores (0.2 s)

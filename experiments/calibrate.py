@@ -11,9 +11,9 @@ the simulator's host model (``spec.host_cpu``) shares them:
   time of each batch gives the cores a batch keeps busy (``batch_cores``);
 - its noise (each measurement over the mean of its batch size: residual ratios);
 - cold starts: serverless instance processes (``python -m live.roles.worker
-  --stdio``) from spawn to their ``ready`` frame, one at a time (the model's
-  CPU-seconds at one core) and several at once (the check: the host model
-  predicts them from the lone ones);
+  --stdio``) from spawn to their ``ready`` frame, one at a time (with their
+  CPU time: the cores a cold start keeps busy, ``cold_start_cores``) and
+  several at once (the check: the host model predicts them from the lone ones);
 - the message hop through an idle embedded broker, and the broker's CPU per
   message from its process CPU time (``/proc/<pid>/stat``);
 - three short live runs (unbatched, batched, unbatched at a lower rate): the return hop's distribution
@@ -162,8 +162,14 @@ def _wait_ready(proc: subprocess.Popen) -> None:
         raise CalibrationError(f"cold start: instance pid {proc.pid} did not report ready (python -m live.roles.worker --stdio)")
 
 
-def measure_cold_starts(model: str, threads: int, count: int, *, together: bool = False) -> list[float]:
-    """Spawn-to-ready seconds of ``count`` serverless instance processes, one at a time (or all at once)."""
+def measure_cold_starts(model: str, threads: int, count: int, *, together: bool = False, cpu: list | None = None) -> list[float]:
+    """Spawn-to-ready seconds of ``count`` serverless instance processes, one at a time (or all at once).
+
+    ``cpu``, when given, receives each group's CPU-seconds per instance
+    (children's user and system time, from spawn to exit: the cold start
+    and the exit, which does no work after ``ready``).
+    """
+    import resource
     from concurrent.futures import ThreadPoolExecutor
 
     def ready_after_s(proc: subprocess.Popen, started: float) -> float:
@@ -172,6 +178,7 @@ def measure_cold_starts(model: str, threads: int, count: int, *, together: bool 
 
     results: list[float] = []
     for group in [list(range(count))] if together else [[i] for i in range(count)]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         procs = [_spawn_instance(model, threads) for _ in group]
         try:
@@ -181,7 +188,17 @@ def measure_cold_starts(model: str, threads: int, count: int, *, together: bool 
             for proc in procs:
                 proc.stdin.close()
                 proc.wait(timeout=30)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if cpu is not None:
+            cpu.append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / len(group))
     return results
+
+
+def cold_start_cores(walls_s: list[float], cpu_s: list[float], cores: int) -> float:
+    """Cores a lone cold start keeps busy: its CPU-seconds over its wall seconds (at most the machine's cores)."""
+    if not cpu_s or sum(cpu_s) <= 0:
+        raise CalibrationError("cold_start_cores: no CPU time measured for the instance processes (RUSAGE_CHILDREN did not advance)")
+    return round(min(float(cores), max(0.05, sum(cpu_s) / sum(walls_s))), 3)
 
 
 # -- the broker -------------------------------------------------------------------------------
@@ -429,7 +446,8 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     print(f"calibrating {model!r}: service time against batch size, {rounds} rounds, threads {thread_counts} ...", flush=True)
     by_threads = {t: measure_service(model, t, repeats=repeats, rounds=rounds, size_bytes=size_bytes) for t in thread_counts}
     print("cold starts, one at a time and all at once ...", flush=True)
-    colds = measure_cold_starts(model, edge_threads, cold_starts)
+    cold_cpu: list[float] = []
+    colds = measure_cold_starts(model, edge_threads, cold_starts, cpu=cold_cpu)
     together = measure_cold_starts(model, edge_threads, max(2, 2 * cores), together=True)
     print("broker hop and CPU per message ...", flush=True)
     hops, broker_cpu_per_message_s = measure_hop()
@@ -438,6 +456,7 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     edge_mean_s = float(np.concatenate(by_threads[edge_threads][1]["wall"]).mean())
     in_situ = measure_in_situ(model, edge_threads, edge_mean_s, requests=in_situ_requests, idle_broker=idle_broker)
     return {"cores": cores, "memory_threads": memory_threads, "by_threads": by_threads, "colds": colds, "together": together,
+            "cold_start_cores": cold_start_cores(colds, cold_cpu, cores),
             "hops": hops, "broker_cpu_per_message_s": broker_cpu_per_message_s, "in_situ": in_situ}  # fmt: skip
 
 
@@ -453,7 +472,7 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
     sizes = list(BATCH_SIZES)
     serverless_table = [[round(float(walls[t][s].mean()), 7) for t in m["memory_threads"]] for s in sizes]
     default_threads = m["memory_threads"][MEMORY_MB.index(2048)]
-    lone_s, together_s = float(np.mean(m["colds"])), m["together"]
+    lone_s, together_s, cold_cores = float(np.mean(m["colds"])), m["together"], m["cold_start_cores"]
     isolated_edge_s = float(np.median(walls[edge_threads][1]))
     return {
         "edge": server(edge_threads),
@@ -469,7 +488,7 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
         "overhead_samples_s": in_situ["overhead_samples_s"],
         "hop_MBps": None if in_situ["hop_MBps"] is None else round(in_situ["hop_MBps"], 2),
         "ingest_s": round(in_situ["ingest_s"], 6),
-        "hosts": {"local": {"cores": cores, "executors": "*", "roles": in_situ["roles"],
+        "hosts": {"local": {"cores": cores, "executors": "*", "roles": in_situ["roles"], "cold_start_cores": cold_cores,
                             "batch_cores": {"edge": batch_cores(m["by_threads"][edge_threads], edge_threads),
                                             "cloud": batch_cores(m["by_threads"][cloud_threads], cloud_threads),
                                             "serverless": batch_cores(m["by_threads"][default_threads], default_threads)}}},
@@ -480,8 +499,8 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
             "service": {f"{t}_threads": {int(b): spread(s["wall"]) for b, s in samples.items()} for t, samples in m["by_threads"].items()},
             "cold_start": {"alone": spread([np.asarray(m["colds"])]), "together": {"count": len(together_s),
                            "mean_s": round(float(np.mean(together_s)), 4), "max_s": round(float(np.max(together_s)), 4),
-                           # the host model's prediction from the lone ones: count jobs of lone_s CPU-s at one core on `cores`
-                           "host_model_s": round(lone_s * max(1.0, len(together_s) / cores), 4)}},
+                           # the host model's prediction from the lone ones: count jobs of lone_s at cold_start_cores on `cores`
+                           "host_model_s": round(lone_s * max(1.0, len(together_s) * cold_cores / cores), 4)}},
             "broker": {"idle_hop_p50_s": round(float(np.median(m["hops"])), 6), "idle_hop_p95_s": round(float(np.percentile(m["hops"], 95)), 6),
                        "cpu_s_per_message_idle": round(m["broker_cpu_per_message_s"], 9)},
             "in_situ": {"return_hop_p50_s": round(in_situ["return_hop_s"], 6), "return_hop_p95_s": round(in_situ["return_hop_p95_s"], 6),
@@ -543,10 +562,8 @@ def _plot(measured: dict, profile: dict, plot_dir: Path) -> None:
         fit_ax.errorbar(sizes, means, yerr=np.nan_to_num(errors), fmt="o-", color=color, capsize=3, ms=4,
                         label=f"{threads} thread(s): mean, 95% interval over rounds")  # fmt: skip
     fit_ax.set_xscale("log", base=2)
-    fit_ax.set_yscale("log")
     fit_ax.set_xticks(list(BATCH_SIZES), [str(b) for b in BATCH_SIZES])
-    fit_ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    fit_ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fit_ax.set_ylim(bottom=0)
     fit_ax.set_xlabel("batch size (requests)")
     fit_ax.set_ylabel("service time per batch, alone (ms)")
     fit_ax.set_title("Service time (dots: each batch)")
@@ -613,8 +630,8 @@ def _report(profile: dict, args) -> None:
     print(f"batch-1 service ({args.edge_threads} thread): {1000 * one['mean_s']:.3f} ms, 95% interval "
           f"[{1000 * one['ci95_s'][0]:.3f}, {1000 * one['ci95_s'][1]:.3f}] ms over {one['rounds']} rounds, cv {one['cv']}")  # fmt: skip
     cold = calibration["cold_start"]
-    print(f"cold starts: alone {cold['alone']['mean_s']:.2f} s; {cold['together']['count']} at once {cold['together']['mean_s']:.2f} s "
-          f"(host model: {cold['together']['host_model_s']:.2f} s)")  # fmt: skip
+    print(f"cold starts: alone {cold['alone']['mean_s']:.2f} s at {profile['hosts']['local']['cold_start_cores']} cores; "
+          f"{cold['together']['count']} at once {cold['together']['mean_s']:.2f} s (host model: {cold['together']['host_model_s']:.2f} s)")  # fmt: skip
     print(f"hop p50 {1000 * profile['hop_s']:.2f} ms, p95 {1000 * calibration['in_situ']['return_hop_p95_s']:.2f} ms; "
           f"worker overhead {1000 * profile['overhead_s']:.2f} ms/batch; hop_MBps {profile['hop_MBps']}")
     host = profile["hosts"]["local"]

@@ -69,7 +69,7 @@ class ServerlessPool(SimExecutor):
             # RetireInstance: nothing to stop; JobFailed: SimExecutor reports the batch
 
     def _cold_start_on_host(self, action: StartInstance, cold_s: float) -> None:
-        """The drawn cold start is CPU work at one core on the host (process start, imports, model load):
+        """The drawn cold start is CPU work on the host at its ``cold_start_cores`` (process start, imports, model load):
         instances starting together share the cores; the instance is warm, and runs its batch, when it is done."""
         started_s = self.env.now_s
 
@@ -77,7 +77,8 @@ class ServerlessPool(SimExecutor):
             self._apply(self.model.instance_started(now_s, action.instance_id))
             self.run(action.job, cold_start_s=now_s - started_s)
 
-        self.host.run(("cold_start", self.spec.name, action.instance_id), cpu_s=cold_s, cores=1.0, on_done=warm)
+        cores = self.host.spec.cold_start_cores
+        self.host.run(("cold_start", self.spec.name, action.instance_id), cpu_s=cold_s * cores, cores=cores, on_done=warm)
 
     def _started(self, event) -> None:
         self._apply(self.model.instance_started(self.env.now, event.value))

@@ -4,8 +4,8 @@ A host names its ``cores``, the executors on it, and the harness roles on it
 with the CPU each spends (``RoleCpu``). Work on one host shares its cores
 (``spec.host_cpu.HostCpu``): every batch an executor runs needs its service
 time at ``batch_cores`` cores (the threads it uses, at their measured
-parallelism), a serverless instance's cold start needs its duration at one
-core, and each role spends CPU-seconds per request and per batch it handles.
+parallelism), a serverless instance's cold start needs its duration at
+``cold_start_cores`` cores, and each role spends CPU-seconds per request and per batch it handles.
 All of these are measured by ``experiments.calibrate`` in CPU-seconds and
 cores. Executors and roles on no host run unconstrained (the model without
 hosts).
@@ -69,6 +69,8 @@ class HostSpec:
     roles: Mapping[str, RoleCpu] = field(default_factory=dict)
     #: cores one batch keeps busy, by executor name or kind (default 1.0: one thread)
     batch_cores: Mapping[str, float] = field(default_factory=dict)
+    #: cores a serverless instance's cold start keeps busy (process start, imports, model load)
+    cold_start_cores: float = 1.0
 
     def __post_init__(self):
         field_name = f"cluster.hosts.{self.name}"
@@ -83,9 +85,9 @@ class HostSpec:
                 raise ConfigError(f"{field_name}.roles.{role}", role, "one of " + ", ".join(HARNESS_ROLES) + ", 'gateway/<name>', 'source/<name>'")
             if not isinstance(cpu, RoleCpu):
                 raise ConfigError(f"{field_name}.roles.{role}", cpu, "a RoleCpu (cpu_s_per_request, cpu_s_per_batch)")
-        for key, value in dict(self.batch_cores).items():
+        for key, value in {**dict(self.batch_cores), "cold_start_cores": self.cold_start_cores}.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{field_name}.batch_cores.{key}", value, "a number of cores > 0 (finite)")
+                raise ConfigError(f"{field_name}.{'' if key == 'cold_start_cores' else 'batch_cores.'}{key}", value, "a number of cores > 0 (finite)")
 
     def holds(self, executor: str) -> bool:
         """True when ``executor`` runs on this host."""
@@ -103,9 +105,9 @@ class HostSpec:
             return raw
         if not isinstance(raw, Mapping):
             raise ConfigError(field_name, raw, "a mapping with cores, executors, roles, batch_cores")
-        unknown = sorted(set(raw) - {"cores", "executors", "roles", "batch_cores"})
+        unknown = sorted(set(raw) - {"cores", "executors", "roles", "batch_cores", "cold_start_cores"})
         if unknown:
-            raise ConfigError(f"{field_name}.{unknown[0]}", raw[unknown[0]], "one of cores, executors, roles, batch_cores")
+            raise ConfigError(f"{field_name}.{unknown[0]}", raw[unknown[0]], "one of cores, executors, roles, batch_cores, cold_start_cores")
         if "cores" not in raw:
             raise ConfigError(f"{field_name}.cores", None, "a number of cores > 0 (required)")
         roles = {}
@@ -121,4 +123,5 @@ class HostSpec:
                 raise ConfigError(f"{field_name}.roles.{role}.{error.field.split('.')[-1]}", error.value, error.allowed) from None
         executors = raw.get("executors") or ()
         executors = executors if executors == ALL_EXECUTORS else list(executors) if isinstance(executors, Sequence) and not isinstance(executors, str) else executors
-        return cls(name=name, cores=raw["cores"], executors=executors, roles=roles, batch_cores=dict(raw.get("batch_cores") or {}))
+        return cls(name=name, cores=raw["cores"], executors=executors, roles=roles, batch_cores=dict(raw.get("batch_cores") or {}),
+                   cold_start_cores=raw.get("cold_start_cores", 1.0))  # fmt: skip

@@ -113,6 +113,9 @@ def test_concurrent_cold_starts_share_the_cores(tmp_path):
     assert shared["cold_start_s"].tolist() == pytest.approx([2.0] * 4)
     assert shared["service_s"].tolist() == pytest.approx([0.2] * 4)
     assert shared["latency_s"].tolist() == pytest.approx([2.2] * 4)
+    # cold starts that keep two cores busy each (1 s alone on 2 cores): four at once get half a core each
+    parallel = simulate(_on_host(config, cores=2, cold_start_cores=2.0)).requests
+    assert parallel["cold_start_s"].tolist() == pytest.approx([4.0] * 4)
 
 
 def test_measured_hops_and_overheads_are_resampled_per_message():

@@ -83,8 +83,10 @@ def plot_predictions(points: pd.DataFrame, path: Path) -> Path:
     ax.axvline(edge, color="red", lw=0.5)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # labels at 1-2-5 steps over a narrow range, at whole decades over a wide one
+    subs = (1.0, 2.0, 5.0) if math.log10(max(edge, 1e-9) / max(low, 1e-9)) < 2.5 else (1.0,)
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_locator(LogLocator(subs=subs))
         axis.set_minor_formatter(NullFormatter())
         axis.set_major_formatter(FormatStrFormatter("%g"))
     percentile = pd.to_numeric(points["percentile"], errors="coerce").dropna()

@@ -18,6 +18,11 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
                                       # after it was published (doubling each time); null: never
       max_restarts: 3                 # a worker or pool process that dies during the run is restarted up to
                                       # this many times (each); 0: a crash ends the run (LiveRunError)
+      stall_detection: {p99_multiple: 5, floor_s: 0.5, initial_s: 5}
+                                      # an executor silent, with batches out, for p99_multiple x the p99 of its
+                                      # batches' busy time + floor_s (initial_s before its first result) is taken
+                                      # for lost: its batches go again (live.roles.gateway_flights); null: only
+                                      # redeliver_after_s
       authenticate: true              # every message carries an HMAC-SHA256 tag under the run's key
                                       # (live.wire.messages; the key is in EDGEBATCH_RUN_KEY, never in a file)
       limits: {}                      # live.wire.messages.WireLimits: max_header_bytes, max_ids,
@@ -48,6 +53,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from live.roles.gateway_flights import StallDetection
 from live.wire.messages import WireLimits
 from live.wire.topics import Topics
 from policies.factory import make_scheduler_factory
@@ -83,6 +89,7 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "redeliver_after_s": 30.0,
     "authenticate": True,
     "limits": {},
+    "stall_detection": {},
 }
 _BROKER_KEYS = ("url", "auth_token", "tls_trust_certs_file", "keep_data")
 _SERVER_KEYS = ("model", "threads", "replicas")
@@ -168,6 +175,8 @@ class LiveSettings:
     authenticate: bool = True
     #: the most a decoded message may declare
     limits: WireLimits = field(default_factory=WireLimits)
+    #: when a silent executor's batches go again before ``redeliver_after_s`` (None: only at that cap)
+    stall_detection: StallDetection | None = field(default_factory=StallDetection)
 
 
 def _mapping(field_name: str, value: Any) -> dict:
@@ -275,7 +284,22 @@ def live_settings(run: RunSpec) -> LiveSettings:
         keep_broker_data=keep_data,
         authenticate=merged["authenticate"],
         limits=_limits(_mapping("live.limits", merged["limits"])),
+        stall_detection=_stall_detection(merged["stall_detection"]),
     )
+
+
+def _stall_detection(raw) -> StallDetection | None:
+    if raw is None:
+        return None
+    raw = _mapping("live.stall_detection", raw)
+    known = [f.name for f in fields(StallDetection)]
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"live.stall_detection.{key}", value, "one of " + ", ".join(known))
+    values = {k: check_positive(f"live.stall_detection.{k}", v) for k, v in raw.items() if k != "window"}
+    if "window" in raw:
+        values["window"] = check_int_at_least("live.stall_detection.window", raw["window"], 1)
+    return StallDetection(**values)
 
 
 def _limits(raw: dict) -> WireLimits:

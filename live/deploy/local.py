@@ -279,7 +279,7 @@ class _LocalRun:
                 role_env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
             cmd = [
                 sys.executable, "-m", module, "--broker", self.url, "--run-id", self.run_id, "--config", str(out / "config.json"),
-                "--name", name, "--stats", str(out / "stats" / f"{name}.json"), "--exit-after-s", str(exit_after_s), *extra,
+                "--name", name, "--stats", str(out / "stats" / f"{name}.json"), "--exit-after-s", str(exit_after_s), "--lifeline", *extra,
             ]  # fmt: skip
             if module == "live.roles.sink":
                 cmd += ["--out", str(out)]

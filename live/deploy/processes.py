@@ -99,9 +99,13 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def spawn(name: str, module: str, cmd: list[str], env: dict, log_path: Path, append: bool = False) -> RoleProc:
-    """Start ``cmd`` in a session of its own, in the repository's root, its output in ``log_path``."""
+    """Start ``cmd`` in a session of its own, in the repository's root, its output in ``log_path``.
+
+    Its standard input is a lifeline (``live.deploy.lifeline``): a pipe this process holds open and
+    never writes, so that a role started with ``--lifeline`` ends when this process dies, by SIGKILL too.
+    """
     log_file = open(log_path, "ab" if append else "wb")
-    popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+    popen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
                              start_new_session=True)  # fmt: skip
     return RoleProc(name, module, popen, Path(log_path), log_file, list(cmd), dict(env))
 

@@ -643,6 +643,7 @@ class _HostRun:
         host = testbed.hosts[self.host_name]
         for process in self.plan.on(self.host_name):
             argv = role_argv(self.plan, process, python=sys.executable, run_id=self.run_id, config_path=self.config_path, out_dir=str(self.out))
+            argv.append("--lifeline")  # it ends if this host's testbed process dies
             self.supervisor.spawn(process.name, process.module, argv, {**env, **_role_env(process, host)})
         started = ", ".join(f"{p.name} (pid {p.popen.pid})" for p in self.supervisor.procs)
         self.log(f"[{self.host_name}] started {started or 'no roles'}")

@@ -46,6 +46,7 @@ import queue
 from collections.abc import Callable
 
 from live.config import RunSpec, Topics
+from spec.topology import ServerlessSpec
 from live.wire.messages import ControlOp, DecodeError, Kind, Message, dead_letter, decode, encode_batch, encode_control
 from live.roles.gateway_agenda import Agenda, Due
 from live.roles.gateway_flights import Flight, Flights
@@ -84,6 +85,14 @@ class _TopicProducer:
         self._send(self._topic, content, properties)
 
 
+def _busy_s(result: Message) -> float | None:
+    """The time a batch kept its executor busy, as the result tells (service plus any cold start)."""
+    service_s, cold_s = result.ts.get("service_s"), result.meta.get("cold_start_s", 0.0)  # a pool's result says its cold start
+    if not isinstance(service_s, (int, float)) or isinstance(service_s, bool):
+        return None
+    return float(service_s) + (float(cold_s) if isinstance(cold_s, (int, float)) and not isinstance(cold_s, bool) else 0.0)
+
+
 class Gateway:
     """One gateway's scheduler in real time; the broker is outside (``send(topic, data, properties=None)``).
 
@@ -112,7 +121,8 @@ class Gateway:
         self.payloads: dict[int, bytes] = {}
         self.intake = RequestIntake(name, spec.arrivals)
         self.agenda = Agenda()
-        self.flights = Flights(spec.settings.redeliver_after_s)
+        servers = frozenset(n for n in self.reachable if not isinstance(cluster.executors[n], ServerlessSpec))
+        self.flights = Flights(spec.settings.redeliver_after_s, spec.settings.stall_detection, servers)
         self.records = RecordWriter(name, topics.records, send)
         self.metrics = GatewayMetrics()
         self.telemetry = PlannerTelemetry(spec.settings.telemetry_period_s, self.links)
@@ -262,7 +272,7 @@ class Gateway:
         if flight is None or flight.state != "sent":
             self.metrics.counts["duplicate_results"] += 1  # at-least-once: a result seen before
             return
-        self.flights.result_came(flight, self.now())
+        self.flights.result_came(flight, self.now(), _busy_s(message))
         link = self.links.get(flight.executor) if self.emulators else None
         if link is not None and link.delay_s > 0:
             self.agenda.push(self.now() + link.delay_s, Due.RETURN, (local_id, message))
@@ -330,7 +340,7 @@ class Gateway:
         self.metrics.uplink_late_s.append(now_s - flight.planned_arrival_s)
         self.send(self.topics.batches(flight.executor), data)
         if self.redeliver_after_s is not None:
-            self.agenda.push(now_s + self.redeliver_after_s, Due.REDELIVER, (local_id, 0))
+            self.agenda.push(now_s + self.flights.patience_s(flight.executor), Due.REDELIVER, (local_id, 0))
 
     def _redeliver(self, item: tuple[int, int], now_s: float) -> None:
         """No result yet for a published batch: publish it again (at-least-once; the first result wins).
@@ -346,15 +356,17 @@ class Gateway:
         flight = self.flights.get(local_id)
         if flight is None or flight.state != "sent" or flight.resends != resends or flight.data is None:
             return
+        patience_s = self.flights.patience_s(flight.executor)
         if not self.flights.stranded(flight, now_s):
-            self.agenda.push(now_s + self.redeliver_after_s, Due.REDELIVER, (local_id, resends))  # look again later
+            self.agenda.push(now_s + patience_s, Due.REDELIVER, (local_id, resends))  # look again later
             return
         flight.resends += 1
         self.metrics.counts["redelivered"] += 1
-        log.warning("%s: no result for batch %s:%d after %.1fs; publishing it again", self.name, self.name, local_id,
-                    self.redeliver_after_s * 2**resends)  # fmt: skip
+        log.warning("%s: no result for batch %s:%d and its executor silent for %.2fs; publishing it again", self.name,
+                    self.name, local_id, patience_s)  # fmt: skip
         self.send(self.topics.batches(flight.executor), flight.data)
-        self.agenda.push(self.now() + self.redeliver_after_s * 2 ** flight.resends, Due.REDELIVER, (local_id, flight.resends))
+        backoff_s = min(self.redeliver_after_s, patience_s * 2 ** flight.resends)
+        self.agenda.push(self.now() + backoff_s, Due.REDELIVER, (local_id, flight.resends))
 
     def _drop(self, action: DropRequest) -> None:
         self.payloads.pop(action.request_id, None)

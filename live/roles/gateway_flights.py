@@ -11,9 +11,32 @@ a stranded batch (see ``Flights.stranded``) and a quiet topic (see
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["Flight", "Flights"]
+__all__ = ["Flight", "Flights", "StallDetection"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StallDetection:
+    """How soon an executor that went silent is taken for lost (``live.stall_detection``).
+
+    Servers only (a serverless pool reports its own crashes). Silent for ``patience_s`` = ``p99_multiple`` times the p99 of the busy time per batch it reported
+    (service plus any cold start) over its last ``window`` results, plus ``floor_s``; before its
+    first result, ``initial_s``. Never longer than ``live.redeliver_after_s``.
+    """
+
+    p99_multiple: float = 5.0
+    floor_s: float = 0.5
+    initial_s: float = 5.0
+    window: int = 200
+
+    def patience_s(self, busy_s, cap_s: float) -> float:
+        if not busy_s:
+            return min(self.initial_s, cap_s)
+        ordered = sorted(busy_s)
+        p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        return min(cap_s, self.p99_multiple * p99 + self.floor_s)
 
 
 @dataclass
@@ -51,9 +74,16 @@ class Flight:
 class Flights:
     """Every batch in flight, by the gateway's local batch id."""
 
-    def __init__(self, redeliver_after_s: float | None):
+    def __init__(self, redeliver_after_s: float | None, stall: StallDetection | None = None, watched: frozenset = frozenset()):
         self.redeliver_after_s = redeliver_after_s
+        self.stall = stall
+        #: the executors whose silence is measured against their service times (the servers' workers; a
+        #: serverless pool reports its instances' crashes itself, and its cold starts take seconds)
+        self.watched = watched
         self._by_id: dict[int, Flight] = {}
+        #: per executor: the busy time of its recent batches, and since when it has had batches out with nothing back
+        self._busy_s: dict[str, deque] = {}
+        self._busy_since_s: dict[str, float] = {}
         self._published = 0
         self._last_nudge_s = -math.inf
         #: per executor: when its last result came, and the latest publication among its batches with a result
@@ -75,6 +105,8 @@ class Flights:
     def published(self, local_id: int, now_s: float, data: bytes) -> Flight:
         """The batch is on its executor's topic now (its data kept while it may have to go again)."""
         flight = self._by_id[local_id]
+        if not any(f.state == "sent" and f.executor == flight.executor for f in self._by_id.values()):
+            self._busy_since_s[flight.executor] = now_s  # it had nothing of ours: silence counts from now
         flight.arrived_s = now_s
         flight.state = "sent"
         flight.published = self._published
@@ -83,20 +115,30 @@ class Flights:
             flight.data = data
         return flight
 
-    def result_came(self, flight: Flight, now_s: float) -> None:
-        """The batch's (first) result came: it is on its way back."""
+    def result_came(self, flight: Flight, now_s: float, busy_s: float | None = None) -> None:
+        """The batch's (first) result came: it is on its way back (``busy_s``: what its executor reported)."""
         self._last_result_s[flight.executor] = now_s
+        if busy_s is not None and math.isfinite(busy_s) and busy_s >= 0:
+            window = self.stall.window if self.stall is not None else 200
+            self._busy_s.setdefault(flight.executor, deque(maxlen=window)).append(busy_s)
         if flight.published > self._latest_done.get(flight.executor, -1):
             self._latest_done[flight.executor] = flight.published
         flight.state = "returning"
 
+    def patience_s(self, executor: str) -> float:
+        """How long ``executor`` may stay silent with batches out before they are taken for lost."""
+        if self.stall is None or executor not in self.watched:
+            return self.redeliver_after_s
+        return self.stall.patience_s(self._busy_s.get(executor, ()), self.redeliver_after_s)
+
     def stranded(self, flight: Flight, now_s: float) -> bool:
         """A batch published after this one to the same executor has its result already, or that
-        executor sent no result at all for ``redeliver_after_s`` (one that merely waits behind others
-        in a backlog is not stranded)."""
+        executor sent no result at all for ``patience_s`` since it last had nothing of ours to do
+        (one that merely waits behind others in a backlog is not stranded)."""
         executor = flight.executor
         overtaken = self._latest_done.get(executor, -1) > flight.published
-        silent = now_s - self._last_result_s.get(executor, flight.arrived_s) >= self.redeliver_after_s
+        heard_s = max(self._last_result_s.get(executor, -math.inf), self._busy_since_s.get(executor, flight.arrived_s))
+        silent = now_s - heard_s >= self.patience_s(executor)
         return overtaken or silent
 
     def quiet_since_s(self) -> float | None:

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from live.deploy.lifeline import watch
 from live.wire.broker import connect
 from live.config import RunClock, RunSpec, Topics, load_run
 from live.wire.messages import KEY_ENV, ControlOp, DecodeError, Kind, WireSettings, bounded_reason, configure, decode, encode_control, key_from_env
@@ -46,6 +47,8 @@ from live.wire.messages import KEY_ENV, ControlOp, DecodeError, Kind, WireSettin
 __all__ = ["Role", "common_parser", "TOKEN_ENV", "percentiles", "wire_settings_of"]
 
 TOKEN_ENV = "EDGEBATCH_PULSAR_TOKEN"
+#: an orphaned role stops as on SIGTERM, and exits for sure this long after
+_ORPHAN_GRACE_S = 10.0
 log = logging.getLogger("edgebatch.live")
 
 
@@ -62,6 +65,8 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--stats", help="write this role's statistics (JSON) here on exit")
     parser.add_argument("--exit-after-s", type=float, help="give up and exit this long after starting (a safety net)")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--lifeline", action="store_true",
+                        help="stop when standard input reaches end-of-file: the process that started this one died (live.deploy.lifeline)")
     parser.add_argument("--incarnation", type=int, default=0,
                         help="how many times this role was restarted in the run (set by live.deploy.local; see Role.skip_consumer_ids)")
     return parser
@@ -126,6 +131,8 @@ class Role:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        if getattr(args, "lifeline", False):
+            watch(self._orphaned)
         import pulsar
 
         self._control = self.client.subscribe(
@@ -140,6 +147,15 @@ class Role:
     def _on_signal(self, signum, frame) -> None:
         self.stop.set()
         self._started.set()
+
+    def _orphaned(self) -> None:
+        """The process that started this one is gone: stop as on SIGTERM, and exit for sure soon after."""
+        log.warning("%s: the process that started it is gone; stopping", self.name)
+        self.stop.set()
+        self._started.set()
+        deadline = threading.Timer(_ORPHAN_GRACE_S, os._exit, args=(3,))
+        deadline.daemon = True  # a role that stops in time exits as usual
+        deadline.start()
 
     def _on_control(self, consumer, msg) -> None:
         raw = msg.data()

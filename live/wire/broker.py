@@ -31,6 +31,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import weakref
@@ -216,10 +217,11 @@ class EmbeddedBroker:
             "--db-path", str(self.data_path),
             "--log-level", self.log_level,
         ]
+        # under a lifeline wrapper: the broker ends when the process that started it dies, by SIGKILL too
         self._proc = subprocess.Popen(
-            cmd,
+            [sys.executable, "-m", "live.deploy.lifeline", "--", *cmd],
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=str(self.folder),

@@ -131,6 +131,34 @@ def test_a_worker_killed_mid_batch_is_redelivered_and_restarted(broker, tmp_path
             killed_at_s=result.extra["faults"]["killed_at_s"], p99_s=result.summary["latency_p99_s"])  # fmt: skip
 
 
+def test_a_single_worker_killed_with_default_settings_costs_seconds_not_the_redelivery_cap(broker, tmp_path):
+    """One worker, every live setting at its default (redeliver_after_s 30 s): its loss is noticed from its
+    own measured service times, and the batches it held go again as soon as it is back."""
+    config = edge_config(num_requests=300, rate_rps=60)
+    config["live"]["broker"] = {"url": broker.url}
+
+    def kill_the_worker(handle):
+        handle.sleep_until(1.5)
+        pid = handle.pid("worker-edge-0")
+        os.kill(pid, signal.SIGSTOP)  # it surely holds a batch, received and never acknowledged
+        handle.sleep_until(handle.now() + 0.3)
+        os.kill(pid, signal.SIGKILL)
+        handle.notes["killed_at_s"] = handle.now()
+
+    result = run_live(config, tmp_path, on_start=kill_the_worker)
+    check_ended_exactly_once(result, 300)
+    assert result.summary["complete"] is True and result.summary["dropped"] == 0
+    assert result.summary["restarts"] == 1
+    killed_at_s = result.extra["faults"]["killed_at_s"]
+    held = result.requests[result.requests["arrival_s"] < killed_at_s]
+    worst_s = float(result.requests["latency_s"].max())
+    # a restart (process start, torch import, model load) plus a patience of a few service times: seconds,
+    # where the 30 s cap alone left p50 at 26 s
+    assert worst_s < 10.0, worst_s
+    figures("single worker killed, defaults", worst_latency_s=worst_s, p99_s=result.summary["latency_p99_s"],
+            redelivered_by_gateway=result.extra["roles"]["gateway-edge"]["redelivered"], held=len(held))
+
+
 # ---------------------------------------------------------------------------
 # the broker restarted on the same port during the run
 # ---------------------------------------------------------------------------
@@ -414,6 +442,39 @@ def test_sigint_stops_every_process_and_flushes_the_records(tmp_path):
     summary = _check_interrupted_run(out, 2000, "SIGINT", running["pids"])
     figures("SIGINT", completed=summary["completed"], run_ended=summary["drops_by_reason"]["run_ended"],
             wall_s=time.monotonic() - started)  # fmt: skip
+
+
+def test_a_sigkilled_orchestrator_leaves_no_process_behind(tmp_path):
+    """Roles and broker hold a lifeline to the orchestrator: when it dies by SIGKILL they end by themselves."""
+    config = edge_config(num_requests=2000, rate_rps=50)
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "live.deploy.local", "--config", str(tmp_path / "run.json"), "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        running = _wait_running(proc, out)
+        time.sleep(1.0)
+        assert len(_leftovers(out)) >= 5  # the broker (and its wrapper) and the four roles, all running
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while _leftovers(out) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _leftovers(out) == [], subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(_leftovers(out))],
+                                                     capture_output=True, text=True).stdout  # fmt: skip
+        assert [pid for pid in running["pids"].values() if _alive(pid)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's zombie waits for whoever adopted it to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def test_sigterm_to_an_experiment_run_stops_every_process_and_flushes_the_records(tmp_path):

@@ -135,6 +135,7 @@ class LiveConf:
     redeliver_after_s: Optional[float] = LIVE_DEFAULTS["redeliver_after_s"]
     authenticate: bool = LIVE_DEFAULTS["authenticate"]
     limits: Dict[str, Any] = field(default_factory=dict)
+    stall_detection: Optional[Dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -360,15 +360,21 @@ class TailAwarePlanner(ReplanningPlanner):
     (``feasible=False``): the largest predicted share of all requests in time
     (the mixture's CDF at the SLO, to 0.001; a change of memory size must add
     ``MEMORY_SWITCH_GAIN``), then the serverless configuration with the
-    shortest latency before the uplink, then the cheapest.
+    shortest latency before the uplink, then the cheapest. A best effort
+    predicted to fall behind says so (``overloaded``, with the predicted
+    share in time ``predicted_in_time``) and predicts no percentile (None,
+    never infinity).
 
-    Re-plans: ``ReplanningPlanner``'s trigger, plus, with
+    Re-plans: ``ReplanningPlanner``'s trigger (any plan restarts the
+    period), plus, with
     ``overload_replan``, an early re-plan (trigger ``"overload"``, at most
     one per ``overload_gap_s``) when a rate sample shows the edge taking
     more than the most the model lets it take within the percentile at its
     cap (``edge_limit_rps``), or the edge's backlog exceeds two caps.
 
-    Prediction record: each plan opens one entry per executor it uses, with
+    Prediction record: each plan's detail carries ``percentile``, ``slo_s``
+    and ``predicted_p_s``, which both backends' summaries check against the
+    requests of the plan's window (``spec.predictions``). Service times: each plan opens one entry per executor it uses, with
     the predicted mean batch size and the mean and ``percentile`` of its
     batch service time (a ``when_free`` edge: at the AR(1) model's batch
     size for the plan's edge rate, not the cap); the

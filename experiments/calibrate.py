@@ -85,13 +85,33 @@ def spread(rounds: list[np.ndarray]) -> dict:
             "rounds": len(rounds), "n": int(len(samples))}  # fmt: skip
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """User plus system CPU-seconds of process ``pid`` (``/proc/<pid>/stat``, fields 14 and 15)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (None: gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError as error:
-        raise CalibrationError(f"broker CPU: cannot read /proc/{pid}/stat ({error.strerror}); needs Linux /proc") from None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User plus system CPU-seconds of process ``pid`` and its descendants (``/proc``: the broker runs under a wrapper)."""
+    if _stat(pid) is None:
+        raise CalibrationError(f"broker CPU: cannot read /proc/{pid}/stat (the broker's process); needs Linux /proc")
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = int(fields[1])
+    tree, grew = {pid}, True
+    while grew:
+        children = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    ticks = 0
+    for member in tree:
+        fields = _stat(member)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # -- service ----------------------------------------------------------------------------------
@@ -135,12 +155,16 @@ def _walls(samples: dict) -> dict[int, np.ndarray]:
 
 
 def batch_cores(samples: dict, threads: int) -> float:
-    """Cores a batch keeps busy: its process CPU time over its wall time, over all sizes (at most ``threads``)."""
-    cpu = sum(float(np.concatenate(s["cpu"]).sum()) for s in samples.values())
-    wall = sum(float(np.concatenate(s["wall"]).sum()) for s in samples.values())
-    if wall <= 0 or cpu <= 0:
+    """Cores a batch keeps busy: the median over batches of process CPU time over wall time (at most ``threads``).
+
+    The median, not the ratio of sums: a batch descheduled by other work on
+    the machine has a long wall time for its CPU, and should not count.
+    """
+    cpu = np.concatenate([np.concatenate(s["cpu"]) for s in samples.values()])
+    wall = np.concatenate([np.concatenate(s["wall"]) for s in samples.values()])
+    if wall.sum() <= 0 or cpu.sum() <= 0:
         raise CalibrationError(f"batch_cores: no CPU time measured for the model at {threads} thread(s) (process_time did not advance)")
-    return round(min(float(threads), max(0.05, cpu / wall)), 3)
+    return round(min(float(threads), max(0.05, float(np.median(cpu / np.maximum(wall, 1e-9))))), 3)
 
 
 # -- cold starts ------------------------------------------------------------------------------
@@ -269,6 +293,9 @@ def _live_run(model: str, threads: int, service_s: float, batching: dict, reques
     broker_cpu_s = result.extra.get("faults", {}).get("broker_cpu_s")
     if broker_cpu_s is None:
         raise CalibrationError("broker CPU: the live run reported none (an external broker? calibrate with the embedded one)")
+    if broker_cpu_s <= 0:
+        raise CalibrationError(f"broker CPU: 0 CPU-seconds measured over a live run of {requests} requests (the broker's process tree "
+                               "from /proc); not its real cost")
     return result, float(broker_cpu_s)
 
 
@@ -441,6 +468,10 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
              cold_starts: int, in_situ_requests: int) -> dict:  # fmt: skip
     """Every measurement, in order; the raw material of the profile."""
     cores = os.cpu_count() or 1
+    load_before = os.getloadavg()
+    if load_before[0] > 0.5 * cores:
+        print(f"warning: the machine is busy (load average {load_before[0]:.1f} on {cores} cores): the measurements will include "
+              "other work; calibrate on a quiet machine (the file records the load)", flush=True)  # fmt: skip
     memory_threads = [max(1, min(cores, m // mb_per_thread)) for m in MEMORY_MB]
     thread_counts = sorted({edge_threads, cloud_threads, *memory_threads})
     print(f"calibrating {model!r}: service time against batch size, {rounds} rounds, threads {thread_counts} ...", flush=True)
@@ -457,6 +488,7 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     in_situ = measure_in_situ(model, edge_threads, edge_mean_s, requests=in_situ_requests, idle_broker=idle_broker)
     return {"cores": cores, "memory_threads": memory_threads, "by_threads": by_threads, "colds": colds, "together": together,
             "cold_start_cores": cold_start_cores(colds, cold_cpu, cores),
+            "load_average": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]},
             "hops": hops, "broker_cpu_per_message_s": broker_cpu_per_message_s, "in_situ": in_situ}  # fmt: skip
 
 
@@ -496,6 +528,8 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(model),
             "model": model, "edge_threads": edge_threads, "cloud_threads": cloud_threads, "mb_per_thread": mb_per_thread,
             "payload_bytes": size_bytes, "repeats": repeats, "cores": cores,
+            # 1, 5 and 15 minute load averages before and after: a busy machine makes every figure here noisier
+            "load_average": m["load_average"],
             "service": {f"{t}_threads": {int(b): spread(s["wall"]) for b, s in samples.items()} for t, samples in m["by_threads"].items()},
             "cold_start": {"alone": spread([np.asarray(m["colds"])]), "together": {"count": len(together_s),
                            "mean_s": round(float(np.mean(together_s)), 4), "max_s": round(float(np.max(together_s)), 4),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import textwrap
 import time
 from pathlib import Path
 
@@ -100,9 +101,14 @@ def plot_cdfs(sim_dir: Path, live_dir: Path, path: Path) -> None:
         latency = np.sort(requests.loc[~requests["dropped"], "latency_s"].to_numpy())
         if len(latency):
             ax.plot(latency * 1000, np.arange(1, len(latency) + 1) / len(requests), style, label=name)
+    slo_s = json.loads((Path(sim_dir) / "summary.json").read_text()).get("slo_s")
+    if isinstance(slo_s, (int, float)) and math.isfinite(slo_s):
+        ax.axvline(slo_s * 1000, color="black", linestyle=":", linewidth=0.9, label=f"SLO {slo_s * 1000:g} ms")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("fraction of requests completed within")
-    ax.set_title("Latency CDF: simulated against live")
+    setup = sweep_caption([sim_dir, live_dir])
+    ax.set_title("\n".join(["Latency CDF: simulated against live, one run each (no spread)", *textwrap.wrap(setup, 90)]),
+                 fontsize=8, loc="left")  # fmt: skip
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -131,7 +137,8 @@ def compare_sweep(directory: Path | list[Path]) -> pd.DataFrame:
 
     ``directory``: one folder swept over ``backend=sim,live``, or several (a sim sweep and a live sweep).
     With several repeats (seeds) per side the means are compared; ``live_low``/``live_high``/``live_n`` are the
-    95% interval of the live mean over its repeats and ``live_spread`` its half-width relative to the live mean.
+    95% interval of the live mean over its repeats and ``live_spread`` its half-width relative to the live mean
+    (``sim_low``/``sim_high``: the simulated mean's).
     """
     from experiments.collect import collect, config_columns, config_text, keyed
     from experiments.stats import interval
@@ -159,7 +166,7 @@ def compare_sweep(directory: Path | list[Path]) -> pd.DataFrame:
             sim, live = interval(key, sim_values), interval(key, live_values)
             spread = live.half_width / abs(live.mean) if live.mean and math.isfinite(live.mean) else math.nan
             rows.append({"config": config, "metric": metric, "sim": sim.mean, "live": live.mean,
-                         "rel_error": _relative_error(sim.mean, live.mean), "sim_n": sim.n,
+                         "rel_error": _relative_error(sim.mean, live.mean), "sim_n": sim.n, "sim_low": sim.low, "sim_high": sim.high,
                          "live_low": live.low, "live_high": live.high, "live_n": live.n, "live_spread": spread})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -190,9 +197,17 @@ def report_sweep(directory: Path | list[Path], out: Path) -> pd.DataFrame:
         print("\nover all configurations:")
         print(errors.to_string())
     errors.to_csv(out / "errors.csv")
-    figures = plot_sweep(pairs, out / "sweep_errors", shown_metrics)
+    figures = plot_sweep(pairs, out / "sweep_errors", shown_metrics, setup=sweep_caption(directory))
     print(f"-> {out / 'pairs.csv'}, {out / 'errors.csv'}" + (f", {figures[0]}" if figures else ""))
     return errors
+
+
+def sweep_caption(directory: Path | list[Path]) -> str:
+    """What every run of a sim-vs-live comparison shares (``experiments.plot.caption``)."""
+    from experiments.collect import collect
+    from experiments.plot import caption
+
+    return caption(collect([directory] if isinstance(directory, (str, Path)) else list(directory)))
 
 
 def _error_cell(error: float, spread: float) -> str:
@@ -201,8 +216,9 @@ def _error_cell(error: float, spread: float) -> str:
     return f"{100 * error:+.1f}%" + (f" (±{100 * spread:.1f}%)" if math.isfinite(spread) else "")
 
 
-def plot_sweep(pairs: pd.DataFrame, path: Path, metrics: list[str]) -> list[Path]:
-    """Per metric, the relative error of every configuration, with the live spread as its error bar."""
+def plot_sweep(pairs: pd.DataFrame, path: Path, metrics: list[str], setup: str = "") -> list[Path]:
+    """Per metric, the relative error of every configuration, with the live spread as its error bar; ``setup``
+    (what every run shares, ``experiments.plot.caption``) under the title."""
     metrics = [m for m in metrics if m in set(pairs["metric"])]
     if not metrics:
         return []
@@ -220,7 +236,11 @@ def plot_sweep(pairs: pd.DataFrame, path: Path, metrics: list[str]) -> list[Path
         ax.grid(True, axis="x", alpha=0.3)
     axes[0][0].set_yticks(y, configs, fontsize=8)
     axes[0][0].invert_yaxis()
-    fig.suptitle("Simulator against live: relative error; bars: live run-to-run spread (95% interval of the live mean)", fontsize=10)
+    n = int(pairs["live_n"].max()) if "live_n" in pairs and len(pairs) else 1
+    title = "Simulator against live: relative error of the simulated mean; bars: live run-to-run spread (95% interval of the live mean"
+    title += f", {n} live runs)" if n > 1 else "; one live run: no spread)"
+    wrapped = textwrap.wrap(setup, width=int(45 * len(metrics))) if setup else []
+    fig.suptitle("\n".join([title, *wrapped]), fontsize=9, x=0.01, ha="left")
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path.with_suffix(".png"), path.with_suffix(".svg")]
     fig.tight_layout()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -111,27 +113,132 @@ def _run_groups(table: pd.DataFrame) -> list[list[str]]:
     return [list(group["run_dir"]) for _, group in keyed(table, keys).groupby(keys, dropna=False, sort=False)]
 
 
-def latency_cdf(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None = None) -> list[Path]:
-    """One CDF per configuration, its repeats' requests pooled."""
-    intervals = aggregate(table) if intervals is None else intervals
-    dims = _varying(intervals)
-    styles = series_styles(intervals[dims])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for style, runs, n in zip(styles, _run_groups(table), intervals["n"]):
-        requests = pd.concat([pd.read_parquet(Path(r) / "requests.parquet", columns=["latency_s", "dropped"]) for r in runs])
-        latency = np.sort(requests.loc[~requests["dropped"].astype(bool), "latency_s"].to_numpy())
-        if len(latency) == 0:
+def run_config_of(run_dir: Path | str) -> dict:
+    """A run's composed and resolved config (``config.yaml``), or {} where there is none."""
+    path = Path(run_dir) / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def setup_text(config: dict) -> str:
+    """The executors, links and arrivals of a run config in a few words: what a figure's runs ran on."""
+    cluster, workload = config.get("cluster") or {}, config.get("workload") or {}
+    executors = []
+    for name, executor in (cluster.get("executors") or {}).items():
+        kind = executor.get("kind", "?")
+        size = (f", {executor['slots']} slot{'s' if executor['slots'] != 1 else ''}" if executor.get("slots") else "") + (
+            f", up to {executor['max_instances']} instances" if executor.get("max_instances") else "")  # fmt: skip
+        executors.append(f"{name} ({kind}{size})" if name != kind or size else name)
+    links = [f"uplink to {name}" + (" (bandwidth trace)" if link.get("bandwidth_trace") else "")
+             for name, link in (cluster.get("links") or {}).items()]  # fmt: skip
+    sources = workload.get("sources") or {}
+    kinds = sorted({str((source.get("arrivals") or {}).get("kind", "?")) for source in sources.values()})
+    parts = []
+    if executors:
+        parts.append(", ".join(executors))
+    parts += links
+    if kinds:
+        parts.append(f"{len(sources)} source{'s' if len(sources) != 1 else ''}, {'/'.join(kinds)} arrivals")
+    return "; ".join(parts)
+
+
+def _constant(table: pd.DataFrame, column: str):
+    values = table[column].dropna().unique() if column in table else []
+    return values[0] if len(values) == 1 else None
+
+
+def caption(table: pd.DataFrame, intervals: pd.DataFrame | None = None) -> str:
+    """What every run of ``table`` shares: backend, study, set-up, requests per run, SLO, fixed overrides, repeats."""
+    backends = sorted(table["backend"].dropna().astype(str).unique()) if "backend" in table else []
+    words = {"sim": "simulated", "live": "live"}
+    parts = [" and ".join(words.get(b, b) for b in sorted(backends, key=lambda b: b != "sim"))]
+    name = _constant(table, "name")
+    if name not in (None, "run"):
+        parts.append(str(name))
+    setup = setup_text(run_config_of(table["run_dir"].iloc[0])) if "run_dir" in table and len(table) else ""
+    if setup:
+        parts.append(setup)
+    count, slo_s = _constant(table, "count"), _constant(table, "slo_s")
+    if count is not None:
+        parts.append(f"{int(count):,} requests per run")
+    if slo_s is not None:
+        parts.append(f"SLO {1000 * float(slo_s):g} ms")
+    shown = ("param.seed", "param.repeats", "param.backend", "param.name", "param.slo_s", "param.num_requests")
+    fixed = [c for c in table.columns if c.startswith("param.") and c not in shown and table[c].astype(str).nunique() == 1]
+    if fixed:
+        parts.append(config_text({c: table[c].iloc[0] for c in fixed}))
+    n = (intervals["n"] if intervals is not None else pd.Series([1])).astype(int)
+    if n.max() > 1:
+        parts.append(f"{n.min()} seeds per configuration" if n.min() == n.max() else f"{n.min()}-{n.max()} seeds per configuration")
+    return ", ".join(p for p in parts if p)
+
+
+def _headline(fig, what: str, text: str, width: int = 150) -> None:
+    """The figure's title: what it shows, then the configuration its runs share (wrapped)."""
+    lines = textwrap.wrap(text, width=width) if text else []
+    fig.suptitle("\n".join([what, *lines]), fontsize=9, x=0.01, ha="left")
+
+
+def _slo_lines(ax, table: pd.DataFrame, *, vertical: bool, scale: float = 1000.0) -> None:
+    """Dashed lines at the runs' SLO(s), labelled (latency axes in ms)."""
+    slos = sorted(table["slo_s"].dropna().astype(float).unique()) if "slo_s" in table else []
+    for slo_s in slos:
+        if not math.isfinite(slo_s):
             continue
-        # dropped requests never complete: the CDF tops out at the completed fraction
-        fraction = np.arange(1, len(latency) + 1) / len(requests)
+        value = slo_s * scale
+        if vertical:
+            ax.axvline(value, color="black", linestyle="--", linewidth=0.9)
+            ax.text(value, 0.99, f"SLO {slo_s * 1000:g} ms ", rotation=90, fontsize=7, va="top", ha="right",
+                    transform=ax.get_xaxis_transform())  # fmt: skip
+        else:
+            ax.axhline(value, color="black", linestyle="--", linewidth=0.9)
+            ax.text(0.42, value, f"SLO {slo_s * 1000:g} ms", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", ha="center")
+
+
+def _cdf_styles(intervals: pd.DataFrame) -> list[dict]:
+    """Per configuration: a colour per configuration apart from the backend, a line style per backend (sim solid, live
+    dashed), and a label that names both."""
+    dims = _varying(intervals)
+    backend = "param.backend" if "param.backend" in dims else ("backend" if "backend" in dims else None)
+    if "param.backend" in dims and "backend" in dims:
+        dims.remove("backend")
+    others = [d for d in dims if d != backend]
+    styles = series_styles(intervals[others].drop_duplicates()) if others else [{"color": "tab:blue", "label": ""}]
+    by_config = {tuple(row.astype(str)): style for (_, row), style in zip(intervals[others].drop_duplicates().iterrows(), styles)}
+    result = []
+    for _, row in intervals.iterrows():
+        style = dict(by_config.get(tuple(row[others].astype(str)), styles[0]))
+        if backend is not None:
+            which = str(row[backend])
+            style["linestyle"] = "-" if which == "sim" else "--"
+            if not others:  # nothing but the backend tells the curves apart: a colour each too
+                style["color"] = "tab:blue" if which == "sim" else "tab:orange"
+            style["label"] = f"{which}: {style['label']}" if style["label"] else which
+        style["label"] = style["label"] or "all runs"
+        result.append(style)
+    return result
+
+
+def latency_cdf(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None = None) -> list[Path]:
+    """One CDF per configuration, its repeats' requests pooled; the SLO marked."""
+    intervals = aggregate(table) if intervals is None else intervals
+    styles = _cdf_styles(intervals)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for style, runs, n in zip(styles, _run_groups(table), intervals["n"]):
+        frames = [pd.read_parquet(Path(r) / "requests.parquet", columns=["latency_s", "dropped"]) for r in runs]
         label = style["label"] + (f" (n={n})" if n > 1 and intervals["n"].nunique() > 1 else "")
-        ax.plot(latency * 1000, fraction, color=style["color"], linestyle=style["linestyle"], linewidth=1.3, label=label)
+        for requests, width, alpha, name in [(pd.concat(frames), 1.3, 1.0, label)] + [(f, 0.6, 0.35, None) for f in frames if len(frames) > 1]:
+            latency = np.sort(requests.loc[~requests["dropped"].astype(bool), "latency_s"].to_numpy())
+            if len(latency):  # dropped requests never complete: the CDF tops out at the completed fraction
+                ax.plot(latency * 1000, np.arange(1, len(latency) + 1) / len(requests), color=style["color"],
+                        linestyle=style.get("linestyle", "-"), linewidth=width, alpha=alpha, label=name)  # fmt: skip
+    _slo_lines(ax, table, vertical=True)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of requests completed within")
     repeated = int(intervals["n"].max()) > 1
     pooled = f"n={int(intervals['n'].iloc[0])}" if intervals["n"].nunique() == 1 else "n"
-    ax.set_title("Latency CDF per configuration" + (f" (requests of its {pooled} repeats pooled)" if repeated else ""), fontsize=10)
+    _headline(fig, "Latency CDF per configuration" + (f" (requests of its {pooled} repeats pooled; thin: each repeat)" if repeated else "")
+              + "; a curve ends below 1 by the share dropped", caption(table, intervals), width=110)  # fmt: skip
     ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
     _legend_beside(fig, ax)
@@ -191,12 +298,21 @@ def against_load(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None 
         ax.set_ylabel(ylabel)
         ax.set_title(ylabel.split(" (")[0] + " against load", fontsize=10)
         ax.grid(True, which="both" if log else "major", alpha=0.3)
+    _note_zero_cost(flat[4], intervals)
     legend_ax = flat[-1]
     legend_ax.axis("off")
     handles, labels = flat[0].get_legend_handles_labels()
     legend_ax.legend(handles, labels, loc="center left", fontsize=7, frameon=False, ncol=1 if len(labels) <= 14 else 2,
                      title=_interval_note(intervals), title_fontsize=7)  # fmt: skip
+    _headline(fig, "Latency, SLO attainment and cost against the arrival rate", caption(table, intervals), width=170)
     return _save(fig, out, "load")
+
+
+def _note_zero_cost(ax, intervals: pd.DataFrame) -> None:
+    """Say so where every run cost nothing (edge devices only, or no price), instead of a bare line at 0."""
+    if "cost_per_1k.mean" in intervals and (intervals["cost_per_1k.mean"].fillna(0) == 0).all():
+        ax.text(0.5, 0.5, "every run cost 0 USD\n(no priced executor was used)", transform=ax.transAxes, ha="center",
+                va="center", fontsize=8, color="dimgrey")  # fmt: skip
 
 
 def _pareto(points: pd.DataFrame) -> pd.DataFrame:
@@ -244,10 +360,12 @@ def slo_cost(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None = No
                     + ("\n(line: a policy's Pareto front, where it has two or more points)" if fronts else ""), fontsize=10)  # fmt: skip
     for ax in (attain, by_slo, front):
         ax.grid(True, alpha=0.3)
+    _note_zero_cost(by_slo, intervals)
     legend_ax.axis("off")
     handles, labels = attain.get_legend_handles_labels()
     legend_ax.legend(handles, labels, loc="center left", fontsize=7, frameon=False, ncol=1 if len(labels) <= 14 else 2,
                      title=_interval_note(intervals).replace("band:", "bands and error bars:"), title_fontsize=7)  # fmt: skip
+    _headline(fig, "SLO attainment and cost against the SLO", caption(table, intervals), width=140)
     return _save(fig, out, "slo_cost")
 
 
@@ -266,45 +384,63 @@ def _bandwidth_traces(run_dir: Path) -> dict[str, tuple[np.ndarray, float]]:
     return traces
 
 
+def _replan_marks(plans: pd.DataFrame, axes, legend_ax) -> None:
+    """A vertical line per re-plan on every panel (red: changepoint-triggered), and their counts in a legend."""
+    if not len(plans) or "at_s" not in plans:
+        return
+    changepoint = (plans["trigger"] == "changepoint").to_numpy() if "trigger" in plans else np.zeros(len(plans), bool)
+    for at_s, is_changepoint in zip(plans["at_s"], changepoint):
+        for ax in axes:
+            ax.axvline(at_s, color="tab:red" if is_changepoint else "tab:purple", alpha=0.35, linewidth=0.8, linestyle=":")
+    # a legend entry only for the kinds of re-plan this run has
+    if (~changepoint).any():
+        legend_ax.plot([], [], color="tab:purple", linestyle=":", label=f"re-plan, periodic or initial ({int((~changepoint).sum())})")
+    if changepoint.any():
+        legend_ax.plot([], [], color="tab:red", linestyle=":", label=f"re-plan, changepoint ({int(changepoint.sum())})")
+
+
 def timeline(run_dir: Path, out: Path, name: str, description: str | None = None) -> list[Path]:
-    """One run over time; ``description`` (its configuration and seed) heads the figure, else the run's folder."""
+    """One run over time: arrivals, the uplink's bandwidth (where the run has a link), batch sizes, re-plans.
+
+    ``description`` (its configuration and seed) heads the figure with the run's set-up."""
     requests = pd.read_parquet(run_dir / "requests.parquet", columns=["arrival_s"])
     batches = pd.read_parquet(run_dir / "batches.parquet")
     plans_path = run_dir / "plans.parquet"
     plans = pd.read_parquet(plans_path) if plans_path.exists() else pd.DataFrame()
     end_s = float(np.ceil(requests["arrival_s"].max() or 1.0))
-    fig, (rate_ax, bw_ax, batch_ax) = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    traces = _bandwidth_traces(run_dir)
+    if traces:
+        fig, (rate_ax, bw_ax, batch_ax) = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    else:  # no link: no bandwidth to show
+        fig, (rate_ax, batch_ax) = plt.subplots(2, 1, figsize=(11, 5.8), sharex=True)
+        bw_ax = None
     counts, edges = np.histogram(requests["arrival_s"], bins=np.arange(0, end_s + 1.0, 1.0))
-    rate_ax.step(edges[:-1], counts, where="post")
+    rate_ax.stairs(counts, edges, label="arrivals per second")
     rate_ax.set_ylabel("arrival rate (req/s)")
     rate_ax.set_ylim(bottom=0)
-    what = description or f"{run_dir.parent.name}/{run_dir.name}"
-    rate_ax.set_title(f"One run ({what}): arrivals, uplink, batches and re-plans", fontsize=10)
-    for link, (samples, _) in _bandwidth_traces(run_dir).items():
+    for link, (samples, _) in traces.items():
         seconds = np.arange(0, int(end_s) + 1)
-        bw_ax.step(seconds, samples[seconds % len(samples)], where="post", label=f"uplink to {link}")
-    bw_ax.set_ylabel("bandwidth (MB/s)")
-    if bw_ax.get_legend_handles_labels()[0]:
-        bw_ax.legend(fontsize=7)
+        bw_ax.step(seconds, samples[seconds % len(samples)], where="post", label=f"uplink to {link} (from the run's bandwidth trace)")
+        bw_ax.set_ylabel("bandwidth (MB/s)")
+        bw_ax.set_ylim(bottom=0)
+        bw_ax.legend(fontsize=7, loc="best")
     for executor, group in batches.groupby("executor", observed=True):
         batch_ax.scatter(group["start_s"], group["size"], s=4, alpha=0.5, label=str(executor))
     batch_ax.set_ylabel("batch size (requests)")
+    batch_ax.set_ylim(bottom=0, top=max(2, int(batches["size"].max()) + 1) if len(batches) else 2)
     batch_ax.set_xlabel("time since start (s)")
     if len(batches):
-        batch_ax.legend(fontsize=7, markerscale=3)
-    if len(plans) and "at_s" in plans:
-        changepoint = (plans["trigger"] == "changepoint").to_numpy() if "trigger" in plans else np.zeros(len(plans), bool)
-        for at_s, is_changepoint in zip(plans["at_s"], changepoint):
-            for ax in (rate_ax, bw_ax, batch_ax):
-                ax.axvline(at_s, color="tab:red" if is_changepoint else "tab:grey", alpha=0.25, linewidth=0.8)
-        # a legend entry only for the kinds of re-plan this run has
-        if (~changepoint).any():
-            rate_ax.plot([], [], color="tab:grey", label=f"re-plan, periodic or initial ({int((~changepoint).sum())})")
-        if changepoint.any():
-            rate_ax.plot([], [], color="tab:red", label=f"re-plan, changepoint ({int(changepoint.sum())})")
-        rate_ax.legend(fontsize=7, loc="lower left")
-    for ax in (rate_ax, bw_ax, batch_ax):
+        batch_ax.legend(fontsize=7, markerscale=3, title="executor", title_fontsize=7, loc="upper right")
+    panels = [ax for ax in (rate_ax, bw_ax, batch_ax) if ax is not None]
+    _replan_marks(plans, panels, rate_ax)
+    rate_ax.legend(fontsize=7, loc="lower left")
+    for ax in panels:
         ax.grid(True, alpha=0.3)
+    config = run_config_of(run_dir)
+    what = "One run over time: arrivals, " + ("the uplink's bandwidth, " if traces else "") + "batch sizes and re-plans"
+    setup = ", ".join(p for p in (description or f"{run_dir.parent.name}/{run_dir.name}", setup_text(config),
+                                  "no uplink in this set-up" if not traces else "") if p)  # fmt: skip
+    _headline(fig, what, setup, width=150)
     return _save(fig, out, f"timeline_{name}")
 
 
@@ -325,7 +461,9 @@ def plot_all(directories, out: Path, timelines: int = 4) -> list[Path]:
     written += slo_cost(table, out, intervals)
     for index, run in enumerate(table.head(timelines).itertuples()):
         label = ", ".join(part for part in str(run.label).split(", ") if not part.startswith("repeats="))
-        description = ", ".join(part for part in (label, _seed_text(run.seed)) if part)
+        backend = {"sim": "simulated", "live": "live"}.get(str(getattr(run, "backend", "")), "")
+        slo = f"SLO {1000 * float(run.slo_s):g} ms" if "slo_s" in table and pd.notna(run.slo_s) else ""
+        description = ", ".join(part for part in (backend, label, _seed_text(run.seed), slo) if part)
         written += timeline(Path(run.run_dir), out, f"{index}_{Path(run.run_dir).name}", description)
     return written
 

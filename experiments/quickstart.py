@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import time
 from pathlib import Path
@@ -169,6 +170,9 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--recalibrate", action="store_true", help="calibrate even if a calibration exists")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    # the runs' progress (a bar on a terminal, else a line every 5 s; experiments.progress): the rest is printed here
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("edgebatch.progress").setLevel(logging.INFO)
     started = time.perf_counter()
     out = args.out or RESULTS_DIR / "quickstart" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)

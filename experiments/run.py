@@ -33,6 +33,7 @@ import experiments.schema  # noqa: F401  (registers the structured schema)
 from experiments.errors import config_error_lines, exit_on_config_error
 from experiments.progress import RunProgress, live_snapshot
 from experiments.schema import check_known_keys
+from experiments.sweeper import SWEEP_SIZE_ENV
 from experiments.sweeper import TARGET as CHECKED_SWEEPER
 from experiments.sweeper import register_sweeper, with_seed
 from live.wire.broker import BrokerError  # stdlib only at import: no Pulsar needed to run the simulator
@@ -184,6 +185,14 @@ def _extra(cfg: DictConfig, backend: str) -> dict:
             **OmegaConf.to_container(cfg.tags, resolve=True)}  # fmt: skip
 
 
+def _job_of_sweep() -> str:
+    """`` job k of N`` in a checked sweep (its progress, one line per job), else nothing."""
+    total = os.environ.get(SWEEP_SIZE_ENV)
+    if not total or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    return f" job {int(HydraConfig.get().job.num) + 1} of {total}:"
+
+
 def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float:
     try:
         summary = run_config(cfg, out_dir)
@@ -191,7 +200,7 @@ def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float:
         write_error(out_dir, error, overrides)
         raise
     log.info(
-        f"[{cfg.name}] {summary['completed']}/{summary['count']} completed, p50 {summary['latency_p50_s']:.4f} s, "
+        f"[{cfg.name}]{_job_of_sweep()} {summary['completed']}/{summary['count']} completed, p50 {summary['latency_p50_s']:.4f} s, "
         f"p95 {summary['latency_p95_s']:.4f} s, SLO {summary['slo_attainment']:.3f}, cost {summary['total_cost']:.6f}"
         f" -> {out_dir}"
     )

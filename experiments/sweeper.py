@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -35,7 +36,10 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-__all__ = ["CheckedSweeper", "TARGET", "register_sweeper", "with_seed"]
+__all__ = ["CheckedSweeper", "SWEEP_SIZE_ENV", "TARGET", "register_sweeper", "with_seed"]
+
+#: the number of jobs of the sweep under way (set by the sweeper before the first job starts)
+SWEEP_SIZE_ENV = "EDGEBATCH_SWEEP_JOBS"
 
 #: ``_target_`` of ``conf/hydra/sweeper/checked.yaml``
 TARGET = "hydra_plugins.edgebatch.CheckedSweeper"
@@ -91,6 +95,7 @@ class CheckedSweeper(BasicSweeper):
             exit_on_config_error([bad[0], f"error: {len(bad)} bad job config(s) ({first}) in a sweep of {len(points)} "
                                           "configuration(s); nothing was run"])  # fmt: skip
         log.info(f"Checked the configs of {len(jobs)} jobs in {time.perf_counter() - tic:.1f} s")
+        os.environ[SWEEP_SIZE_ENV] = str(len(jobs))  # each job says "job k of N" (launchers' workers inherit it)
         self.overrides = list(self.split_overrides_to_chunks(jobs, self.max_batch_size))
         self.batch_index = 0
         sweep_dir = Path(self.config.hydra.sweep.dir)

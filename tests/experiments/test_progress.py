@@ -105,3 +105,11 @@ def test_the_live_sink_writes_its_progress_for_the_harness(tmp_path):
     state.recorder.dropped(1, "queue_full")
     ProgressFile(tmp_path / "stats" / "progress.json", state).maybe_write()
     assert live_snapshot(tmp_path)()[:2] == (0, 1)
+
+
+def test_a_sweep_says_which_job_of_how_many_is_done(tmp_path):
+    done = run_cli("--multirun", "rate_rps=20,40,60", "num_requests=100", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for k in (1, 2, 3):
+        assert f"[run] job {k} of 3: 100/100 completed" in done.stdout
+    assert "job 1 of 3" in (tmp_path / "sweep" / "0" / "run.log").read_text()

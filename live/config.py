@@ -8,6 +8,8 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
       model: mlp                      # default PyTorch model of every executor (live.models)
       executors:                      # per executor, all optional
         edge: {model: cnn, threads: 1, replicas: 2}       # a server: worker processes
+                                                          # (external: [names] of workers run by someone else,
+                                                          # which the run waits for; replicas may then be 0)
         lambda: {threads: null, mb_per_thread: 1024}      # a serverless pool
       timeout_s: 120                  # the run's own time limit, from its start
       startup_timeout_s: 60           # for every role to connect and say it is ready
@@ -92,7 +94,7 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "stall_detection": {},
 }
 _BROKER_KEYS = ("url", "auth_token", "tls_trust_certs_file", "keep_data")
-_SERVER_KEYS = ("model", "threads", "replicas")
+_SERVER_KEYS = ("model", "threads", "replicas", "external")
 _SERVERLESS_KEYS = ("model", "threads", "mb_per_thread")
 
 
@@ -144,6 +146,8 @@ class ExecutorSettings:
     serverless: bool
     #: serverless: MB of memory per thread when ``threads`` is not set (0: threads is fixed)
     mb_per_thread: float = 0.0
+    #: names of workers of this executor that someone else runs (docs/PROTOCOL.md): the run waits for their ready
+    external: tuple[str, ...] = ()
 
     def threads_for(self, memory_mb: int | None) -> int:
         """Threads of an instance of ``memory_mb`` (``threads`` unless it follows memory)."""
@@ -249,9 +253,11 @@ def live_settings(run: RunSpec) -> LiveSettings:
                 mb_per_thread = 0.0
             replicas = 0
         else:
-            replicas = check_int_at_least(f"{where}.replicas", entry.get("replicas", spec.slots), 1)
+            external = _external(f"{where}.external", entry.get("external"))
+            replicas = check_int_at_least(f"{where}.replicas", entry.get("replicas", 0 if external else spec.slots), 0 if external else 1)
         threads = check_int_at_least(f"{where}.threads", 1 if threads is None else threads, 1)
-        executors[name] = ExecutorSettings(name, spec.kind, exec_model, threads, replicas, serverless, mb_per_thread)
+        executors[name] = ExecutorSettings(name, spec.kind, exec_model, threads, replicas, serverless, mb_per_thread,
+                                           () if serverless else external)  # fmt: skip
     telemetry = merged["telemetry_period_s"]
     if telemetry is None:
         telemetry = run.sim.telemetry_period_s
@@ -300,6 +306,14 @@ def _stall_detection(raw) -> StallDetection | None:
     if "window" in raw:
         values["window"] = check_int_at_least("live.stall_detection.window", raw["window"], 1)
     return StallDetection(**values)
+
+
+def _external(where: str, value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v and "/" not in v for v in value):
+        raise ConfigError(where, value, "a list of worker names (non-empty, no '/')")
+    return tuple(value)
 
 
 def _limits(raw: dict) -> WireLimits:

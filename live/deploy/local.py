@@ -298,10 +298,12 @@ class _LocalRun:
 
         timeout_s = self.settings.startup_timeout_s
         try:
-            wait_ready(ready, {p.name for p in self.supervisor.procs}, timeout_s, check=check, stop=interrupts, reject=reject)
+            external = {name for e in self.settings.executors.values() for name in e.external}  # run by someone else
+            wait_ready(ready, {p.name for p in self.supervisor.procs} | external, timeout_s, check=check, stop=interrupts, reject=reject)
         except StartError as error:
-            raise LiveRunError(f"roles not ready after {timeout_s:.0f}s: {', '.join(error.missing)}; "
-                               f"{self.supervisor.get(error.missing[0]).log_path}") from None  # fmt: skip
+            first = sorted(error.missing)[0]
+            where = "an external worker (live.executors.*.external)" if first in external else self.supervisor.get(first).log_path
+            raise LiveRunError(f"roles not ready after {timeout_s:.0f}s: {', '.join(sorted(error.missing))}; {where}") from None
 
     def _start_clock(self) -> float:
         """Send the start, write ``run.json`` and start the ``on_start`` hook; return the epoch."""

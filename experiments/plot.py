@@ -5,7 +5,13 @@ Draws, as PNG and SVG:
 - ``latency_cdf``: latency CDF of every configuration (its repeats' requests pooled);
 - ``load``: p50/p95/p99 latency, SLO attainment and cost per 1,000 requests against arrival rate, per policy;
 - ``slo_cost``: SLO attainment and cost against SLO, and cost against SLO attainment with each policy's Pareto front;
-- ``timeline_<run>``: arrival rate, link bandwidth, batch sizes per executor, plans and re-plans over time.
+- ``timeline_<run>``: arrival rate, link bandwidth (where the run has a link), batch sizes per executor and
+  re-plan marks over time.
+
+Every figure is headed by what it shows and what its runs share (``caption``:
+backend, study, set-up, requests per run, SLO, fixed overrides, seeds); SLO
+lines mark the latency axes; simulated and live series differ in line style
+(and colour) and say which they are in the legend.
 
 Points are means over a configuration's repeats (seeds); bands and error
 bars are their 95% intervals (``experiments.collect.aggregate``). Each
@@ -415,7 +421,7 @@ def timeline(run_dir: Path, out: Path, name: str, description: str | None = None
         fig, (rate_ax, batch_ax) = plt.subplots(2, 1, figsize=(11, 5.8), sharex=True)
         bw_ax = None
     counts, edges = np.histogram(requests["arrival_s"], bins=np.arange(0, end_s + 1.0, 1.0))
-    rate_ax.stairs(counts, edges, label="arrivals per second")
+    rate_ax.stairs(counts, edges, baseline=None, label="arrivals per second")
     rate_ax.set_ylabel("arrival rate (req/s)")
     rate_ax.set_ylim(bottom=0)
     for link, (samples, _) in traces.items():

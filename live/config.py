@@ -231,49 +231,16 @@ def live_settings(run: RunSpec) -> LiveSettings:
     for name in per_executor:
         if name not in cluster.executors:
             raise ConfigError(f"live.executors.{name}", name, "an executor of the cluster: " + ", ".join(cluster.executors))
-    cores = os.cpu_count() or 1
-    executors = {}
-    for name, spec in cluster.executors.items():
-        where = f"live.executors.{name}"
-        entry = _mapping(where, per_executor.get(name))
-        serverless = isinstance(spec, ServerlessSpec)
-        allowed = _SERVERLESS_KEYS if serverless else _SERVER_KEYS
-        extra = set(entry) - set(allowed)
-        if extra:
-            key = sorted(extra)[0]
-            raise ConfigError(f"{where}.{key}", entry[key], f"one of {', '.join(allowed)} for a {spec.kind} executor")
-        exec_model = _model_name(f"{where}.model", entry.get("model", model))
-        threads = entry.get("threads")
-        mb_per_thread = 0.0
-        if serverless:
-            mb_per_thread = check_positive(f"{where}.mb_per_thread", entry.get("mb_per_thread", 1024))
-            if threads is None:
-                threads = max(1, min(cores, int(spec.memory_mb // mb_per_thread)))
-            else:
-                mb_per_thread = 0.0
-            replicas = 0
-        else:
-            external = _external(f"{where}.external", entry.get("external"))
-            replicas = check_int_at_least(f"{where}.replicas", entry.get("replicas", 0 if external else spec.slots), 0 if external else 1)
-        threads = check_int_at_least(f"{where}.threads", 1 if threads is None else threads, 1)
-        executors[name] = ExecutorSettings(name, spec.kind, exec_model, threads, replicas, serverless, mb_per_thread,
-                                           () if serverless else external)  # fmt: skip
+    executors = {name: _executor_settings(name, spec, _mapping(f"live.executors.{name}", per_executor.get(name)), model)
+                 for name, spec in cluster.executors.items()}  # fmt: skip
     telemetry = merged["telemetry_period_s"]
     if telemetry is None:
         telemetry = run.sim.telemetry_period_s
     else:
         telemetry = check_positive("live.telemetry_period_s", telemetry)
-    emulate = merged["emulate_links"]
-    if not isinstance(emulate, bool):
-        raise ConfigError("live.emulate_links", emulate, "true or false")
-    event_log = merged["event_log"]
-    if not isinstance(event_log, bool):
-        raise ConfigError("live.event_log", event_log, "true or false")
-    keep_data = broker.get("keep_data", False)
-    if not isinstance(keep_data, bool):
-        raise ConfigError("live.broker.keep_data", keep_data, "true or false")
-    if not isinstance(merged["authenticate"], bool):
-        raise ConfigError("live.authenticate", merged["authenticate"], "true or false")
+    emulate = _flag("live.emulate_links", merged["emulate_links"])
+    event_log = _flag("live.event_log", merged["event_log"])
+    keep_data = _flag("live.broker.keep_data", broker.get("keep_data", False))
     return LiveSettings(
         broker_url=url,
         auth_token=_optional_str("live.broker.auth_token", broker.get("auth_token")),
@@ -288,10 +255,42 @@ def live_settings(run: RunSpec) -> LiveSettings:
         max_restarts=check_int_at_least("live.max_restarts", merged["max_restarts"], 0),
         redeliver_after_s=None if merged["redeliver_after_s"] is None else _positive_or_null("live.redeliver_after_s", merged["redeliver_after_s"]),
         keep_broker_data=keep_data,
-        authenticate=merged["authenticate"],
+        authenticate=_flag("live.authenticate", merged["authenticate"]),
         limits=_limits(_mapping("live.limits", merged["limits"])),
         stall_detection=_stall_detection(merged["stall_detection"]),
     )
+
+
+def _flag(where: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(where, value, "true or false")
+    return value
+
+
+def _executor_settings(name: str, spec, entry: dict, model: str) -> ExecutorSettings:
+    """How executor ``name`` runs live, from its ``live.executors.<name>`` entry."""
+    where = f"live.executors.{name}"
+    serverless = isinstance(spec, ServerlessSpec)
+    allowed = _SERVERLESS_KEYS if serverless else _SERVER_KEYS
+    extra = set(entry) - set(allowed)
+    if extra:
+        key = sorted(extra)[0]
+        raise ConfigError(f"{where}.{key}", entry[key], f"one of {', '.join(allowed)} for a {spec.kind} executor")
+    exec_model = _model_name(f"{where}.model", entry.get("model", model))
+    threads = entry.get("threads")
+    mb_per_thread, external = 0.0, ()
+    if serverless:
+        mb_per_thread = check_positive(f"{where}.mb_per_thread", entry.get("mb_per_thread", 1024))
+        if threads is None:
+            threads = max(1, min(os.cpu_count() or 1, int(spec.memory_mb // mb_per_thread)))
+        else:
+            mb_per_thread = 0.0
+        replicas = 0
+    else:
+        external = _external(f"{where}.external", entry.get("external"))
+        replicas = check_int_at_least(f"{where}.replicas", entry.get("replicas", 0 if external else spec.slots), 0 if external else 1)
+    threads = check_int_at_least(f"{where}.threads", 1 if threads is None else threads, 1)
+    return ExecutorSettings(name, spec.kind, exec_model, threads, replicas, serverless, mb_per_thread, external)
 
 
 def _stall_detection(raw) -> StallDetection | None:

@@ -7,22 +7,24 @@ files). That works for any parent, in any thread, with no polling.
 
 - ``watch(on_cut)``: in a Python child (a role), a daemon thread that calls
   ``on_cut()`` when its standard input reaches end-of-file.
-- ``python -m live.deploy.lifeline -- CMD ...``: runs a program that cannot
-  watch a pipe itself (the pulsar-lite binary) under a small wrapper that
-  does: the wrapper forwards SIGTERM and SIGINT to it, stops it when the
-  lifeline is cut, and exits with its status.
+- ``python -m live.deploy.lifeline [--remove DIR] -- CMD ...``: runs a program
+  that cannot watch a pipe itself (the pulsar-lite binary) under a small
+  wrapper that does: the wrapper forwards SIGTERM and SIGINT to it, stops it
+  when the lifeline is cut (and then removes ``DIR``, the broker's temporary
+  data, which no one else is left to remove), and exits with its status.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 
-__all__ = ["watch", "wrap", "main"]
+__all__ = ["watch", "main"]
 
 #: what the wrapper allows a program to take to stop after SIGTERM, before SIGKILL
 _STOP_GRACE_S = 5.0
@@ -45,11 +47,6 @@ def watch(on_cut: Callable[[], None], stream=None) -> threading.Thread:
     return thread
 
 
-def wrap(command: list[str]) -> list[str]:
-    """``command`` run under the wrapper (its standard input is then the lifeline)."""
-    return [sys.executable, "-m", "live.deploy.lifeline", "--", *command]
-
-
 def _stop(child: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     if child.poll() is None:
         try:
@@ -63,20 +60,23 @@ def _stop(child: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    remove = None
+    if argv[:1] == ["--remove"] and len(argv) > 1:
+        remove, argv = argv[1], argv[2:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        print("usage: python -m live.deploy.lifeline -- CMD [ARG...]", file=sys.stderr)
+        print("usage: python -m live.deploy.lifeline [--remove DIR] -- CMD [ARG...]", file=sys.stderr)
         return 2
     child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)  # output: the wrapper's own (a log file)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: threading.Thread(target=_stop, args=(child, signum), daemon=True).start())
-    watch(lambda: _stop(child))
-    while True:
-        try:
-            return child.wait()
-        except InterruptedError:
-            continue
+    cut = threading.Event()
+    watch(lambda: (cut.set(), _stop(child)))
+    status = child.wait()
+    if cut.is_set() and remove:  # orphaned: its starter cannot clean up any more
+        shutil.rmtree(remove, ignore_errors=True)
+    return status
 
 
 if __name__ == "__main__":

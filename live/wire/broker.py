@@ -219,7 +219,7 @@ class EmbeddedBroker:
         ]
         # under a lifeline wrapper: the broker ends when the process that started it dies, by SIGKILL too
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "live.deploy.lifeline", "--", *cmd],
+            [sys.executable, "-m", "live.deploy.lifeline", *(() if self.keep_data else ("--remove", str(self.data_path.parent))), "--", *cmd],
             env=env,
             stdin=subprocess.PIPE,
             stdout=self._log_file,

@@ -463,6 +463,10 @@ def test_a_sigkilled_orchestrator_leaves_no_process_behind(tmp_path):
         assert _leftovers(out) == [], subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(_leftovers(out))],
                                                      capture_output=True, text=True).stdout  # fmt: skip
         assert [pid for pid in running["pids"].values() if _alive(pid)] == []
+        # and the broker's temporary data went with it (its starter could not remove it any more)
+        db_path = next(line for line in (out / "broker" / "pulsar-lite.toml").read_text().splitlines() if line.startswith("db_path"))
+        data_root = Path(db_path.split('"')[1]).parent
+        assert data_root.name.startswith("edgebatch-broker-data-") and not data_root.exists()
     finally:
         if proc.poll() is None:
             proc.kill()

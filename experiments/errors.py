@@ -47,14 +47,17 @@ def _override_value(full_key: str, overrides: Sequence[str]) -> Any:
 def _unknown_key(cause: ConfigKeyError | ConfigAttributeError, overrides: Sequence[str]) -> ConfigError:
     full_key = str(cause.full_key)
     kind = cause.object_type
-    if dataclasses.is_dataclass(kind):
-        known, owner = [f.name for f in dataclasses.fields(kind)], kind.__name__
-    else:  # an open mapping: its keys so far
-        parent = cause.parent_node
-        known, owner = [str(k) for k in parent.keys()] if parent is not None else [], full_key.rpartition(".")[0] or "the config"
+    value = _override_value(full_key, overrides)
     key = full_key.rpartition(".")[2]
-    allowed = f"not a setting of {owner}" + (", whose keys are " + ", ".join(known) if known else "")
-    return ConfigError(full_key, _override_value(full_key, overrides), allowed, choices=known, near=key)
+    if dataclasses.is_dataclass(kind):
+        known = [f.name for f in dataclasses.fields(kind)]
+        allowed = f"not a setting of {kind.__name__}, whose keys are " + ", ".join(known)
+        return ConfigError(full_key, value, allowed, choices=known, near=key)
+    # an open mapping (a policy's parameters, live.executors): its keys so far; a new one is added with +
+    parent = cause.parent_node
+    known, owner = [str(k) for k in parent.keys()] if parent is not None else [], full_key.rpartition(".")[0] or "the config"
+    allowed = f"not a key of {owner}" + (" (" + ", ".join(known) + ")" if known else "") + f"; a new key: +{full_key}=..."
+    return ConfigError(full_key, value, allowed, choices=known, near=key)
 
 
 def _omegaconf_error(cause: OmegaConfBaseException, overrides: Sequence[str]) -> ConfigError | None:

@@ -8,6 +8,7 @@ those are checked against the class's signature before the run starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from spec.validation import ConfigError
 
 __all__ = ["ExperimentConf", "register_schema", "check_known_keys"]
 
-_BROKER = LIVE_DEFAULTS["broker"]
 
 
 @dataclass
@@ -109,33 +109,41 @@ class BackendConf:
     kind: str = "sim"
 
 
-@dataclass
-class BrokerConf:
-    """The live run's broker (``url: null``: an embedded pulsar-lite on a free local port)."""
+def _field_type(value: Any) -> Any:
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return Optional[int]
+    if isinstance(value, float):
+        return Optional[float]
+    if isinstance(value, str):
+        return str
+    return Any  # a null default: whatever the live harness accepts there
 
-    url: Optional[str] = _BROKER["url"]
-    auth_token: Optional[str] = _BROKER["auth_token"]
-    tls_trust_certs_file: Optional[str] = _BROKER["tls_trust_certs_file"]
-    keep_data: bool = _BROKER["keep_data"]
+
+def _from_defaults(name: str, defaults: Dict[str, Any], doc: str, nested: Dict[str, type] | None = None) -> type:
+    """A structured-config class with a field per key of ``defaults`` (their values the defaults), so that the
+    schema follows ``live.config.LIVE_DEFAULTS`` as it grows: every key it knows is settable without ``+``."""
+    nested = nested or {}
+    fields = []
+    for key, value in defaults.items():
+        if key in nested:
+            fields.append((key, nested[key], field(default_factory=nested[key])))
+        elif isinstance(value, (dict, list)):
+            fields.append((key, Dict[str, Any] if isinstance(value, dict) else List[Any], field(default_factory=lambda v=value: copy.deepcopy(v))))
+        else:
+            fields.append((key, _field_type(value), field(default=value)))
+    made = dataclasses.make_dataclass(name, fields)
+    made.__doc__ = doc
+    made.__module__ = __name__
+    return made
 
 
-@dataclass
-class LiveConf:
-    """The live harness's section (``live.config``, whose defaults these are); the simulator ignores it."""
-
-    broker: BrokerConf = field(default_factory=BrokerConf)
-    model: str = LIVE_DEFAULTS["model"]
-    executors: Dict[str, Any] = field(default_factory=dict)
-    timeout_s: Optional[float] = LIVE_DEFAULTS["timeout_s"]
-    startup_timeout_s: Optional[float] = LIVE_DEFAULTS["startup_timeout_s"]
-    emulate_links: bool = LIVE_DEFAULTS["emulate_links"]
-    telemetry_period_s: Optional[float] = LIVE_DEFAULTS["telemetry_period_s"]
-    event_log: bool = LIVE_DEFAULTS["event_log"]
-    max_restarts: int = LIVE_DEFAULTS["max_restarts"]
-    redeliver_after_s: Optional[float] = LIVE_DEFAULTS["redeliver_after_s"]
-    authenticate: bool = LIVE_DEFAULTS["authenticate"]
-    limits: Dict[str, Any] = field(default_factory=dict)
-    stall_detection: Optional[Dict[str, Any]] = field(default_factory=dict)
+#: the live run's broker (``url: null``: an embedded pulsar-lite on a free local port)
+BrokerConf = _from_defaults("BrokerConf", LIVE_DEFAULTS["broker"], "The live run's broker (url null: an embedded pulsar-lite).")
+#: the live harness's section (``live.config``, whose defaults these are); the simulator ignores it
+LiveConf = _from_defaults("LiveConf", LIVE_DEFAULTS, "The live harness's section (live.config's defaults); the simulator ignores it.",
+                          nested={"broker": BrokerConf})  # fmt: skip
 
 
 @dataclass

@@ -103,3 +103,19 @@ def test_an_unknown_key_added_with_plus_names_the_key_and_the_nearest():
 def test_a_config_error_is_one_line_and_other_errors_are_not_config_errors():
     assert config_error_lines(ConfigError("a.b", 3, "one of x, y", choices=["x", "y"])) == ["error: a.b=3 is not allowed: one of x, y"]
     assert config_error_lines(RuntimeError("boom")) is None
+
+
+def test_the_live_schema_follows_the_live_harnesss_defaults():
+    import dataclasses
+
+    from experiments.schema import BrokerConf, LiveConf
+    from live.config import LIVE_DEFAULTS
+
+    assert [f.name for f in dataclasses.fields(LiveConf)] == list(LIVE_DEFAULTS)
+    assert [f.name for f in dataclasses.fields(BrokerConf)] == list(LIVE_DEFAULTS["broker"])
+    from omegaconf import OmegaConf
+
+    composed_live = OmegaConf.to_container(composed(["backend=live", "live.model=mlp"]).live, resolve=True)
+    assert composed_live == LIVE_DEFAULTS  # as composed, what live.config reads is its own defaults
+    cfg = composed(["backend=live", "live.timeout_s=30", "live.broker.keep_data=true", "live.authenticate=false"])
+    assert cfg.live.timeout_s == 30 and cfg.live.broker.keep_data is True and cfg.live.authenticate is False

@@ -93,6 +93,12 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def _machine_busy_cpu_s() -> float:
+    """CPU-seconds every core of the machine has spent busy since boot (``/proc/stat``: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def _proc_cpu_s(pid: int) -> float:
     """User plus system CPU-seconds of process ``pid`` and its descendants (``/proc``: the broker runs under a wrapper)."""
     if _stat(pid) is None:
@@ -284,9 +290,11 @@ def _live_run(model: str, threads: int, service_s: float, batching: dict, reques
     def broker_cpu(handle) -> None:
         if handle.broker is None or handle.broker.pid is None:
             return
-        start = _proc_cpu_s(handle.broker.pid)
+        start, busy, started = _proc_cpu_s(handle.broker.pid), _machine_busy_cpu_s(), time.monotonic()
         handle.ending.wait()
         handle.notes["broker_cpu_s"] = _proc_cpu_s(handle.broker.pid) - start
+        handle.notes["machine_busy_cpu_s"] = _machine_busy_cpu_s() - busy
+        handle.notes["window_s"] = time.monotonic() - started
 
     with tempfile.TemporaryDirectory() as folder:
         result = run_live(config, Path(folder), on_start=broker_cpu)
@@ -297,6 +305,17 @@ def _live_run(model: str, threads: int, service_s: float, batching: dict, reques
         raise CalibrationError(f"broker CPU: 0 CPU-seconds measured over a live run of {requests} requests (the broker's process tree "
                                "from /proc); not its real cost")
     return result, float(broker_cpu_s)
+
+
+def _background_cores(result, broker_cpu_s: float) -> float:
+    """Cores the machine spent on work outside the run (other tenants, the orchestrator) during it.
+
+    The machine's busy CPU over the run's window (``/proc/stat``) less the
+    broker's and every role's own CPU (workers included), over the window.
+    """
+    notes = result.extra.get("faults", {})
+    ours = broker_cpu_s + sum(float(s.get("cpu_s", 0.0)) for s in result.extra.get("roles", {}).values())
+    return max(0.0, (notes["machine_busy_cpu_s"] - ours) / notes["window_s"])
 
 
 def _role_cpu(result, broker_cpu_s: float) -> dict:
@@ -310,7 +329,8 @@ def _role_cpu(result, broker_cpu_s: float) -> dict:
         found[role] = float(sum(values))
     completed = int((~result.requests["dropped"]).sum())
     duration_s = float(result.requests["completed_s"].max())  # from the clock's start, as the broker's CPU
-    return {"requests": completed, "batches": int(len(result.batches)), "duration_s": round(duration_s, 3), "cpu_s": found}
+    return {"requests": completed, "batches": int(len(result.batches)), "duration_s": round(duration_s, 3), "cpu_s": found,
+            "background_cores": round(_background_cores(result, broker_cpu_s), 4)}  # fmt: skip
 
 
 def fit_role_cpu(runs: list[dict]) -> dict[str, dict[str, float]]:
@@ -429,6 +449,7 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
         "backlogged_batches": int(one["backlogged"].sum() + many["backlogged"].sum()),
         "service_p50_s": float(np.median(service)),
         "roles": fit_role_cpu(runs), "role_runs": runs,
+        "background_cores": float(np.mean([r["background_cores"] for r in runs])),
         "return_hop_p95_s": float(np.percentile(return_hops, 95)),
     }  # fmt: skip
 
@@ -521,6 +542,8 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
         "hop_MBps": None if in_situ["hop_MBps"] is None else round(in_situ["hop_MBps"], 2),
         "ingest_s": round(in_situ["ingest_s"], 6),
         "hosts": {"local": {"cores": cores, "executors": "*", "roles": in_situ["roles"], "cold_start_cores": cold_cores,
+                            # other work on the machine during the live runs (0 on a quiet one)
+                            "background_cores": round(min(in_situ["background_cores"], 0.9 * cores), 3),
                             "batch_cores": {"edge": batch_cores(m["by_threads"][edge_threads], edge_threads),
                                             "cloud": batch_cores(m["by_threads"][cloud_threads], cloud_threads),
                                             "serverless": batch_cores(m["by_threads"][default_threads], default_threads)}}},
@@ -669,7 +692,7 @@ def _report(profile: dict, args) -> None:
     print(f"hop p50 {1000 * profile['hop_s']:.2f} ms, p95 {1000 * calibration['in_situ']['return_hop_p95_s']:.2f} ms; "
           f"worker overhead {1000 * profile['overhead_s']:.2f} ms/batch; hop_MBps {profile['hop_MBps']}")
     host = profile["hosts"]["local"]
-    print(f"host: {host['cores']} cores, batch_cores {host['batch_cores']}; role CPU (us per request / per batch / idle cores): "
+    print(f"host: {host['cores']} cores ({host['background_cores']} busy with other work), batch_cores {host['batch_cores']}; role CPU (us per request / per batch / idle cores): "
           + ", ".join(f"{r} {1e6 * c['cpu_s_per_request']:.0f}/{1e6 * c['cpu_s_per_batch']:.0f}/{c['idle_cores']:.3f}"
                       for r, c in host["roles"].items()))
     print(f"wrote {args.out} and {args.plots / 'fit.png'} in {calibration['took_s']} s")

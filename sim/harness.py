@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sim.host import SimHost
+from sim.host import BACKGROUND_CPU_S, SimHost
 from spec.host_spec import RoleCpu
 from spec.topology import Cluster
 
-__all__ = ["HarnessLoad", "IDLE_CPU_S"]
-
-#: CPU-seconds of a role's idle demand: more than any run needs (it never finishes)
-IDLE_CPU_S = 1e9
+__all__ = ["HarnessLoad"]
 
 
 class HarnessLoad:
@@ -43,7 +40,7 @@ class HarnessLoad:
         for placed in (self._broker, self._sink, *self._gateways.values(), *self._sources.values()):
             if placed is not None and placed[2].idle_cores > 0:
                 # the process's polling and timer loops: a demand of idle_cores for the whole run
-                placed[0].run(("idle", *placed[1][1:]), cpu_s=IDLE_CPU_S, cores=placed[2].idle_cores)
+                placed[0].run(("idle", *placed[1][1:]), cpu_s=BACKGROUND_CPU_S, cores=placed[2].idle_cores)
 
     @property
     def active(self) -> bool:

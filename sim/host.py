@@ -9,7 +9,10 @@ from sim.environment import FeedEnvironment
 from spec.host_cpu import HostCpu, JobFinished, WakeAt
 from spec.host_spec import HostSpec
 
-__all__ = ["SimHost"]
+__all__ = ["SimHost", "BACKGROUND_CPU_S"]
+
+#: CPU-seconds of a never-ending demand (a role's idle loops, other tenants): more than any run needs
+BACKGROUND_CPU_S = 1e9
 
 
 class SimHost:
@@ -29,6 +32,9 @@ class SimHost:
         self.spec = spec
         self.model = HostCpu(cores=spec.cores)
         self._done: dict[Any, Callable[[float], None]] = {}
+        if spec.background_cores > 0:
+            # work outside the model (other tenants): a demand of background_cores all run long
+            self.run(("background", spec.name), cpu_s=BACKGROUND_CPU_S, cores=spec.background_cores)
 
     def run(self, job: Any, *, cpu_s: float, cores: float = 1.0, on_done: Callable[[float], None] | None = None) -> None:
         """Add ``cpu_s`` CPU-seconds of work for ``job`` (at most ``cores`` cores); ``on_done(now_s)`` when it is all done."""

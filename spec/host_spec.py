@@ -6,6 +6,8 @@ with the CPU each spends (``RoleCpu``). Work on one host shares its cores
 time at ``batch_cores`` cores (the threads it uses, at their measured
 parallelism), a serverless instance's cold start needs its duration at
 ``cold_start_cores`` cores, and each role spends CPU-seconds per request and per batch it handles.
+``background_cores`` is work outside the model on the machine (other
+tenants, the orchestrator): one job demanding that many cores all run long.
 All of these are measured by ``experiments.calibrate`` in CPU-seconds and
 cores. Executors and roles on no host run unconstrained (the model without
 hosts).
@@ -71,6 +73,8 @@ class HostSpec:
     batch_cores: Mapping[str, float] = field(default_factory=dict)
     #: cores a serverless instance's cold start keeps busy (process start, imports, model load)
     cold_start_cores: float = 1.0
+    #: cores kept busy by work outside the model (other tenants, the orchestrator), as calibration measured it
+    background_cores: float = 0.0
 
     def __post_init__(self):
         field_name = f"cluster.hosts.{self.name}"
@@ -85,6 +89,9 @@ class HostSpec:
                 raise ConfigError(f"{field_name}.roles.{role}", role, "one of " + ", ".join(HARNESS_ROLES) + ", 'gateway/<name>', 'source/<name>'")
             if not isinstance(cpu, RoleCpu):
                 raise ConfigError(f"{field_name}.roles.{role}", cpu, "a RoleCpu (cpu_s_per_request, cpu_s_per_batch)")
+        if isinstance(self.background_cores, bool) or not isinstance(self.background_cores, (int, float)) \
+                or not 0 <= self.background_cores < self.cores:
+            raise ConfigError(f"{field_name}.background_cores", self.background_cores, f"a number of cores in [0, cores={self.cores})")
         for key, value in {**dict(self.batch_cores), "cold_start_cores": self.cold_start_cores}.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{field_name}.{'' if key == 'cold_start_cores' else 'batch_cores.'}{key}", value, "a number of cores > 0 (finite)")
@@ -105,9 +112,10 @@ class HostSpec:
             return raw
         if not isinstance(raw, Mapping):
             raise ConfigError(field_name, raw, "a mapping with cores, executors, roles, batch_cores")
-        unknown = sorted(set(raw) - {"cores", "executors", "roles", "batch_cores", "cold_start_cores"})
+        keys = ("cores", "executors", "roles", "batch_cores", "cold_start_cores", "background_cores")
+        unknown = sorted(set(raw) - set(keys))
         if unknown:
-            raise ConfigError(f"{field_name}.{unknown[0]}", raw[unknown[0]], "one of cores, executors, roles, batch_cores, cold_start_cores")
+            raise ConfigError(f"{field_name}.{unknown[0]}", raw[unknown[0]], "one of " + ", ".join(keys))
         if "cores" not in raw:
             raise ConfigError(f"{field_name}.cores", None, "a number of cores > 0 (required)")
         roles = {}
@@ -124,4 +132,4 @@ class HostSpec:
         executors = raw.get("executors") or ()
         executors = executors if executors == ALL_EXECUTORS else list(executors) if isinstance(executors, Sequence) and not isinstance(executors, str) else executors
         return cls(name=name, cores=raw["cores"], executors=executors, roles=roles, batch_cores=dict(raw.get("batch_cores") or {}),
-                   cold_start_cores=raw.get("cold_start_cores", 1.0))  # fmt: skip
+                   cold_start_cores=raw.get("cold_start_cores", 1.0), background_cores=raw.get("background_cores", 0.0))  # fmt: skip

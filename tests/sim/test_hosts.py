@@ -95,6 +95,15 @@ def test_a_role_idling_at_u_cores_slows_a_lone_job_by_one_over_one_minus_u(tmp_p
     assert requests["service_s"].tolist() == pytest.approx([1.0] * 2)
 
 
+def test_background_cores_leave_the_rest_to_the_model(tmp_path):
+    # other work keeping 1.5 of 2 cores busy: two 1 s jobs share what is left (max-min: 2/3 core each)
+    config = single_queue(rate_rps=1, service_s=1.0, slots=2, num_requests=2, arrivals=_trace(tmp_path, [1.0, 0.0, 100.0]))
+    requests = simulate(_on_host(config, cores=2, background_cores=1.5)).requests
+    assert requests["service_s"].tolist() == pytest.approx([1.5, 1.5])
+    with pytest.raises(ConfigError, match=r"cluster\.hosts\.box\.background_cores"):
+        simulate(_on_host(config, cores=2, background_cores=2.0))
+
+
 def test_concurrent_cold_starts_share_the_cores(tmp_path):
     # four requests at once, each a cold start of 1 s (CPU at one core) then 0.1 s of service: on 2 cores
     # the four cold starts run at half speed (2 s), then the four batches share the cores (0.2 s)

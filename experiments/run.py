@@ -67,8 +67,19 @@ def to_run_config(cfg: DictConfig | Mapping) -> dict:
         },
         "policy": _drop_none(container["policy"]),
         "sim": container.get("sim") or {},
-        "live": container.get("live") or {},
+        "live": _model_paths_absolute(container.get("live") or {}),
     }
+
+
+def _model_paths_absolute(live: dict) -> dict:
+    """Your own model's ``path``, relative to the folder you run from, made absolute (the roles run elsewhere)."""
+    live = copy.deepcopy(live)
+    entries = [live] + [e for e in (live.get("executors") or {}).values() if isinstance(e, dict)]
+    for entry in entries:
+        model = entry.get("model")
+        if isinstance(model, dict) and isinstance(model.get("path"), str):
+            model["path"] = str(Path(model["path"]).expanduser().resolve())
+    return live
 
 
 def _jsonable(value: Any) -> Any:
@@ -124,13 +135,9 @@ def check_config(cfg: DictConfig) -> None:
         build_run_spec(config)
         return
     from live.config import build_run
-    from live.models import MODEL_NAMES
+    from live.deploy.local import check_models
 
-    spec = build_run(config)
-    for name, settings in spec.settings.executors.items():
-        if settings.model not in MODEL_NAMES:
-            field = f"live.executors.{name}.model" if settings.model != spec.settings.model else "live.model"
-            raise ConfigError(field, settings.model, "one of " + ", ".join(MODEL_NAMES), choices=MODEL_NAMES)
+    check_models(build_run(config))  # each model builds and serves one input, on a device that exists
 
 
 def run_config(cfg: DictConfig, out_dir: Path) -> dict:

@@ -121,7 +121,8 @@ def _field_type(value: Any) -> Any:
     return Any  # a null default: whatever the live harness accepts there
 
 
-def _from_defaults(name: str, defaults: Dict[str, Any], doc: str, nested: Dict[str, type] | None = None) -> type:
+def _from_defaults(name: str, defaults: Dict[str, Any], doc: str, nested: Dict[str, type] | None = None,
+                   loose: tuple[str, ...] = ()) -> type:  # fmt: skip
     """A structured-config class with a field per key of ``defaults`` (their values the defaults), so that the
     schema follows ``live.config.LIVE_DEFAULTS`` as it grows: every key it knows is settable without ``+``."""
     nested = nested or {}
@@ -129,6 +130,8 @@ def _from_defaults(name: str, defaults: Dict[str, Any], doc: str, nested: Dict[s
     for key, value in defaults.items():
         if key in nested:
             fields.append((key, nested[key], field(default_factory=nested[key])))
+        elif key in loose:  # more than one form (a name or a mapping): checked by the live harness itself
+            fields.append((key, Any, field(default=value)))
         elif isinstance(value, (dict, list)):
             fields.append((key, Dict[str, Any] if isinstance(value, dict) else List[Any], field(default_factory=lambda v=value: copy.deepcopy(v))))
         else:
@@ -143,7 +146,7 @@ def _from_defaults(name: str, defaults: Dict[str, Any], doc: str, nested: Dict[s
 BrokerConf = _from_defaults("BrokerConf", LIVE_DEFAULTS["broker"], "The live run's broker (url null: an embedded pulsar-lite).")
 #: the live harness's section (``live.config``, whose defaults these are); the simulator ignores it
 LiveConf = _from_defaults("LiveConf", LIVE_DEFAULTS, "The live harness's section (live.config's defaults); the simulator ignores it.",
-                          nested={"broker": BrokerConf})  # fmt: skip
+                          nested={"broker": BrokerConf}, loose=("model",))  # fmt: skip
 
 
 @dataclass

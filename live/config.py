@@ -25,6 +25,8 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
                                       # batches' busy time + floor_s (initial_s before its first result) is taken
                                       # for lost: its batches go again (live.roles.gateway_flights); null: only
                                       # redeliver_after_s
+      device: auto                    # where workers run the model and the whole batch: auto (cuda if there
+                                      # is one), cpu or cuda
       authenticate: true              # every message carries an HMAC-SHA256 tag under the run's key
                                       # (live.wire.messages; the key is in EDGEBATCH_RUN_KEY, never in a file)
       limits: {}                      # live.wire.messages.WireLimits: max_header_bytes, max_ids,
@@ -61,7 +63,7 @@ from live.wire.topics import Topics
 from policies.factory import make_scheduler_factory
 from policies.run_spec import RunSpec, build_run_spec
 from spec.topology import ServerlessSpec
-from spec.validation import ConfigError, check_int_at_least, check_positive
+from spec.validation import ConfigError, check_choice, check_int_at_least, check_positive
 
 __all__ = [
     "LIVE_DEFAULTS",
@@ -90,6 +92,7 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "max_restarts": 3,
     "redeliver_after_s": 30.0,
     "authenticate": True,
+    "device": "auto",
     "limits": {},
     "stall_detection": {},
 }
@@ -177,6 +180,8 @@ class LiveSettings:
     keep_broker_data: bool = False
     #: every message is signed and checked with the run's key (``EDGEBATCH_RUN_KEY``)
     authenticate: bool = True
+    #: where workers run the model: auto (cuda when a worker's machine has one), cpu or cuda
+    device: str = "auto"
     #: the most a decoded message may declare
     limits: WireLimits = field(default_factory=WireLimits)
     #: when a silent executor's batches go again before ``redeliver_after_s`` (None: only at that cap)
@@ -205,10 +210,23 @@ def _positive_or_null(field_name: str, value: Any) -> float:
     return float(value)
 
 
+_MODEL_FORMS = ("a model name (live.models.MODEL_NAMES)", "{_target_: module.function, input_shape: [...]}",
+                "{path: file.pt or file.pt2, input_shape: [...]}")
+
+
 def _model_name(field_name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(field_name, value, "a model name (see live.models.MODEL_NAMES)")
-    return value
+    """A model's key (``live.models``): a built-in name, or your own model's ``target:`` or ``file:`` key."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, Mapping) and ("_target_" in value) != ("path" in value) and set(value) <= {"_target_", "path", "input_shape"}:
+        shape = value.get("input_shape")
+        if not isinstance(shape, (list, tuple)) or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise ConfigError(f"{field_name}.input_shape", shape, "a list of positive integers (one input, no batch dimension)")
+        kind, where = ("target", value["_target_"]) if "_target_" in value else ("file", value["path"])
+        if not isinstance(where, str) or not where or ";" in where:
+            raise ConfigError(f"{field_name}.{'_target_' if kind == 'target' else 'path'}", where, "a non-empty string without ';'")
+        return f"{kind}:{where};shape={','.join(str(d) for d in shape)}"
+    raise ConfigError(field_name, value, "one of: " + "; ".join(_MODEL_FORMS))
 
 
 def live_settings(run: RunSpec) -> LiveSettings:
@@ -256,6 +274,7 @@ def live_settings(run: RunSpec) -> LiveSettings:
         redeliver_after_s=None if merged["redeliver_after_s"] is None else _positive_or_null("live.redeliver_after_s", merged["redeliver_after_s"]),
         keep_broker_data=keep_data,
         authenticate=_flag("live.authenticate", merged["authenticate"]),
+        device=check_choice("live.device", merged["device"], ("auto", "cpu", "cuda")),
         limits=_limits(_mapping("live.limits", merged["limits"])),
         stall_detection=_stall_detection(merged["stall_detection"]),
     )

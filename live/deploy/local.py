@@ -111,13 +111,25 @@ def _plain_config(config: Mapping) -> dict:
         raise ConfigError("config", type(config).__name__, f"plain data that JSON can hold (a role reads it from a file): {error}") from None
 
 
-def _check_models(spec: RunSpec) -> None:
-    from live.models import MODEL_NAMES  # torch: only here, never in the gateway, source or sink
+def check_models(spec: RunSpec) -> None:
+    """Every executor's model builds and serves one input, and the device exists: else a ConfigError naming the field."""
+    from live import models  # torch: only here, never in the gateway, source or sink
 
+    try:
+        models.resolve_device(spec.settings.device)
+    except ValueError as error:
+        raise ConfigError("live.device", spec.settings.device, "auto or cpu (no CUDA device here)" if "CUDA" in str(error) else "auto, cpu or cuda") from None
     for name, settings in spec.settings.executors.items():
-        if settings.model not in MODEL_NAMES:
-            field_name = f"live.executors.{name}.model" if settings.model != spec.settings.model else "live.model"
-            raise ConfigError(field_name, settings.model, "one of " + ", ".join(MODEL_NAMES))
+        field_name = f"live.executors.{name}.model" if settings.model != spec.settings.model else "live.model"
+        if settings.model in models.MODEL_NAMES:
+            continue
+        if not settings.model.startswith(("target:", "file:")):
+            raise ConfigError(field_name, settings.model, "one of " + ", ".join(models.MODEL_NAMES) + ", or {_target_: ..., input_shape: [...]}"
+                              " or {path: ..., input_shape: [...]}", choices=models.MODEL_NAMES)  # fmt: skip
+        try:
+            models.check_model(settings.model)
+        except Exception as error:  # a user's model may fail in any way: say so at config time, with the field
+            raise ConfigError(field_name, settings.model, f"a model that builds and serves one input ({str(error)[:200]})") from None
 
 
 def role_commands(spec: RunSpec) -> list[tuple[str, str, list[str]]]:
@@ -192,7 +204,7 @@ def run_live(
     started = time.perf_counter()
     spec = build_run(config if isinstance(config, RunSpec) else _plain_config(config))
     config = _plain_config(spec.config)
-    _check_models(spec)
+    check_models(spec)
     out = Path(out_dir).absolute()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / "stats").mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,7 @@ class Pool:
         env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         cmd = [
             sys.executable, "-m", "live.roles.worker", "--stdio", "--model", self.settings.model, "--threads", str(threads),
-            "--seed", str(self.spec.seed), "--epoch", repr(self.clock.epoch_unix), "--name", name,
+            "--seed", str(self.spec.seed), "--epoch", repr(self.clock.epoch_unix), "--name", name, "--device", self.spec.settings.device,
         ]  # fmt: skip
         crash = self._fails()
         crash_in_start = crash and self._faults.random() < 0.5

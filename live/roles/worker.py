@@ -91,7 +91,7 @@ def read_frame(fp: BinaryIO) -> bytes | None:
 class ModelRunner:
     """One executor's model, built once with seeded weights; runs whole batches."""
 
-    def __init__(self, model: str, threads: int, seed: int = 0):
+    def __init__(self, model: str, threads: int, seed: int = 0, device: str = "cpu"):
         started = time.perf_counter()
         from live import models  # torch: part of a cold start
 
@@ -100,16 +100,17 @@ class ModelRunner:
         models.set_threads(threads)
         self.models = models
         self.name = model
-        self.model = models.build_model(model, seed=seed)
+        self.device = models.resolve_device(device)
+        self.model = models.build_model(model, seed=seed, device=self.device)
         # one warm-up pass so that the first batch does not pay for lazy initialization
-        models.run_batch(self.model, models.payload_to_tensor(model, [b""]))
+        models.outputs_to_records(models.run_batch(self.model, models.payload_to_tensor(model, [b""], self.device)))
         self.load_s = time.perf_counter() - started
 
     def run(self, message: Message, now) -> tuple[list[int], list[bytes], float, float]:
-        """Labels, raw outputs, start and end (from ``now()``) of one batch."""
+        """Labels, raw outputs, start and end (from ``now()``) of one batch (on the device: copy in and out included)."""
         models = self.models
         start_s = now()
-        tensor = models.payload_to_tensor(self.name, message.payloads())
+        tensor = models.payload_to_tensor(self.name, message.payloads(), self.device)
         labels, outputs = models.outputs_to_records(models.run_batch(self.model, tensor))
         end_s = now()
         return labels, outputs, start_s, end_s
@@ -182,7 +183,7 @@ def serve_broker(argv) -> int:
         if settings is None or settings.serverless:
             raise SystemExit(f"--executor must name a server executor of the config, not {args.executor!r}")
         executor_spec = spec.cluster.executors[args.executor]
-        runner = ModelRunner(settings.model, settings.threads, spec.seed)
+        runner = ModelRunner(settings.model, settings.threads, spec.seed, spec.settings.device)
         import pulsar
 
         in_topic = role.topics.batches(args.executor)
@@ -246,6 +247,7 @@ def serve_stdio(argv) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (live.device)")
     parser.add_argument("--epoch", type=float, required=True)
     parser.add_argument("--name", default=f"instance-{os.getpid()}")
     parser.add_argument("--crash-before-ready", action="store_true", help="fault injection: exit abruptly during the cold start")
@@ -258,7 +260,7 @@ def serve_stdio(argv) -> int:
 
     clock = RunClock(args.epoch)
     configure(WireSettings(key=key_from_env()))  # the pool's key: it passes signed batches on unchanged
-    runner = ModelRunner(args.model, args.threads, args.seed)
+    runner = ModelRunner(args.model, args.threads, args.seed, args.device)
     if args.crash_before_ready:
         os._exit(CRASH_EXIT_CODE)  # dies in its cold start: imports and model load done, never ready
     crash_next = False

@@ -85,8 +85,9 @@ from spec.validation import ConfigError
 __all__ = ["LiveRunError", "LiveRunInterrupted", "RunHandle", "run_live", "role_commands", "main"]
 
 _START_LEAD_S = 0.3
-#: roles whose process may be restarted during a run (their state is in the broker: unacknowledged batches)
-_RESTARTABLE = ("live.roles.worker", "live.roles.pool")
+#: roles whose process may be restarted during a run (their state is in the broker, unacknowledged batches, or in
+#: the schedule: a restarted source sends again what was due, and the gateway keeps one of each)
+_RESTARTABLE = ("live.roles.worker", "live.roles.pool", "live.roles.source")
 
 
 class LiveRunError(RuntimeError):

@@ -11,6 +11,12 @@ topic at its arrival time, with a payload of the source's ``size_bytes``
 Each request carries ``ts.arrival_s`` (its scheduled time on the run's clock)
 and ``ts.sent_s`` (when it was actually sent); the lag between them is in
 the stats.
+
+A source restarted after a crash (``--incarnation`` above 0) does not know
+which of its requests got through, so it sends again at once every request
+already due (the gateway keeps the first copy of each id and counts the
+rest as duplicates), then goes on with its schedule: nothing is lost, and
+the requests due while it was down are recorded as late as they were.
 """
 
 from __future__ import annotations
@@ -44,6 +50,18 @@ def schedule(arrivals, source_index: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, arrivals.arrival_s[ids]
 
 
+def _send_due_again(role, topic: str, spec, source, name: str, ids: list, times: list, clock) -> int:
+    """Send every request already due (after a restart); return how many (a prefix of the schedule)."""
+    due, now_s = 0, clock.now()
+    while due < len(ids) and times[due] <= now_s:
+        request_id, arrival_s = ids[due], times[due]
+        payload = payload_for(spec.seed, request_id, source.size_bytes)
+        role.send_async(topic, encode_request(str(request_id), payload, source=name, sent_s=clock.now(), ts={"arrival_s": arrival_s}))
+        due += 1
+    log.warning("%s: restarted; sent the %d requests already due again (the gateway keeps one of each)", name, due)
+    return due
+
+
 def main(argv=None) -> int:
     parser = common_parser("Replay one workload source's arrivals in real time.")
     parser.add_argument("--source", help="the source's name (default: the only one)")
@@ -68,7 +86,12 @@ def main(argv=None) -> int:
             return 0
         lags = []
         ids_list, times_list = ids.tolist(), times.tolist()
+        resent = 0
+        if args.incarnation > 0:  # restarted: what was due may or may not have got through
+            resent = _send_due_again(role, topic, spec, source, name, ids_list, times_list, clock)
         for k, (request_id, arrival_s) in enumerate(zip(ids_list, times_list)):
+            if k < resent:
+                continue
             payload = None
             while True:
                 wait_s = arrival_s - clock.now()
@@ -85,7 +108,8 @@ def main(argv=None) -> int:
             sent_s = clock.now()
             role.send_async(topic, encode_request(str(request_id), payload, source=name, sent_s=sent_s, ts={"arrival_s": arrival_s}))
             lags.append(sent_s - arrival_s)
-        role.stats.update(source=name, sent=len(lags), scheduled=len(ids_list), send_lag_s=percentiles(lags))
+        role.stats.update(source=name, sent=len(lags) + resent, resent_after_restart=resent, scheduled=len(ids_list),
+                          send_lag_s=percentiles(lags))  # fmt: skip
         return 0
     finally:
         if role is not None:

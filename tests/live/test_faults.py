@@ -159,6 +159,30 @@ def test_a_single_worker_killed_with_default_settings_costs_seconds_not_the_rede
             redelivered_by_gateway=result.extra["roles"]["gateway-edge"]["redelivered"], held=len(held))
 
 
+def test_a_source_killed_mid_run_resumes_its_schedule_and_nothing_is_lost_or_duplicated(broker, tmp_path):
+    config = edge_config(num_requests=600, rate_rps=60)  # 10 s of arrivals
+    config["live"]["broker"] = {"url": broker.url}
+
+    def kill_the_source(handle):
+        handle.sleep_until(2.0)
+        os.kill(handle.pid("source-cam"), signal.SIGKILL)
+        handle.notes["killed_at_s"] = handle.now()
+
+    result = run_live(config, tmp_path, on_start=kill_the_source)
+    check_ended_exactly_once(result, 600)  # each request once in the records: none lost, none twice
+    assert result.summary["complete"] is True and result.summary["dropped"] == 0
+    assert result.extra["restarts"] == {"source-cam": 1}
+    roles = result.extra["roles"]
+    resent = roles["source-cam"]["resent_after_restart"]
+    assert resent > 60  # what was due by the restart went again
+    assert roles["gateway-edge"]["duplicate_requests"] >= 1  # and the gateway kept one copy of each
+    killed_at_s = result.extra["faults"]["killed_at_s"]
+    after = result.requests[result.requests["arrival_s"] > killed_at_s + 4.0]
+    assert len(after) > 100 and after["latency_s"].median() < 0.5  # back on schedule once restarted
+    figures("source killed", resent=resent, duplicates=roles["gateway-edge"]["duplicate_requests"],
+            p99_s=result.summary["latency_p99_s"], worst_s=float(result.requests["latency_s"].max()))
+
+
 # ---------------------------------------------------------------------------
 # the broker restarted on the same port during the run
 # ---------------------------------------------------------------------------

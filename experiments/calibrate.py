@@ -64,8 +64,9 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 MEMORY_MB = (1024, 2048, 3072, 4096)
 #: quantiles kept of a measured distribution (hops, overheads): 2.5% ... 97.5% and the extremes' neighbours
 QUANTILES = np.linspace(0.005, 0.995, 40)
-#: harness roles whose CPU is fitted per request and per batch (the source: per request only)
-ROLES = ("broker", "gateway", "source", "sink")
+#: harness roles whose CPU is fitted per request and per batch (the source: per request only; the
+#: worker: its process CPU less the model's, from the isolated profile)
+ROLES = ("broker", "gateway", "source", "sink", "worker")
 
 
 class CalibrationError(RuntimeError):
@@ -154,6 +155,15 @@ def measure_service(model: str, threads: int, batch_sizes=BATCH_SIZES, *, repeat
             samples[size]["wall"].append(np.asarray(wall))
             samples[size]["cpu"].append(np.asarray(cpu))
     return samples
+
+
+def _model_cpu(samples: dict, threads: int):
+    """CPU-seconds the model needs for a batch of a size: the isolated profile's mean at its batch_cores."""
+    from spec.profiles import TableProfile
+
+    sizes, means = _table(_walls(samples))
+    profile, cores = TableProfile(batch_sizes=sizes, latencies_s=means), batch_cores(samples, threads)
+    return lambda size: profile.mean_s(size) * cores
 
 
 def _walls(samples: dict) -> dict[int, np.ndarray]:
@@ -318,15 +328,22 @@ def _background_cores(result, broker_cpu_s: float) -> float:
     return max(0.0, (notes["machine_busy_cpu_s"] - ours) / notes["window_s"])
 
 
-def _role_cpu(result, broker_cpu_s: float) -> dict:
-    """Requests, batches and each role's CPU-seconds in one live run (from the roles' stats)."""
+def _role_cpu(result, broker_cpu_s: float, model_cpu_s=None) -> dict:
+    """Requests, batches and each role's CPU-seconds in one live run (from the roles' stats).
+
+    The worker's is its process CPU less what the model itself needed for
+    the run's batches (``model_cpu_s(size)``: the isolated profile at its
+    ``batch_cores``): what the worker spends outside the model.
+    """
     roles = result.extra.get("roles", {})
     found = {"broker": broker_cpu_s}
-    for role in ("gateway", "source", "sink"):
+    for role in ("gateway", "source", "sink", "worker"):
         values = [s["cpu_s"] for s in roles.values() if s.get("role") == role and "cpu_s" in s]
         if not values:
             raise CalibrationError(f"{role} CPU: no cpu_s in the {role}'s stats (live.roles.role writes it); roles seen: {sorted(roles)}")
         found[role] = float(sum(values))
+    if model_cpu_s is not None:
+        found["worker"] = max(0.0, found["worker"] - float(sum(model_cpu_s(int(b)) for b in result.batches["size"])))
     completed = int((~result.requests["dropped"]).sum())
     duration_s = float(result.requests["completed_s"].max())  # from the clock's start, as the broker's CPU
     return {"requests": completed, "batches": int(len(result.batches)), "duration_s": round(duration_s, 3), "cpu_s": found,
@@ -409,7 +426,8 @@ def _hop_rate(batched: dict, idle_broker: dict) -> tuple[float, float | None, di
     return float(max(0.0, intercept_s)), rate, note
 
 
-def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 500, idle_broker: dict | None = None) -> dict:
+def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 500, idle_broker: dict | None = None,
+                    model_cpu_s=None) -> dict:  # fmt: skip
     """Three short live runs: the worker's per-batch overhead, the hops, the roles' CPU.
 
     With a backlog the worker starts its next batch as soon as it is free, so
@@ -431,7 +449,7 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
                                  ("batched", {"_target_": "policies.batching.FixedBatching", "batch_size": 4, "max_wait_s": 0.1}, 0.65)):  # fmt: skip
         result, broker_cpu_s = _live_run(model, threads, service_s, batching, requests, load)
         tables[name] = _run_tables(result)
-        runs.append(_role_cpu(result, broker_cpu_s))
+        runs.append(_role_cpu(result, broker_cpu_s, model_cpu_s))
     one, many = tables["single"], tables["batched"]
     gaps = np.concatenate([(r["start"][1:] - r["end"][:-1])[r["backlogged"]] for r in tables.values()])
     there_s, hop_MBps, hop_note = _hop_rate(many, idle_broker or measure_hop_sizes())
@@ -506,7 +524,8 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     idle_broker = measure_hop_sizes()
     print("three short live runs: overhead, hops, the roles' CPU ...", flush=True)
     edge_mean_s = float(np.concatenate(by_threads[edge_threads][1]["wall"]).mean())
-    in_situ = measure_in_situ(model, edge_threads, edge_mean_s, requests=in_situ_requests, idle_broker=idle_broker)
+    in_situ = measure_in_situ(model, edge_threads, edge_mean_s, requests=in_situ_requests, idle_broker=idle_broker,
+                              model_cpu_s=_model_cpu(by_threads[edge_threads], edge_threads))  # fmt: skip
     return {"cores": cores, "memory_threads": memory_threads, "by_threads": by_threads, "colds": colds, "together": together,
             "cold_start_cores": cold_start_cores(colds, cold_cpu, cores),
             "load_average": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]},

@@ -48,6 +48,8 @@ class SimExecutor(abc.ABC):
         #: the host whose cores this executor's batches share (``sim.host``); None: unconstrained
         self.host = None
         self.batch_cores = 1.0
+        #: the worker process's CPU outside the model (``spec.host_spec.RoleCpu``), run during the overhead
+        self.worker_cpu = None
 
     def service_s(self, size: int, memory_mb: int | None) -> float:
         """Draw one service time for a batch of ``size`` at ``memory_mb``."""
@@ -104,19 +106,27 @@ class SimExecutor(abc.ABC):
                 self._failed(_Done(batch))
                 return
             self._finished(_Done(batch))
-            if self._overheads is not None:
-                self.env.call_in(self._overheads(), self._freed, batch)
-            elif self.overhead_s > 0:
-                self.env.call_in(self.overhead_s, self._freed, batch)
+            overhead_s = self._overheads() if self._overheads is not None else self.overhead_s
+            if self.worker_cpu is not None:
+                self._overhead_on_host(batch, overhead_s)
+            elif self._overheads is not None or overhead_s > 0:
+                self.env.call_in(overhead_s, self._freed, batch)
 
         self.host.run(("batch", self.spec.name, batch.batch_id), cpu_s=service_s * share * self.batch_cores, cores=self.batch_cores, on_done=done)
+
+    def _overhead_on_host(self, batch: SimBatch, overhead_s: float) -> None:
+        """The worker's own CPU for ``batch`` (at one core, sharing the host), then the rest of the overhead as a delay."""
+        cpu_s = self.worker_cpu.cpu_s_per_batch + self.worker_cpu.cpu_s_per_request * batch.size
+        rest_s = max(0.0, overhead_s - cpu_s)
+        self.host.run(("overhead", self.spec.name, batch.batch_id), cpu_s=cpu_s,
+                      on_done=lambda now_s: self.env.call_in(rest_s, self._freed, batch))  # fmt: skip
 
     def _finished(self, event) -> None:
         batch: SimBatch = event.value
         self.batches_run += 1
         duration_s = batch.end_s - batch.start_s
         batch.cost = self.batch_cost(batch, duration_s)
-        if self.overhead_s <= 0 and self._overheads is None:
+        if self.overhead_s <= 0 and self._overheads is None and self.worker_cpu is None:
             self.release(batch)
         self.on_done(batch)
 

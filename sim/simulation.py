@@ -13,7 +13,7 @@ from sim.arrivals import ArrivalFeed
 from sim.environment import FeedEnvironment
 from sim.gateway import GatewayDriver
 from sim.harness import HarnessLoad
-from sim.host import SimHost
+from sim.host import BACKGROUND_CPU_S, SimHost
 from sim.link import LinkChannel
 from sim.server import SlotServer
 from sim.serverless import ServerlessPool
@@ -101,6 +101,12 @@ class Simulation:
             if host is not None:
                 executor.host = hosts[host.name]
                 executor.batch_cores = host.cores_of_batch(name, executor.spec.kind)
+                worker = host.roles.get(f"worker/{name}", host.roles.get("worker"))  # its worker's CPU, on its host
+                if worker is not None:
+                    executor.worker_cpu = worker
+                    if worker.idle_cores > 0 and not isinstance(executor.spec, ServerlessSpec):
+                        # each replica's idle loop
+                        hosts[host.name].run(("idle", "worker", name), cpu_s=BACKGROUND_CPU_S, cores=worker.idle_cores * executor.spec.slots)
         harness = HarnessLoad(cluster, hosts, list(self.gateways), [s.name for s in self.arrivals.sources])
         if harness.active:
             for driver in self.gateways.values():

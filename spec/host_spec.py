@@ -12,9 +12,12 @@ All of these are measured by ``experiments.calibrate`` in CPU-seconds and
 cores. Executors and roles on no host run unconstrained (the model without
 hosts).
 
-A role is ``broker``, ``sink``, ``gateway`` or ``source``; ``gateway/<name>``
-or ``source/<name>`` places one gateway or source, the plain name every one
-not placed by name. ``executors: "*"`` puts every executor of the cluster on
+A role is ``broker``, ``sink``, ``gateway``, ``source`` or ``worker``;
+``gateway/<name>``, ``source/<name>`` or ``worker/<executor>`` places one
+instance, the plain name every one not placed by name. ``worker`` is the
+CPU an executor's worker process spends outside the model, per batch and per
+request (receiving, decoding, publishing): it runs on the executor's host
+during the batch's overhead (``overhead_s``), which lasts at least that long. ``executors: "*"`` puts every executor of the cluster on
 the host (``roles`` too: ``"*"`` is not allowed there, each role has its own CPU).
 """
 
@@ -27,10 +30,13 @@ from typing import Any
 
 from spec.validation import ConfigError, check_non_negative
 
-__all__ = ["HostSpec", "RoleCpu", "HARNESS_ROLES", "ALL_EXECUTORS"]
+__all__ = ["HostSpec", "RoleCpu", "HARNESS_ROLES", "NAMED_ROLES", "ALL_EXECUTORS"]
 
-#: the harness's own processes, each one single-threaded process per instance
-HARNESS_ROLES = ("broker", "gateway", "source", "sink")
+#: the harness's own processes, each one single-threaded process per instance; ``worker`` is
+#: an executor's worker process outside the model (receiving, decoding, publishing, acknowledging)
+HARNESS_ROLES = ("broker", "gateway", "source", "sink", "worker")
+#: roles that may be placed one instance at a time (``gateway/<name>``)
+NAMED_ROLES = ("gateway", "source", "worker")
 #: ``executors`` value that puts every executor of the cluster on the host
 ALL_EXECUTORS = "*"
 
@@ -85,8 +91,9 @@ class HostSpec:
         if not isinstance(self.roles, Mapping):
             raise ConfigError(f"{field_name}.roles", self.roles, "a mapping of role to {cpu_s_per_request, cpu_s_per_batch}")
         for role, cpu in self.roles.items():
-            if str(role).split("/")[0] not in HARNESS_ROLES or (str(role).count("/") and str(role).split("/")[0] in ("broker", "sink")):
-                raise ConfigError(f"{field_name}.roles.{role}", role, "one of " + ", ".join(HARNESS_ROLES) + ", 'gateway/<name>', 'source/<name>'")
+            kind = str(role).split("/")[0]
+            if kind not in HARNESS_ROLES or ("/" in str(role) and kind not in NAMED_ROLES):
+                raise ConfigError(f"{field_name}.roles.{role}", role, "one of " + ", ".join(HARNESS_ROLES) + ", or <" + "|".join(NAMED_ROLES) + ">/<name>")
             if not isinstance(cpu, RoleCpu):
                 raise ConfigError(f"{field_name}.roles.{role}", cpu, "a RoleCpu (cpu_s_per_request, cpu_s_per_batch)")
         if isinstance(self.background_cores, bool) or not isinstance(self.background_cores, (int, float)) \

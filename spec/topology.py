@@ -185,7 +185,7 @@ class Cluster:
                     raise ConfigError(f"cluster.hosts.{key}.executors", executor, f"an executor on one host only (it is on {placed[executor]!r})")
                 placed[executor] = key
             for role in host.roles:
-                if role in roles:
+                if role in roles and role != "worker":  # "worker": the workers of the executors on each host
                     raise ConfigError(f"cluster.hosts.{key}.roles.{role}", role, f"a role on one host only (it is on {roles[role]!r})")
                 roles[role] = key
 

@@ -13,7 +13,8 @@ def _runs(a: float, b: float, c: float, shape) -> list[dict]:
     for requests, batches, duration_s in shape:
         cpu = a * requests + b * batches + c * duration_s
         runs.append({"requests": requests, "batches": batches, "duration_s": duration_s,
-                     "cpu_s": {"broker": cpu, "gateway": 2 * cpu, "source": a * requests + c * duration_s, "sink": cpu / 2}})  # fmt: skip
+                     "cpu_s": {"broker": cpu, "gateway": 2 * cpu, "source": a * requests + c * duration_s, "sink": cpu / 2,
+                               "worker": 3 * cpu}})  # fmt: skip
     return runs
 
 
@@ -24,6 +25,7 @@ def test_role_cpu_per_request_per_batch_and_idle_cores_are_recovered():
     assert fitted["broker"]["cpu_s_per_batch"] == pytest.approx(5e-4, rel=1e-4)
     assert fitted["broker"]["idle_cores"] == pytest.approx(0.05, rel=1e-3)
     assert fitted["gateway"]["cpu_s_per_batch"] == pytest.approx(1e-3, rel=1e-4)
+    assert fitted["worker"]["idle_cores"] == pytest.approx(0.15, rel=1e-3)
     assert fitted["source"]["cpu_s_per_batch"] == 0.0
     assert fitted["source"]["cpu_s_per_request"] == pytest.approx(3e-4, rel=1e-4)
 

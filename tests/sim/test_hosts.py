@@ -104,6 +104,20 @@ def test_background_cores_leave_the_rest_to_the_model(tmp_path):
         simulate(_on_host(config, cores=2, background_cores=2.0))
 
 
+def test_the_workers_own_cpu_runs_in_the_overhead_and_keeps_the_slot(tmp_path):
+    # one slot, two requests at 1 s: service 1 s; then the worker's 0.5 CPU-s, then the rest of overhead_s = 0.8
+    config = single_queue(rate_rps=1, service_s=1.0, num_requests=2, arrivals=_trace(tmp_path, [1.0, 0.0, 100.0]))
+    config["cluster"]["executors"][0]["overhead_s"] = 0.8
+    requests = simulate(_on_host(config, cores=1, roles={"worker": {"cpu_s_per_batch": 0.5}})).requests
+    assert requests["completed_s"].tolist() == pytest.approx([2.0, 3.8])
+    # beside other work demanding half the core, service and the worker's CPU run at half speed (2 s, 1 s);
+    # the overhead's waiting part (0.8 - 0.5 = 0.3 s) does not stretch
+    two = _on_host(config, cores=1, roles={"worker": {"cpu_s_per_batch": 0.5}})
+    two["cluster"]["hosts"]["box"]["background_cores"] = 0.5
+    requests = simulate(two).requests
+    assert requests["completed_s"].tolist() == pytest.approx([3.0, 3.0 + 1.0 + 0.3 + 2.0])
+
+
 def test_concurrent_cold_starts_share_the_cores(tmp_path):
     # four requests at once, each a cold start of 1 s (CPU at one core) then 0.1 s of service: on 2 cores
     # the four cold starts run at half speed (2 s), then the four batches share the cores (0.2 s)

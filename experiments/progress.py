@@ -105,7 +105,10 @@ class RunProgress:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, unit="req", desc=self.label, file=sys.stderr, dynamic_ncols=True, leave=False)
+            # smoothing 0 and the run's own start: the rate is requests done over the run's time so far
+            self._bar = tqdm(total=self.total, unit="req", desc=self.label, file=sys.stderr, dynamic_ncols=True, leave=False,
+                             smoothing=0)  # fmt: skip
+            self._bar.start_t -= elapsed_s
         self._bar.update(completed + dropped - self._bar.n)
         p50 = f"p50 {1000 * p50_s:,.1f} ms" if math.isfinite(p50_s) else "p50 -"
         self._bar.set_postfix_str(f"{p50}, {dropped} dropped", refresh=True)

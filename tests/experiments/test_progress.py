@@ -6,6 +6,7 @@ import io
 import logging
 import math
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import time
 import pytest
 
 import experiments.run  # noqa: F401  (schema and resolvers)
+from experiments.paths import REPO_ROOT
 from experiments.progress import RunProgress, progress_line
 from sim import build_simulation
 
@@ -113,3 +115,13 @@ def test_a_sweep_says_which_job_of_how_many_is_done(tmp_path):
     for k in (1, 2, 3):
         assert f"[run] job {k} of 3: 100/100 completed" in done.stdout
     assert "job 1 of 3" in (tmp_path / "sweep" / "0" / "run.log").read_text()
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
+def test_on_a_real_terminal_the_run_shows_a_bar(tmp_path):
+    command = f"stty cols 120 rows 40; {sys.executable} -m experiments.run num_requests=300000 progress.after_s=0.2 hydra.run.dir={tmp_path / 'run'}"
+    done = subprocess.run(["script", "-qec", command, str(tmp_path / "typescript")], cwd=REPO_ROOT, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    screen = (tmp_path / "typescript").read_bytes().decode(errors="replace")
+    assert "run sim seed=0:" in screen and "/300000 [" in screen and "req/s, p50 " in screen, screen[-2000:]
+    assert "\r" in screen  # redrawn in place

@@ -66,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.argv = [f"edgebatch {command}", *args]  # argparse's usage line names the subcommand
     try:
         status = module.main(args)
+    except Exception as error:  # a config error in any command (compare's overrides, ...): three lines at most, status 2
+        from experiments.errors import config_error_lines, exit_on_config_error
+
+        lines = config_error_lines(error, args)
+        if lines is None:
+            raise
+        exit_on_config_error(lines)
     finally:
         sys.argv = saved
     return status if isinstance(status, int) and not isinstance(status, bool) else 0  # the modules return their tables

@@ -94,3 +94,9 @@ def test_the_configs_ship_inside_the_package(tmp_path):
     assert "100/100 completed" in done.stdout
     hydra = (tmp_path / "elsewhere" / "run" / ".hydra" / "hydra.yaml").read_text()
     assert "- path: conf\n      schema: pkg\n      provider: main" in hydra  # the primary configs: pkg://conf
+
+
+def test_a_config_error_in_another_command_is_short_too(tmp_path):
+    done = edgebatch("compare", "rate_rsp=5", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[0].startswith("error: rate_rsp=5 is not allowed") and "did you mean 'rate_rps'?" in done.stderr

@@ -86,8 +86,9 @@ __all__ = ["LiveRunError", "LiveRunInterrupted", "RunHandle", "run_live", "role_
 
 _START_LEAD_S = 0.3
 #: roles whose process may be restarted during a run (their state is in the broker, unacknowledged batches, or in
-#: the schedule: a restarted source sends again what was due, and the gateway keeps one of each)
-_RESTARTABLE = ("live.roles.worker", "live.roles.pool", "live.roles.source")
+#: the schedule: a restarted source sends again what was due, and the gateway keeps one of each; or on disk: a
+#: restarted sink reads its write-ahead log, and the broker delivers again what it had not acknowledged)
+_RESTARTABLE = ("live.roles.worker", "live.roles.pool", "live.roles.source", "live.roles.sink")
 
 
 class LiveRunError(RuntimeError):
@@ -253,6 +254,7 @@ class _LocalRun:
             self.supervisor.watch(sink, epoch + self.settings.timeout_s, interrupts, on_crash=lambda p: self._on_crash(p, epoch),
                                   period_s=0.05)  # fmt: skip
         stopped_by = interrupts.first
+        sink = self.supervisor.get(sink.name)  # the one running now (a crashed sink is restarted)
         timed_out = stopped_by is None and sink.popen.poll() is None
         self._stop(sink, timed_out, stopped_by)
         result = self._result(sink, timed_out, stopped_by, ready_s, started)

@@ -222,13 +222,17 @@ class Supervisor:
     def watch(self, proc: RoleProc, until_unix: float, stop, *, on_crash: Callable[[RoleProc], None], period_s: float) -> None:
         """Until ``proc`` exits, the wall clock reaches ``until_unix`` or ``stop`` is set.
 
-        A crashed process goes to ``on_crash`` (which restarts it, or raises).
+        A crashed process goes to ``on_crash`` (which restarts it, or raises); ``proc`` itself too, and
+        then its restarted successor is watched.
         """
-        while proc.popen.poll() is None and time.time() < until_unix and not stop.is_set():
+        name = proc.name
+        while time.time() < until_unix and not stop.is_set():
             crashed = self.crashed()
             if crashed is not None:
                 on_crash(crashed)
                 continue
+            if self.get(name).popen.poll() is not None:  # ended on its own, with status 0
+                return
             time.sleep(period_s)
 
     def stop(self, grace_s: float, term_wait_s: float = 3.0) -> None:

@@ -3,8 +3,11 @@
 It consumes the ``records`` topic (completion records and failed batches
 from the gateways, drop records, adopted plans). Delivery is at-least-once,
 so the first record of a request id wins and later ones are counted as
-duplicates. When every request of the workload has ended (or on stop), it
-writes, under ``--out``:
+duplicates. Each record it takes goes to a write-ahead log
+(``live.roles.sink_log``, ``<out>/records.wal``) before it is acknowledged,
+so a sink restarted after a crash reads the log back and goes on (the
+broker delivers again what it had not acknowledged). When every request of
+the workload has ended (or on stop), it writes, under ``--out``:
 
 - ``requests.parquet`` and ``batches.parquet`` with exactly
   ``spec.records.REQUEST_COLUMNS`` and ``BATCH_COLUMNS`` (the simulator's
@@ -41,6 +44,7 @@ import pandas as pd
 from live.config import RunSpec
 from live.wire.messages import ControlOp, DecodeError, Kind, Message, decode
 from spec.recorder import FAILED, FINISHED, Recorder, hourly_servers, summary
+from live.roles.sink_log import RecordLog
 from spec.records import DropReason
 
 __all__ = ["SinkState", "main"]
@@ -237,6 +241,18 @@ class ProgressFile:
         tmp.replace(self.path)
 
 
+def _replay(log: RecordLog, state: SinkState) -> int:
+    """Feed ``state`` the records of an earlier process of this sink; return how many."""
+    count = 0
+    for raw in log.replay():
+        try:
+            state.add(decode(raw))
+        except DecodeError:
+            continue  # written by a process of another key or version: the broker has the record still
+        count += 1
+    return count
+
+
 def main(argv=None) -> int:
     from live.roles.role import Role, common_parser
 
@@ -247,7 +263,10 @@ def main(argv=None) -> int:
     try:
         role = Role(args, "sink", "sink")
         state = SinkState(role.spec)
+        log = RecordLog(Path(args.out) / "records.wal")
+        replayed = _replay(log, state)  # a restarted sink: what its predecessor had taken
         inbox: queue.SimpleQueue = queue.SimpleQueue()
+        role.skip_consumer_ids(args.incarnation)  # past the consumer of a killed predecessor (pulsar-lite)
         consumer = role.subscribe(role.topics.records, "sink", receiver_queue_size=1000,
                                   message_listener=lambda c, m: inbox.put(m))  # fmt: skip
         role.producer(role.topics.dead_letter)
@@ -269,12 +288,16 @@ def main(argv=None) -> int:
                 problem = str(error)
             if problem is not None:
                 role.dead_letter(raw, problem, role.topics.records)
+            else:
+                log.append(raw)  # on disk before it is acknowledged
             consumer.acknowledge(msg)
         complete = state.done
         unfinished = state.finish()
         summary = state.write(Path(args.out), complete=complete)
+        log.close(remove=True)
         role.stats.update(records_complete=complete, unfinished=unfinished, duplicates=state.duplicates, conflicts=state.conflicts,
-                          ignored=state.ignored, undecodable=undecodable, completed=summary["completed"], dropped=summary["dropped"])  # fmt: skip
+                          ignored=state.ignored, undecodable=undecodable, completed=summary["completed"], dropped=summary["dropped"],
+                          replayed_after_restart=replayed)  # fmt: skip
         return 0
     finally:
         if role is not None:

@@ -183,6 +183,26 @@ def test_a_source_killed_mid_run_resumes_its_schedule_and_nothing_is_lost_or_dup
             p99_s=result.summary["latency_p99_s"], worst_s=float(result.requests["latency_s"].max()))
 
 
+def test_a_sink_killed_mid_run_is_restarted_from_its_log_and_keeps_every_record_once(broker, tmp_path):
+    config = edge_config(num_requests=600, rate_rps=60)  # 10 s of arrivals
+    config["live"]["broker"] = {"url": broker.url}
+
+    def kill_the_sink(handle):
+        handle.sleep_until(4.0)
+        os.kill(handle.pid("sink"), signal.SIGKILL)  # while records flow to it
+        handle.notes["killed_at_s"] = handle.now()
+
+    result = run_live(config, tmp_path, on_start=kill_the_sink)
+    check_ended_exactly_once(result, 600)
+    assert result.summary["complete"] is True and result.summary["dropped"] == 0
+    assert result.extra["restarts"] == {"sink": 1}
+    sink = result.extra["roles"]["sink"]
+    assert sink["replayed_after_restart"] > 20  # the records (one per batch) the killed sink had taken, from its log
+    assert not (tmp_path / "records.wal").exists()  # the tables are written: the log is gone
+    figures("sink killed", replayed=sink["replayed_after_restart"], duplicates=sink["duplicates"],
+            p99_s=result.summary["latency_p99_s"])
+
+
 # ---------------------------------------------------------------------------
 # the broker restarted on the same port during the run
 # ---------------------------------------------------------------------------

@@ -104,12 +104,13 @@ def plot_cdfs(sim_dir: Path, live_dir: Path, path: Path) -> None:
     slo_s = json.loads((Path(sim_dir) / "summary.json").read_text()).get("slo_s")
     if isinstance(slo_s, (int, float)) and math.isfinite(slo_s):
         ax.axvline(slo_s * 1000, color="black", linestyle=":", linewidth=0.9, label=f"SLO {slo_s * 1000:g} ms")
-    ax.set_xlabel("latency (ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of requests completed within")
     setup = sweep_caption([sim_dir, live_dir])
     ax.set_title("\n".join(["Latency CDF: simulated against live, one run each (no spread)", *textwrap.wrap(setup, 90)]),
                  fontsize=8, loc="left")  # fmt: skip
-    ax.grid(True, alpha=0.3)
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
     for suffix in (".png", ".svg"):

@@ -17,6 +17,7 @@ Seeds with no partner are reported, never silently dropped.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -175,8 +176,9 @@ def format_comparison(comparison: pd.DataFrame, metrics: Sequence[str] = SHOWN_M
     })  # fmt: skip
 
 
-def plot_comparison(comparison: pd.DataFrame, path: Path, metrics: Sequence[str] = SHOWN_METRICS) -> list[Path]:
-    """A forest plot: per metric the mean difference relative to the baseline mean, with its 95% interval."""
+def plot_comparison(comparison: pd.DataFrame, path: Path, metrics: Sequence[str] = SHOWN_METRICS, setup: str = "") -> list[Path]:
+    """A forest plot: per metric the mean difference relative to the baseline mean, with its 95% interval; ``setup``
+    (what the runs share: ``experiments.plot.caption``) under the title."""
     shown = comparison[comparison["metric"].isin(metrics) & np.isfinite(comparison["relative"].astype(float))]
     order = [m for m in metrics if m in set(shown["metric"])]
     if not order:
@@ -199,7 +201,7 @@ def plot_comparison(comparison: pd.DataFrame, path: Path, metrics: Sequence[str]
     ax.invert_yaxis()
     ax.set_xlabel("candidate - baseline (% of the baseline mean; 95% interval over paired seeds)")
     title = f"{comparison.attrs.get('candidate', 'candidate')} against {comparison.attrs.get('baseline', 'baseline')}"
-    ax.set_title(title[:90], fontsize=10)
+    ax.set_title("\n".join([title[:90], *textwrap.wrap(setup, 80)]), fontsize=9 if setup else 10, loc="left" if setup else "center")
     ax.grid(True, axis="x", alpha=0.3)
     if len(contexts) > 1:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="paired within", title_fontsize=7)
@@ -244,6 +246,8 @@ def report_paired(table: pd.DataFrame, baseline: dict | None, candidate: dict | 
         unpaired.to_csv(out / "paired_unpaired.csv", index=False)
         print(f"\n{len(unpaired)} runs with no partner on the same seed (left out of the differences):")
         print(unpaired.to_string(index=False))
-    figures = plot_comparison(comparison, out / "paired")
+    from experiments.plot import caption
+
+    figures = plot_comparison(comparison, out / "paired", setup=caption(pd.concat([base_rows, cand_rows], ignore_index=True)))
     print(f"-> {out / 'paired.csv'}" + (f", {figures[0]}" if figures else ""))
     return result

@@ -667,8 +667,9 @@ def _plot(measured: dict, profile: dict, plot_dir: Path) -> None:
     cold_ax.legend(fontsize=7)
     for ax in (fit_ax, hop_ax, cold_ax):
         ax.grid(True, alpha=0.3)
+    load = profile["calibration"]["load_average"]["before"][0]
     fig.suptitle(f"Calibration of {info['model']!r} on {info['hostname']} ({info['cpu_model']}, {info['cores']} cores, "
-                 f"torch {info['torch']}), {profile['calibration']['measured_at']}")  # fmt: skip
+                 f"torch {info['torch']}), {profile['calibration']['measured_at']}, load average {load:.1f} before")  # fmt: skip
     fig.tight_layout()
     for suffix in (".png", ".svg"):
         fig.savefig(plot_dir / f"fit{suffix}", dpi=110)

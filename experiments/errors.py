@@ -88,6 +88,10 @@ def _as_config_error(error: BaseException, overrides: Sequence[str]) -> ConfigEr
     if isinstance(error, OmegaConfBaseException):
         return _omegaconf_error(error, overrides)
     if isinstance(error, CompactHydraException):  # ConfigCompositionException and the like
+        already = re.match(r"Could not append to config\. An item is already at '(\S+)'", _first_line(error))
+        if already:  # +key=value for a key the config has: say to drop the +
+            key = already.group(1)
+            return ConfigError(f"+{key}", _override_value(key, overrides), f"{key} is a setting already: write {key}=... (no +)")
         cause = error.__cause__
         merging = re.match(r"Error merging override (\S+)", _first_line(error))  # the override Hydra was applying
         if merging:

@@ -47,6 +47,7 @@ def assert_short_config_error(done: subprocess.CompletedProcess, *named: str) ->
         (["backend=live", "live.model=resnet"], ["live.model='resnet'", "cnn, mlp, wide_mlp"]),
         (["rate_rps=-5"], ["workload.sources[0].arrivals.rate_rps=-5.0"]),
         (["slo_s=[1"], ["slo_s=[1"]),
+        (["+live.emulate_links=false"], ["+live.emulate_links=False", "write live.emulate_links=... (no +)"]),
     ],
 )
 def test_a_config_error_in_a_single_run_is_short_and_leaves_nothing(overrides, named, tmp_path):

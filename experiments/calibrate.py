@@ -464,6 +464,9 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
         "hop_samples_s": _quantiles(return_hops, "hop_samples_s"),
         "there_hop_s": there_s, "hop_MBps": hop_MBps, "hop_fit": hop_note,
         "ingest_s": float((one["requests"]["dispatched_s"] - one["requests"]["arrival_s"]).median()),
+        # unbatched, a request is dispatched as soon as its gateway has it: the source's hop, per request
+        "ingest_samples_s": _quantiles(np.concatenate([(t["requests"]["dispatched_s"] - t["requests"]["arrival_s"]).to_numpy()
+                                                       for t in (one, tables["slow"])]), "ingest_samples_s"),  # fmt: skip
         "backlogged_batches": int(one["backlogged"].sum() + many["backlogged"].sum()),
         "service_p50_s": float(np.median(service)),
         "roles": fit_role_cpu(runs), "role_runs": runs,
@@ -560,6 +563,7 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
         "overhead_samples_s": in_situ["overhead_samples_s"],
         "hop_MBps": None if in_situ["hop_MBps"] is None else round(in_situ["hop_MBps"], 2),
         "ingest_s": round(in_situ["ingest_s"], 6),
+        "ingest_samples_s": in_situ["ingest_samples_s"],
         "hosts": {"local": {"cores": cores, "executors": "*", "roles": in_situ["roles"], "cold_start_cores": cold_cores,
                             # other work on the machine during the live runs (0 on a quiet one)
                             "background_cores": round(min(in_situ["background_cores"], 0.9 * cores), 3),

@@ -33,6 +33,8 @@ class SourceConf:
     size_bytes: int = 200 * 1024
     slo_s: float = math.inf
     hop_s: float = 0.0
+    #: measured hops to the gateway (seconds), resampled per request (spec.workload.Source)
+    hop_samples_s: Optional[List[float]] = None
 
 
 @dataclass

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
-from policies.events import Request
+import numpy as np
 
-__all__ = ["ArrivalFeed"]
+from policies.events import Request
+from spec.noise import EmpiricalDelay
+
+__all__ = ["ArrivalFeed", "request_hops"]
 
 _CHUNK = 4096  # arrivals converted to Python floats this many at a time
 
@@ -30,11 +33,13 @@ class ArrivalFeed:
         self.count_arrivals = sim._telemetry
         self.on_done = on_done
         self.hops = [s.hop_s for s in sim.arrivals.sources]
+        #: each request's hop to its gateway: measured samples resampled per request, else its source's hop_s
+        self.request_hops = sim._request_hops
         # gateways see requests after their source's hop; with unequal hops that reorders them
         self._order = None
-        if any(self.hops) and len(set(self.hops)) > 1:
-            import numpy as np
-
+        if self.request_hops is not None:
+            self._order = np.argsort(self.arrivals.arrival_s + self.request_hops, kind="stable")
+        elif any(self.hops) and len(set(self.hops)) > 1:
             seen_s = self.arrivals.arrival_s + np.asarray(self.hops)[self.arrivals.source_index]
             self._order = np.argsort(seen_s, kind="stable")
         self._bar = None
@@ -53,16 +58,17 @@ class ArrivalFeed:
         self.env.feed(next(replay), replay.__next__)
 
     def _chunks(self):
-        """(request ids, arrival times, source indices) as Python lists, a chunk at a time, in gateway order."""
+        """(request ids, arrival times, source indices, hops) as Python lists, a chunk at a time, in gateway order."""
         arrivals = self.arrivals
+        hops = self.request_hops if self.request_hops is not None else np.asarray(self.hops, dtype=float)[arrivals.source_index]
         for start in range(0, self.count, _CHUNK):
             stop = min(start + _CHUNK, self.count)
             if self._order is None:
                 ids = range(start, stop)
-                yield ids, arrivals.arrival_s[start:stop].tolist(), arrivals.source_index[start:stop].tolist()
+                yield ids, arrivals.arrival_s[start:stop].tolist(), arrivals.source_index[start:stop].tolist(), hops[start:stop].tolist()
             else:
                 order = self._order[start:stop]
-                yield order.tolist(), arrivals.arrival_s[order].tolist(), arrivals.source_index[order].tolist()
+                yield order.tolist(), arrivals.arrival_s[order].tolist(), arrivals.source_index[order].tolist(), hops[order].tolist()
             if self._bar is not None:
                 self._bar.update(stop - self._bar.n)
 
@@ -73,7 +79,7 @@ class ArrivalFeed:
         its locals between arrivals, where a method would reload a dozen
         attributes for each.
         """
-        env, drivers, hops = self.env, self.drivers, self.hops
+        env, drivers = self.env, self.drivers
         sources = self.arrivals.sources
         names = [s.name for s in sources]
         sizes = [s.size_bytes for s in sources]
@@ -85,9 +91,9 @@ class ArrivalFeed:
         arrived_since = self.arrived_since if self.count_arrivals else None
         # positional ``make``: the keyword constructors cost a third of a run (policies/positional.py)
         make_request = Request.make
-        for ids, times, source_indices in self._chunks():
-            for request_id, arrival_s, source in zip(ids, times, source_indices):
-                due_s = arrival_s + hops[source]
+        for ids, times, source_indices, hops in self._chunks():
+            for request_id, arrival_s, source, hop_s in zip(ids, times, source_indices, hops):
+                due_s = arrival_s + hop_s
                 now_s = env.now_s
                 yield due_s if due_s > now_s else now_s
                 if arrived_since is not None:
@@ -102,3 +108,21 @@ class ArrivalFeed:
             self._bar.close()
         self.on_done()
         yield math.inf
+
+
+def request_hops(arrivals, seed: int) -> np.ndarray | None:
+    """Each request's hop to its gateway when some source has measured ``hop_samples_s`` (else None).
+
+    Drawn once per run, per source from a stream of its own under the run's
+    seed; sources without samples keep their constant ``hop_s``.
+    """
+    sources = arrivals.sources
+    if all(s.hop_samples_s is None for s in sources):
+        return None
+    hops = np.asarray([s.hop_s for s in sources], dtype=float)[arrivals.source_index]
+    for index, source in enumerate(sources):
+        if source.hop_samples_s is not None:
+            mine = arrivals.source_index == index
+            rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1A6E57, index]))
+            hops[mine] = EmpiricalDelay(samples_s=source.hop_samples_s).sample(int(mine.sum()), rng)
+    return hops

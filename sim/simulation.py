@@ -9,7 +9,7 @@ import pandas as pd
 
 from policies.events import ArrivalRateMeasured, BandwidthMeasured, InstanceStateChanged
 from policies.run_spec import RunSpec
-from sim.arrivals import ArrivalFeed
+from sim.arrivals import ArrivalFeed, request_hops
 from sim.environment import FeedEnvironment
 from sim.gateway import GatewayDriver
 from sim.harness import HarnessLoad
@@ -82,6 +82,8 @@ class Simulation:
             self.gateways[gateway] = GatewayDriver(self, gateway, scheduler, {n: self.executors[n] for n in reachable}, channels)
         self._source_gateway = [self.gateways[g] for g in gateway_of]
         self.hosts = self._place_on_hosts()
+        #: each request's hop to its gateway where sources give measured samples (None: their constant hop_s)
+        self._request_hops = request_hops(arrivals, seed)
         self._source_sizes = [s.size_bytes for s in arrivals.sources]
         self._uniform_size = self._source_sizes[0] if len(set(self._source_sizes)) == 1 else None
         self.count = len(arrivals)
@@ -187,7 +189,7 @@ class Simulation:
         if not self.done.triggered:
             self._end_early()
         recorder = self.recorder
-        requests = recorder.requests(source_hops=True)
+        requests = recorder.requests(source_hops=True if self._request_hops is None else self._request_hops)
         batches = recorder.batches()
         plan_list = [p for d in self.gateways.values() for p in d.plans]
         result = summary(requests, batches, arrivals=self.arrivals, servers=hourly_servers(self.cluster), plans=plan_list,

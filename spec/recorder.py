@@ -252,7 +252,8 @@ class Recorder:
 
         ``renumber``: see ``batches``. ``source_hops``: the sources' ``hop_s``
         delayed each request on its way to the gateway (the simulator; live
-        does not time that hop apart), so it counts in the ``hop_s`` column.
+        does not time that hop apart), so it counts in the ``hop_s`` column;
+        an array gives each request's own (resampled ``hop_samples_s``).
         """
         arrivals = self.arrivals
         batch = self.batch_of
@@ -278,14 +279,17 @@ class Recorder:
             batch = np.where(has_batch, np.asarray(renumber, dtype=np.int32)[index], -1).astype(np.int32)
         state = per_batch(self.b_state, np.int8, 0)
         hop_s = hop_back_s = None
-        source_hops = source_hops and any(s.hop_s for s in arrivals.sources)
+        per_request_hops = source_hops if isinstance(source_hops, np.ndarray) else None  # each request's own, drawn
+        source_hops = per_request_hops is not None or (source_hops and any(s.hop_s for s in arrivals.sources))
         if self.b_hop_s is not None or source_hops:
             if self.b_hop_s is not None:
                 hop_s = per_batch(self.b_hop_s, np.float64, 0.0)
                 hop_back_s = per_batch(self.b_hop_back_s, np.float64, 0.0)
             else:
                 hop_s = np.zeros(len(batch))
-            if source_hops:
+            if per_request_hops is not None:
+                hop_s += per_request_hops
+            elif source_hops:
                 hop_s += np.array([s.hop_s for s in arrivals.sources], dtype=np.float64)[arrivals.source_index]
         return request_table(
             arrivals,

@@ -208,10 +208,21 @@ class Source:
     #: one-way hop from the device to its gateway (the gateway sees a request this
     #: long after it was made; latency counts from when it was made)
     hop_s: float = 0.0
+    #: measured hops to the gateway (seconds, e.g. quantiles from calibration), resampled per request
+    #: with the run's seeded generator in place of the constant ``hop_s`` (their mean when it is 0)
+    hop_samples_s: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError("source.name", self.name, "a non-empty string")
+        if self.hop_samples_s is not None:
+            samples = self.hop_samples_s
+            if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence) or not samples:
+                raise ConfigError(f"sources.{self.name}.hop_samples_s", samples, "a non-empty list of measured delays in seconds (>= 0)")
+            samples = tuple(check_non_negative(f"sources.{self.name}.hop_samples_s", v) for v in samples)
+            object.__setattr__(self, "hop_samples_s", samples)
+            if self.hop_s == 0.0:
+                object.__setattr__(self, "hop_s", sum(samples) / len(samples))
         if not isinstance(self.arrivals, ArrivalProcess):
             raise ConfigError(f"sources.{self.name}.arrivals", type(self.arrivals).__name__, "an ArrivalProcess")
         check_int_at_least(f"sources.{self.name}.size_bytes", self.size_bytes, 0)

@@ -23,7 +23,7 @@ def test_calibration_composes_as_a_profile_and_the_simulator_runs_with_it(tmp_pa
                     "--out", str(out), "--plots", str(tmp_path / "plots")])  # fmt: skip
     profile = yaml.safe_load(out.read_text())
     assert profile["hop_s"] > 0 and profile["overhead_s"] >= 0 and profile["cold_start"]["samples_s"][0] > 0.1
-    assert len(profile["hop_samples_s"]) == len(profile["overhead_samples_s"]) == 40
+    assert len(profile["hop_samples_s"]) == len(profile["overhead_samples_s"]) == len(profile["ingest_samples_s"]) == 40
     # when, on what, how noisy
     calibration = profile["calibration"]
     assert calibration["measured_at"].endswith("Z") and calibration["machine"]["cores"] >= 1 and calibration["machine"]["torch"]

@@ -38,6 +38,15 @@ def test_a_profile_with_hosts_puts_every_executor_and_the_roles_on_this_machine(
     assert all(e.hop_samples_s == (0.001, 0.004) for e in spec.cluster.executors.values())
 
 
+@pytest.mark.parametrize("workload", sorted(p.stem for p in (CONF / "workload").glob("*.yaml")))
+def test_measured_ingest_hops_reach_every_source_and_none_without_them(workload):
+    cluster = ["cluster=multi_edge"] if workload == "multi_source" else []
+    plain = build_run_spec(_run_config([f"workload={workload}", *cluster]))
+    assert all(s.hop_samples_s is None for s in plain.workload.sources)
+    spec = build_run_spec(_run_config([f"workload={workload}", *cluster, "+profile.ingest_samples_s=[0.002,0.006]"]))
+    assert all(s.hop_samples_s == (0.002, 0.006) and s.hop_s == pytest.approx(0.004) for s in spec.workload.sources)
+
+
 def test_two_replicas_on_this_machine():
     spec = build_run_spec(_run_config(["cluster=edge_replicas", HOSTS]))
     assert spec.cluster.executors["edge"].slots == 2

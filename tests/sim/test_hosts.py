@@ -156,6 +156,22 @@ def test_measured_hops_and_overheads_are_resampled_per_message():
     assert requests["queue_s"].mean() > simulate(config).requests["queue_s"].mean() * 1.2
 
 
+def test_measured_source_hops_are_resampled_per_request_and_reorder_what_the_gateway_sees():
+    samples = [0.001, 0.05]
+    config = single_queue(rate_rps=100, service_s=0.001, num_requests=4000)
+    config["workload"]["sources"][0]["hop_samples_s"] = samples
+    requests = simulate(config).requests
+    hops = np.round(requests["hop_s"].to_numpy(), 9)
+    assert set(hops) == set(samples)  # each request its own draw, in the hop_s column
+    assert (hops == 0.05).mean() == pytest.approx(0.5, abs=0.03)
+    # a request drawn a long hop is seen after later ones drawn a short one: dispatched out of arrival order
+    by_arrival = requests.sort_values("arrival_s")
+    assert (np.diff(by_arrival["dispatched_s"].to_numpy()) < 0).any()
+    # latency counts from when the request was made: its hop is in it
+    assert (requests["latency_s"] >= requests["hop_s"] + requests["service_s"] - 1e-12).all()
+    assert simulate(config).requests.equals(requests)  # seeded
+
+
 def test_bad_host_settings_name_the_field():
     base = single_queue(rate_rps=1, service_s=0.01, num_requests=10)
     with pytest.raises(ConfigError, match=r"cluster\.hosts\.box\.cores"):
@@ -174,4 +190,8 @@ def test_bad_host_settings_name_the_field():
     hop = json.loads(json.dumps(base))
     hop["cluster"]["executors"][0]["hop_samples_s"] = []
     with pytest.raises(ConfigError, match=r"hop_samples_s"):
+        simulate(hop)
+    hop = json.loads(json.dumps(base))
+    hop["workload"]["sources"][0]["hop_samples_s"] = [0.001, -1.0]
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.hop_samples_s=-1\.0"):
         simulate(hop)

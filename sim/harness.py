@@ -49,15 +49,21 @@ class HarnessLoad:
 
     def request(self, source: str, gateway: str) -> None:
         """A request from ``source`` reached ``gateway``."""
-        for placed in (self._sources.get(source), self._broker, self._gateways.get(gateway)):
-            if placed is not None and placed[2].cpu_s_per_request > 0:
-                placed[0].run(placed[1], cpu_s=placed[2].cpu_s_per_request)
+        self._charge((self._sources.get(source), self._broker, self._gateways.get(gateway)), "cpu_s_per_request")
 
     def batch(self, gateway: str) -> None:
         """A batch's result came back to ``gateway`` (and its records go on to the sink)."""
-        for placed in (self._gateways.get(gateway), self._broker, self._sink):
-            if placed is not None and placed[2].cpu_s_per_batch > 0:
-                placed[0].run(placed[1], cpu_s=placed[2].cpu_s_per_batch)
+        self._charge((self._gateways.get(gateway), self._broker, self._sink), "cpu_s_per_batch")
+
+    @staticmethod
+    def _charge(placed_roles, field: str) -> None:
+        """Each role's ``field`` CPU on its host, one submission per host."""
+        by_host: dict[int, tuple[SimHost, list]] = {}
+        for placed in placed_roles:
+            if placed is not None and getattr(placed[2], field) > 0:
+                by_host.setdefault(id(placed[0]), (placed[0], []))[1].append((placed[1], getattr(placed[2], field), 1.0))
+        for host, work in by_host.values():
+            host.run_all(work)
 
     def arrivals_through(self, driver) -> None:
         """Charge each request's CPU when ``driver``'s scheduler receives it (wraps ``driver.handle_arrival``)."""

@@ -44,6 +44,10 @@ class SimHost:
             self._done[job] = on_done
         self._apply(self.model.submit(self.env.now_s, job=job, cpu_s=cpu_s, cores=cores))
 
+    def run_all(self, work) -> None:
+        """Background work for several jobs at once, ``(job, cpu_s, cores)`` each (the model settles once)."""
+        self._apply(self.model.submit_all(self.env.now_s, work))
+
     def _wake(self, call) -> None:
         self._apply(self.model.wake(self.env.now_s, generation=call.value))
 

@@ -108,18 +108,23 @@ class HostCpu:
     # -- events ---------------------------------------------------------------------------
     def submit(self, now_s: float, *, job: Any, cpu_s: float, cores: float = 1.0) -> list[HostCpuAction]:
         """``cpu_s`` more CPU-seconds for ``job`` (new, or still running), which can keep ``cores`` cores busy."""
-        if isinstance(cpu_s, bool) or not isinstance(cpu_s, (int, float)) or not math.isfinite(cpu_s) or cpu_s < 0:
-            raise HostCpuError(f"HostCpu.submit: the driver gave cpu_s={cpu_s!r} for {job!r}; a finite number >= 0")
-        if isinstance(cores, bool) or not isinstance(cores, (int, float)) or not math.isfinite(cores) or cores <= 0:
-            raise HostCpuError(f"HostCpu.submit: the driver gave cores={cores!r} for {job!r}; a finite number > 0")
+        return self.submit_all(now_s, [(job, cpu_s, cores)])
+
+    def submit_all(self, now_s: float, work) -> list[HostCpuAction]:
+        """Several ``(job, cpu_s, cores)`` submissions at one time, settled once (as ``submit`` one after the other)."""
         self._advance(now_s, "submit")
-        entry = self._jobs.get(job)
-        if entry is None:
-            self._jobs[job] = _Job(float(cpu_s), float(cores))
-        elif entry.cores != cores:
-            raise HostCpuError(f"HostCpu.submit: the driver changed the demand of running job {job!r} from {entry.cores} to {cores} cores")
-        else:
-            entry.left_cpu_s += float(cpu_s)
+        for job, cpu_s, cores in work:
+            if isinstance(cpu_s, bool) or not isinstance(cpu_s, (int, float)) or not math.isfinite(cpu_s) or cpu_s < 0:
+                raise HostCpuError(f"HostCpu.submit: the driver gave cpu_s={cpu_s!r} for {job!r}; a finite number >= 0")
+            if isinstance(cores, bool) or not isinstance(cores, (int, float)) or not math.isfinite(cores) or cores <= 0:
+                raise HostCpuError(f"HostCpu.submit: the driver gave cores={cores!r} for {job!r}; a finite number > 0")
+            entry = self._jobs.get(job)
+            if entry is None:
+                self._jobs[job] = _Job(float(cpu_s), float(cores))
+            elif entry.cores != cores:
+                raise HostCpuError(f"HostCpu.submit: the driver changed the demand of running job {job!r} from {entry.cores} to {cores} cores")
+            else:
+                entry.left_cpu_s += float(cpu_s)
         return self._settle(now_s)
 
     def wake(self, now_s: float, *, generation: int) -> list[HostCpuAction]:
@@ -145,23 +150,22 @@ class HostCpu:
         """Finish the jobs with no work left, share the cores anew, and say when the next one finishes."""
         tolerance_s = _RELATIVE_TOLERANCE * max(1.0, abs(now_s))
         actions: list[HostCpuAction] = []
+        jobs = self._jobs
         # a job finishes now when what it has left would take at most the tolerance at its rate
-        for job, entry in list(self._jobs.items()):
-            if entry.left_cpu_s <= 0 or (entry.rate > 0 and entry.left_cpu_s <= entry.rate * tolerance_s):
-                self.busy_cpu_s += max(0.0, entry.left_cpu_s)
-                del self._jobs[job]
-                actions.append(JobFinished(job=job, at_s=now_s))
+        done = [job for job, e in jobs.items() if e.left_cpu_s <= e.rate * tolerance_s]
+        for job in done:
+            self.busy_cpu_s += max(0.0, jobs.pop(job).left_cpu_s)
+            actions.append(JobFinished(job=job, at_s=now_s))
         self._share()
         self._generation += 1
-        if self._jobs:
-            at_s = now_s + min(e.left_cpu_s / e.rate for e in self._jobs.values())
-            actions.append(WakeAt(at_s=at_s, generation=self._generation))
+        if jobs:
+            actions.append(WakeAt(at_s=now_s + min([e.left_cpu_s / e.rate for e in jobs.values()]), generation=self._generation))
         return actions
 
     def _share(self) -> None:
         """Max-min fair shares of the cores (water-filling over the demands)."""
         jobs = self._jobs.values()
-        if sum(e.cores for e in jobs) <= self.cores:
+        if sum([e.cores for e in jobs]) <= self.cores:
             for entry in jobs:
                 entry.rate = entry.cores
             return

@@ -161,6 +161,14 @@ def _figures(out: Path, sim_dir: Path, live_dir: Path, seeds: list[int]) -> list
     return written
 
 
+def figures_line(out: Path) -> str:
+    """How many figures are under ``out`` and which, counted from the files there (each a PNG and an SVG)."""
+    figures = sorted(p for p in out.rglob("*.png") if p.with_suffix(".svg").exists())
+    alone = sorted(p for p in out.rglob("*.png") if not p.with_suffix(".svg").exists())
+    names = ", ".join(str(p.relative_to(out).with_suffix("")) for p in figures)
+    return f"{len(figures)} figures, each as PNG and SVG: {names}" + (f"; {len(alone)} as PNG only" if alone else "")
+
+
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate-rps", type=float, default=100.0)
@@ -203,8 +211,7 @@ def main(argv=None) -> pd.DataFrame:
     plot_tour(tour_requests, out / "plots", num_requests=args.tour_requests)
 
     _figures(out, sim_dir, live_dir, seeds)
-    figures = sorted(out.rglob("*.png"))
-    print(f"\n{len(figures)} figures, each as PNG and SVG: " + ", ".join(str(p.relative_to(out).with_suffix("")) for p in figures))
+    print("\n" + figures_line(out))
     print(f"everything in {out} ({time.perf_counter() - started:.0f} s)")
     return table
 

@@ -131,3 +131,15 @@ def test_the_quickstart_tour_has_its_figure(tmp_path):
     written = plot_tour(requests, tmp_path, num_requests=2000)
     assert [p.name for p in written] == ["batching_tour.png", "batching_tour.svg"] and all(p.stat().st_size > 1000 for p in written)
     assert set(requests) == set(table.index)
+
+
+def test_the_quickstarts_figure_count_is_the_files_written(tmp_path):
+    from experiments.quickstart import figures_line
+
+    for name in ("plots/latency_cdf", "plots/timeline_sim_seed0", "calibration/fit"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{name}.png").write_bytes(b"png")
+        (tmp_path / f"{name}.svg").write_text("svg")
+    (tmp_path / "plots" / "lonely.png").write_bytes(b"png")
+    assert figures_line(tmp_path) == ("3 figures, each as PNG and SVG: calibration/fit, plots/latency_cdf, plots/timeline_sim_seed0; "
+                                      "1 as PNG only")  # fmt: skip

@@ -145,6 +145,9 @@ class Cluster:
     ``links`` maps ``"gateway/executor"`` (or just ``"executor"``, for the
     same link from every gateway) to a ``Link``. A remote executor with no
     link is reached instantly (a zero-delay, infinite-bandwidth link).
+    ``hosts`` maps a machine's name to a ``spec.host_spec.HostSpec``: its
+    cores, the executors and harness roles on it, which share those cores
+    in the simulator; none: every executor and role unconstrained.
     """
 
     def __init__(self, *, executors: Sequence[ExecutorSpec], links: Mapping[str, Link] | None = None,

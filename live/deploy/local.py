@@ -87,8 +87,9 @@ __all__ = ["LiveRunError", "LiveRunInterrupted", "RunHandle", "run_live", "role_
 _START_LEAD_S = 0.3
 #: roles whose process may be restarted during a run (their state is in the broker, unacknowledged batches, or in
 #: the schedule: a restarted source sends again what was due, and the gateway keeps one of each; or on disk: a
-#: restarted sink reads its write-ahead log, and the broker delivers again what it had not acknowledged)
-_RESTARTABLE = ("live.roles.worker", "live.roles.pool", "live.roles.source", "live.roles.sink")
+#: restarted sink reads its write-ahead log, and the broker delivers again what it had not acknowledged; a gateway
+#: acknowledges a request only once it ended, so its restarted successor gets every unfinished one again)
+_RESTARTABLE = ("live.roles.worker", "live.roles.pool", "live.roles.source", "live.roles.sink", "live.roles.gateway")
 
 
 class LiveRunError(RuntimeError):

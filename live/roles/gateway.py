@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+from pathlib import Path
 from collections.abc import Callable
 
 from live.config import RunSpec, Topics
@@ -53,6 +54,7 @@ from live.roles.gateway_flights import Flight, Flights
 from live.roles.gateway_intake import RequestIntake
 from live.roles.gateway_metrics import GatewayMetrics
 from live.roles.gateway_records import RecordWriter, plain, record_meta
+from live.roles.gateway_recovery import EndedLog, ResendAsks
 from live.roles.gateway_telemetry import PlannerTelemetry
 from policies.actions import CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
 from policies.events import (
@@ -105,9 +107,14 @@ class Gateway:
     hears), ``metrics`` (what it measures about itself).
     """
 
-    def __init__(self, spec: RunSpec, name: str, topics: Topics, send: Callable[..., None], now: Callable[[], float]):
+    def __init__(self, spec: RunSpec, name: str, topics: Topics, send: Callable[..., None], now: Callable[[], float],
+                 incarnation: int = 0):  # fmt: skip
         self.spec = spec
         self.name = name
+        #: batch keys are ``<prefix>:<n>``; a gateway restarted after a crash numbers its batches apart
+        self.batch_prefix = name if incarnation == 0 else f"{name}#{incarnation}"
+        #: requests that ended (completed or dropped) since the loop last looked: it acknowledges them then
+        self.ended_requests: list[int] = []
         self.topics = topics
         self.send = send
         self.now = now
@@ -143,6 +150,16 @@ class Gateway:
                      Due.TELEMETRY: self._telemetry}  # fmt: skip
         if self.scheduler.planner is not None:
             self.agenda.push(self.telemetry.period_s, Due.TELEMETRY)
+
+    def restore_ended(self, request_ids) -> None:
+        """Requests its predecessor finished (a restarted gateway): ended, and any copy of them is a duplicate."""
+        new = self.intake.mark_seen(request_ids)
+        self.arrivals_seen += new
+        self.ended += new
+
+    def missing_due(self, by_s: float) -> list[int]:
+        """Due requests of this gateway's sources that it has neither seen nor finished (after a restart)."""
+        return self.intake.unseen_due(self.spec.arrivals.arrival_s, by_s)
 
     @property
     def done(self) -> bool:
@@ -209,20 +226,21 @@ class Gateway:
         dead_letter(_TopicProducer(self.send, self.topics.dead_letter), raw, reason, topic)
 
     # -- requests ------------------------------------------------------------------
-    def on_request(self, raw: bytes) -> None:
+    def on_request(self, raw: bytes) -> int | None:
+        """Take one request message; its id when it is taken (the loop acknowledges it once it ended), else None."""
         topic = self.topics.requests(self.name)
         try:
             message = decode(raw)
         except DecodeError as error:
             self._dead(raw, str(error), topic)
-            return
+            return None
         request_id, problem = self.intake.check(message)
         if problem is not None:
             self._dead(raw, problem, topic)
-            return
+            return None
         if not self.intake.first_time(request_id):
             self.metrics.counts["duplicate_requests"] += 1
-            return
+            return None
         self.arrivals_seen += 1
         self.telemetry.arrived()
         now_s = self.now()
@@ -238,6 +256,7 @@ class Gateway:
             deadline_s=arrival_s + source.slo_s,
         )
         self.handle(RequestArrived(now_s=now_s, request=request))
+        return request_id
         self.metrics.pending(len(self.payloads))
         if self.arrivals_seen % 100 == 0:
             self.metrics.sample_rss()
@@ -259,9 +278,12 @@ class Gateway:
             return
         local_id = None
         if message.kind is Kind.RESULT:
-            gateway, _, local = (message.batch_id or "").rpartition(":")
-            if gateway == self.name and local.isdigit():
+            prefix, _, local = (message.batch_id or "").rpartition(":")
+            if prefix == self.batch_prefix and local.isdigit():
                 local_id = int(local)
+            elif prefix == self.name or prefix.startswith(f"{self.name}#"):
+                self.metrics.counts["stale_results"] += 1  # of a batch this gateway sent before it was restarted
+                return
         if local_id is None:
             self._dead(raw, f"unexpected: {message.kind.name} {message.batch_id!r} on {self.name}'s results topic", topic)
             return
@@ -282,7 +304,7 @@ class Gateway:
     def _complete(self, item: tuple[int, Message], now_s: float) -> None:
         local_id, message = item
         flight = self.flights.pop(local_id)
-        key = f"{self.name}:{local_id}"
+        key = f"{self.batch_prefix}:{local_id}"
         meta = message.meta
         # over a real link (a testbed, no emulation) the batch arrived when its worker received it
         arrived_s = flight.arrival_s(message, real_link=not self.emulators and flight.executor in self.links)
@@ -298,6 +320,7 @@ class Gateway:
         labels = message.labels if message.labels is not None and len(message.labels) == len(ids) else None
         self.records.completed(key, ids, labels=labels, ts={**stamps, **ts}, meta=record_meta(self.name, flight, message))
         self.ended += len(ids)
+        self.ended_requests.extend(flight.ids)
         payloads = self.payloads
         for request_id in flight.ids:
             payloads.pop(request_id, None)
@@ -318,7 +341,7 @@ class Gateway:
         ids = action.request_ids
         payloads = [self.payloads[r] for r in ids]  # kept until the requests end: a failed batch may be retried
         size_bytes = sum(len(p) for p in payloads)
-        key = f"{self.name}:{action.batch_id}"
+        key = f"{self.batch_prefix}:{action.batch_id}"
         data = encode_batch(
             key, [str(r) for r in ids], payloads, source=self.name, ts={"dispatched_s": now_s},
             meta={"executor": executor, "memory_mb": action.memory_mb, "local_id": action.batch_id, "attempt": action.attempt},
@@ -372,6 +395,7 @@ class Gateway:
         self.payloads.pop(action.request_id, None)
         self.metrics.counts["drops"] += 1
         self.ended += 1
+        self.ended_requests.append(action.request_id)
         self.records.dropped(action.request_id, action.reason, self.now())
 
     def _note_plan(self, action: NotePlan) -> None:
@@ -407,6 +431,66 @@ class Gateway:
 # ---------------------------------------------------------------------------
 
 
+class _Acks:
+    """A request is acknowledged only once it has ended, its record is with the broker and its id in the log.
+
+    So a gateway that crashes leaves every request it had not finished unacknowledged: the broker
+    delivers them again to the gateway restarted in its place (which numbers its batches apart), and
+    the log tells that one which requests ended (``live.roles.gateway_recovery``).
+    """
+
+    def __init__(self, records_producer, ended_log, period_s: float = 0.05):
+        self.records_producer = records_producer
+        self.ended_log = ended_log
+        self.period_s = period_s
+        self.pending: dict[int, tuple] = {}  # request id -> (consumer, message)
+        self._next_s = 0.0
+
+    def settle(self, gateway: Gateway, now_s: float, *, force: bool = False) -> None:
+        if not gateway.ended_requests or (not force and now_s < self._next_s):
+            return
+        self._next_s = now_s + self.period_s
+        self.records_producer.flush()  # the ended requests' records are stored by the broker from here on
+        self.ended_log.append(gateway.ended_requests)
+        for request_id in gateway.ended_requests:
+            consumer, msg = self.pending.pop(request_id, (None, None))
+            if consumer is not None:
+                consumer.acknowledge(msg)
+        gateway.ended_requests.clear()
+
+
+def _serve(gateway: Gateway, role, inbox: queue.SimpleQueue, clock, ended_log: EndedLog, restarted: bool) -> int:
+    """The gateway's loop: messages in, timers due, acknowledgements once requests ended."""
+    acks = _Acks(role.producer(role.topics.records), ended_log)
+    asks = None
+    if restarted:
+        gateway.restore_ended(ended_log.before)
+        asks = ResendAsks(gateway, clock.now())
+    while not role.should_stop():
+        next_due = gateway.poll()
+        acks.settle(gateway, clock.now())
+        if asks is not None:
+            asks.poll(clock.now())
+        if gateway.done:
+            break
+        wait_s = 0.2 if next_due is None else min(0.2, max(0.0, next_due - clock.now()))
+        try:
+            kind, consumer, msg = inbox.get(timeout=wait_s) if wait_s > 0 else inbox.get_nowait()
+        except queue.Empty:
+            acks.settle(gateway, clock.now(), force=True)
+            continue
+        if kind == "request":
+            taken = gateway.on_request(msg.data())
+            if taken is not None:
+                acks.pending[taken] = (consumer, msg)
+                continue
+        else:
+            gateway.on_result(msg.data())
+        consumer.acknowledge(msg)
+    acks.settle(gateway, clock.now(), force=True)
+    return asks.asked if asks is not None else 0
+
+
 def main(argv=None) -> int:
     from live.roles.role import Role, common_parser
 
@@ -429,6 +513,7 @@ def main(argv=None) -> int:
             return lambda consumer, msg: inbox.put((kind, consumer, msg))
 
         topics = role.topics
+        role.skip_consumer_ids(2 * args.incarnation)  # past its killed predecessors' two consumers (pulsar-lite)
         role.subscribe(topics.requests(name), f"gateway-{name}", message_listener=listener("request"), receiver_queue_size=1000)
         role.subscribe(topics.results(name), f"gateway-{name}", message_listener=listener("result"), receiver_queue_size=1000)
         for executor in spec.cluster.reachable(name):
@@ -439,30 +524,17 @@ def main(argv=None) -> int:
         clock = role.wait_start()
         if clock is None:
             return 0
-        gateway = Gateway(spec, name, topics, role.send_async, clock.now)
+        gateway = Gateway(spec, name, topics, role.send_async, clock.now, incarnation=args.incarnation)
         if spec.settings.event_log or args.event_log:
-            from pathlib import Path
-
             from live.eventlog import EventLog, log_path
 
             event_log = gateway.event_log = EventLog(args.event_log or log_path(Path(args.config).resolve().parent, name), name)
-        while not role.should_stop():
-            next_due = gateway.poll()
-            if gateway.done:
-                break
-            wait_s = 0.2 if next_due is None else min(0.2, max(0.0, next_due - clock.now()))
-            try:
-                kind, consumer, msg = inbox.get(timeout=wait_s) if wait_s > 0 else inbox.get_nowait()
-            except queue.Empty:
-                continue
-            if kind == "request":
-                gateway.on_request(msg.data())
-            else:
-                gateway.on_result(msg.data())
-            consumer.acknowledge(msg)
+        ended_log = EndedLog(Path(args.config).resolve().parent / f"gateway-{name}.ended", restarted=args.incarnation > 0)
+        resend_asked = _serve(gateway, role, inbox, clock, ended_log, args.incarnation > 0)
+        ended_log.close(remove=gateway.done)
         if not gateway.done:
             gateway.close()
-        role.stats.update(gateway.stats())
+        role.stats.update(gateway.stats(), resend_asked=resend_asked)
         role.stats["plans_adopted"] = json.loads(json.dumps(gateway.plans[-20:], default=str))
         return 0
     finally:

@@ -36,6 +36,20 @@ class RequestIntake:
             return -1, f"unexpected: request id {message.request_id!r} is not one of {message.source}'s"
         return request_id, None
 
+    def mark_seen(self, request_ids) -> int:
+        """Take ``request_ids`` as seen already (a restarted gateway's ended ones); returns how many were new."""
+        new = 0
+        for request_id in request_ids:
+            if 0 <= request_id < self.count and not self.seen[request_id]:
+                self.seen[request_id] = 1
+                new += 1
+        return new
+
+    def unseen_due(self, arrival_s, by_s: float) -> list[int]:
+        """This gateway's request ids due by ``by_s`` that it has not seen."""
+        mine = {index for index, _ in self.sources.values()}
+        return [i for i in range(self.count) if not self.seen[i] and arrival_s[i] <= by_s and int(self.source_index[i]) in mine]
+
     def first_time(self, request_id: int) -> bool:
         """True the first time ``request_id`` is taken, False for a duplicate."""
         if self.seen[request_id]:

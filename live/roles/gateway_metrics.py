@@ -11,7 +11,7 @@ __all__ = ["GatewayMetrics", "rss_mb"]
 
 class GatewayMetrics:
     def __init__(self) -> None:
-        self.counts = {"duplicate_requests": 0, "duplicate_results": 0, "dead_letters": 0, "batches": 0, "drops": 0, "retries": 0,
+        self.counts = {"duplicate_requests": 0, "duplicate_results": 0, "stale_results": 0, "dead_letters": 0, "batches": 0, "drops": 0, "retries": 0,
                        "redelivered": 0}  # fmt: skip
         #: how late each timer was delivered, each uplink transfer published, each request taken in (s)
         self.timer_late_s: list[float] = []

@@ -123,6 +123,8 @@ class Role:
         if self._epoch is not None:
             self._started.set()
         self._producers: dict[str, Any] = {}
+        #: a source sets this: called with each CONTROL ``resend`` (from a restarted gateway)
+        self.on_resend = None
         self.stats: dict[str, Any] = {"role": kind, "name": self.name}
         self._send_errors = 0
         self.dead_letters = 0
@@ -178,8 +180,11 @@ class Role:
         elif op is ControlOp.STOP:
             self.stop.set()
             self._started.set()
+        elif op is ControlOp.RESEND:
+            if self.on_resend is not None:  # a source: the ids it holds are sent again; any other role ignores it
+                self.on_resend(message)
         else:
-            self.dead_letter(raw, f"unexpected: control op {op.value!r} (one of start, stop)", self.topics.control)
+            self.dead_letter(raw, f"unexpected: control op {op.value!r} (one of start, stop, resend)", self.topics.control)
         consumer.acknowledge(msg)
 
     def dead_letter(self, raw: bytes, reason: str, source_topic: str) -> None:
@@ -201,6 +206,10 @@ class Role:
             self.producer(self.topics.results(gateway))
         self.announce_ready()
         return dlq, self.wait_start()
+
+    def clock_or_none(self) -> RunClock | None:
+        """The run's clock once it has started, else None (does not wait)."""
+        return RunClock(self._epoch) if self._epoch is not None else None
 
     def wait_start(self) -> RunClock | None:
         """Block until the run starts; None when told to stop (or out of time) first."""

@@ -62,6 +62,27 @@ def _send_due_again(role, topic: str, spec, source, name: str, ids: list, times:
     return due
 
 
+def _resender(role, topic: str, spec, source, name: str, due_at: dict):
+    """What a source does with a restarted gateway's CONTROL ``resend``: sends again those of its ids already due."""
+
+    def resend(message) -> None:
+        clock = role.clock_or_none()
+        if clock is None or message.source != f"gateway-{source.gateway}" and message.source != source.gateway:
+            return
+        now_s, sent = clock.now(), 0
+        for text in message.ids:
+            request_id = int(text) if text.isdigit() else -1
+            arrival_s = due_at.get(request_id)
+            if arrival_s is None or arrival_s > now_s:
+                continue  # not this source's, or not due yet (it will go on schedule)
+            payload = payload_for(spec.seed, request_id, source.size_bytes)
+            role.send_async(topic, encode_request(str(request_id), payload, source=name, sent_s=clock.now(), ts={"arrival_s": arrival_s}))
+            sent += 1
+        role.stats["resent_on_request"] = role.stats.get("resent_on_request", 0) + sent
+
+    return resend
+
+
 def main(argv=None) -> int:
     parser = common_parser("Replay one workload source's arrivals in real time.")
     parser.add_argument("--source", help="the source's name (default: the only one)")
@@ -80,6 +101,7 @@ def main(argv=None) -> int:
         ids, times = schedule(spec.arrivals, index)
         topic = role.topics.requests(source.gateway)
         role.producer(topic)  # connect before saying ready
+        role.on_resend = _resender(role, topic, spec, source, name, dict(zip(ids.tolist(), times.tolist())))
         role.announce_ready()
         clock = role.wait_start()
         if clock is None:

@@ -195,6 +195,7 @@ class ControlOp(enum.StrEnum):
     NUDGE = "nudge"  # gateway -> its own results topic: wakes a quiet topic of pulsar-lite
     INSTANCES = "instances"  # pool -> gateway: how many instances are warm (meta["executor"], meta["warm"])
     CRASH = "crash"  # pool -> its instance: crash in the next batch (fault injection)
+    RESEND = "resend"  # a restarted gateway -> its sources (control topic): send these due requests again (ids)
 
 
 class DecodeError(ValueError):

@@ -1,0 +1,75 @@
+"""What a gateway keeps on disk so that a successor can take over after it crashed.
+
+The gateway acknowledges a request only once it has ended (``gateway._Acks``),
+so the broker delivers every unfinished request again to the gateway
+restarted in its place. Two things the broker cannot give back are kept
+here:
+
+- which requests already ended: their ids go to ``<run dir>/gateway-<name>.ended``
+  (4-byte big-endian ids, appended before they are acknowledged), so that a
+  successor counts them as ended and takes no copy of them again;
+- what a dead consumer held: pulsar-lite may keep the messages that were on
+  their way to a killed consumer. A successor therefore asks its sources, on
+  the control topic (CONTROL ``resend``), for the due requests it has neither
+  seen nor finished, a second after it starts and then every two seconds
+  while any are missing (a source regenerates a request's payload from the
+  run's seed).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+from live.wire.messages import ControlOp, encode_control
+
+__all__ = ["EndedLog", "ResendAsks"]
+
+_ID = struct.Struct(">i")
+
+
+class EndedLog:
+    """The ids of this gateway's ended requests, on disk; ``before`` holds those of its predecessors."""
+
+    def __init__(self, path: str | os.PathLike, *, restarted: bool):
+        self.path = Path(path)
+        self.before: list[int] = []
+        if restarted and self.path.is_file():
+            data = self.path.read_bytes()
+            self.before = [value for (value,) in _ID.iter_unpack(data[: len(data) - len(data) % _ID.size])]  # a cut id: not acked
+        elif not restarted:
+            self.path.unlink(missing_ok=True)  # a run's first gateway starts a log of its own
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def append(self, request_ids) -> None:
+        if request_ids:
+            os.write(self._fd, b"".join(_ID.pack(int(i)) for i in request_ids))
+
+    def close(self, *, remove: bool = False) -> None:
+        os.close(self._fd)
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+class ResendAsks:
+    """When a restarted gateway asks its sources for the due requests it is missing."""
+
+    def __init__(self, gateway, started_s: float, *, settle_s: float = 1.0, every_s: float = 2.0, tries: int = 10,
+                 chunk: int = 1000):  # fmt: skip
+        self.gateway = gateway
+        self.next_s = started_s + settle_s
+        self.every_s, self.tries, self.chunk = every_s, tries, chunk
+        self.asked = 0
+
+    def poll(self, now_s: float) -> None:
+        if self.tries <= 0 or now_s < self.next_s:
+            return
+        self.next_s, self.tries = now_s + self.every_s, self.tries - 1
+        missing = self.gateway.missing_due(now_s - 0.5)  # due a moment ago, and neither seen nor ended
+        for k in range(0, len(missing), self.chunk):
+            ids = [str(i) for i in missing[k:k + self.chunk]]
+            self.gateway.send(self.gateway.topics.control, encode_control(ControlOp.RESEND, source=self.gateway.name, ids=ids))
+        self.asked += len(missing)
+        if not missing:
+            self.tries = 0

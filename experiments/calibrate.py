@@ -577,7 +577,7 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
             # 1, 5 and 15 minute load averages before and after: a busy machine makes every figure here noisier
             "load_average": m["load_average"],
             "service": {f"{t}_threads": {int(b): spread(s["wall"]) for b, s in samples.items()} for t, samples in m["by_threads"].items()},
-            "cold_start": {"alone": spread([np.asarray(m["colds"])]), "together": {"count": len(together_s),
+            "cold_start": {"alone": spread([np.asarray([c]) for c in m["colds"]]), "together": {"count": len(together_s),
                            "mean_s": round(float(np.mean(together_s)), 4), "max_s": round(float(np.max(together_s)), 4),
                            # the host model's prediction from the lone ones: count jobs of lone_s at cold_start_cores on `cores`
                            "host_model_s": round(lone_s * max(1.0, len(together_s) * cold_cores / cores), 4)}},

@@ -462,15 +462,13 @@ class _Acks:
 def _serve(gateway: Gateway, role, inbox: queue.SimpleQueue, clock, ended_log: EndedLog, restarted: bool) -> int:
     """The gateway's loop: messages in, timers due, acknowledgements once requests ended."""
     acks = _Acks(role.producer(role.topics.records), ended_log)
-    asks = None
     if restarted:
         gateway.restore_ended(ended_log.before)
-        asks = ResendAsks(gateway, clock.now())
+    asks = ResendAsks(gateway, clock.now())
     while not role.should_stop():
         next_due = gateway.poll()
         acks.settle(gateway, clock.now())
-        if asks is not None:
-            asks.poll(clock.now())
+        asks.poll(clock.now())
         if gateway.done:
             break
         wait_s = 0.2 if next_due is None else min(0.2, max(0.0, next_due - clock.now()))
@@ -488,7 +486,7 @@ def _serve(gateway: Gateway, role, inbox: queue.SimpleQueue, clock, ended_log: E
             gateway.on_result(msg.data())
         consumer.acknowledge(msg)
     acks.settle(gateway, clock.now(), force=True)
-    return asks.asked if asks is not None else 0
+    return asks.asked
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,8 @@ in words for the dead-letter topic.
 
 from __future__ import annotations
 
+import numpy as np
+
 from live.wire.messages import Kind, Message
 from spec.workload import Arrivals
 
@@ -21,6 +23,7 @@ class RequestIntake:
         #: this gateway's sources: name -> (index in the workload, source)
         self.sources = {s.name: (i, s) for i, s in enumerate(arrivals.sources) if s.gateway == name}
         self.seen = bytearray(self.count)
+        self._mine = None  # which requests are of this gateway's sources (numpy mask, made when first asked)
 
     def check(self, message: Message) -> tuple[int, str | None]:
         """The request's index in the workload, or why the message is not a request of this gateway's sources."""
@@ -47,8 +50,10 @@ class RequestIntake:
 
     def unseen_due(self, arrival_s, by_s: float) -> list[int]:
         """This gateway's request ids due by ``by_s`` that it has not seen."""
-        mine = {index for index, _ in self.sources.values()}
-        return [i for i in range(self.count) if not self.seen[i] and arrival_s[i] <= by_s and int(self.source_index[i]) in mine]
+        if self._mine is None:
+            self._mine = np.isin(self.source_index, [index for index, _ in self.sources.values()])
+        unseen = np.frombuffer(self.seen, dtype=np.uint8) == 0
+        return np.flatnonzero(unseen & self._mine & (arrival_s <= by_s)).tolist()
 
     def first_time(self, request_id: int) -> bool:
         """True the first time ``request_id`` is taken, False for a duplicate."""

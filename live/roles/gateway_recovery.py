@@ -8,12 +8,14 @@ here:
 - which requests already ended: their ids go to ``<run dir>/gateway-<name>.ended``
   (4-byte big-endian ids, appended before they are acknowledged), so that a
   successor counts them as ended and takes no copy of them again;
-- what a dead consumer held: pulsar-lite may keep the messages that were on
-  their way to a killed consumer. A successor therefore asks its sources, on
-  the control topic (CONTROL ``resend``), for the due requests it has neither
-  seen nor finished, a second after it starts and then every two seconds
+- what the broker holds back: pulsar-lite may keep the messages that were on
+  their way to a killed consumer, and sometimes leaves the last message of a
+  quiet topic undispatched. Every gateway therefore asks its sources, on the
+  control topic (CONTROL ``resend``), for the requests due more than
+  ``late_s`` ago that it has neither seen nor finished, every ``every_s``
   while any are missing (a source regenerates a request's payload from the
-  run's seed).
+  run's seed; the gateway keeps the first copy of each id). In a healthy run
+  none are missing and nothing is sent.
 """
 
 from __future__ import annotations
@@ -53,23 +55,20 @@ class EndedLog:
 
 
 class ResendAsks:
-    """When a restarted gateway asks its sources for the due requests it is missing."""
+    """When a gateway asks its sources for the due requests it is missing (none, in a healthy run)."""
 
-    def __init__(self, gateway, started_s: float, *, settle_s: float = 1.0, every_s: float = 2.0, tries: int = 10,
-                 chunk: int = 1000):  # fmt: skip
+    def __init__(self, gateway, started_s: float, *, late_s: float = 2.0, every_s: float = 2.0, chunk: int = 1000):
         self.gateway = gateway
-        self.next_s = started_s + settle_s
-        self.every_s, self.tries, self.chunk = every_s, tries, chunk
+        self.next_s = started_s + every_s
+        self.late_s, self.every_s, self.chunk = late_s, every_s, chunk
         self.asked = 0
 
     def poll(self, now_s: float) -> None:
-        if self.tries <= 0 or now_s < self.next_s:
+        if now_s < self.next_s:
             return
-        self.next_s, self.tries = now_s + self.every_s, self.tries - 1
-        missing = self.gateway.missing_due(now_s - 0.5)  # due a moment ago, and neither seen nor ended
+        self.next_s = now_s + self.every_s
+        missing = self.gateway.missing_due(now_s - self.late_s)  # due a while ago, and neither seen nor ended
         for k in range(0, len(missing), self.chunk):
             ids = [str(i) for i in missing[k:k + self.chunk]]
             self.gateway.send(self.gateway.topics.control, encode_control(ControlOp.RESEND, source=self.gateway.name, ids=ids))
         self.asked += len(missing)
-        if not missing:
-            self.tries = 0

@@ -665,10 +665,11 @@ def _plot(measured: dict, profile: dict, plot_dir: Path) -> None:
                    label=f"host model from the lone ones ({measured['cores']} cores)")  # fmt: skip
     cold_ax.set_xticks([0, 1], ["alone", "together"])
     cold_ax.set_xlim(-0.5, 1.5)
-    cold_ax.set_ylim(bottom=0)
+    top_s = max([*measured["colds"], *measured["together"], cold["together"]["host_model_s"]])
+    cold_ax.set_ylim(0, 1.35 * top_s)  # room above the points for the legend: the model's line stays visible
     cold_ax.set_ylabel("spawn to ready (s)")
     cold_ax.set_title("Serverless cold starts")
-    cold_ax.legend(fontsize=7)
+    cold_ax.legend(fontsize=7, loc="upper left")
     for ax in (fit_ax, hop_ax, cold_ax):
         ax.grid(True, alpha=0.3)
     load = profile["calibration"]["load_average"]["before"][0]

@@ -252,14 +252,18 @@ def plot_p95(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
     part = table[table["metric"] == "p95"].dropna(subset=["sim_mean", "live_mean"])
     if part.empty:
         return []
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    fig, (ax, key_ax) = plt.subplots(1, 2, figsize=(11.5, 6.8), gridspec_kw={"width_ratios": [2.1, 1]})
     live, sim = 1000 * part["live_mean"].to_numpy(), 1000 * part["sim_mean"].to_numpy()
     xerr = _log_error_bars(live, 1000 * part[["live_ci95_low", "live_ci95_high"]].to_numpy().T)
     yerr = _log_error_bars(sim, 1000 * part[["sim_pi90_low", "sim_pi90_high"]].to_numpy().T)
     ax.errorbar(live, sim, xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o", ms=5, capsize=3,
                 color="tab:blue", ecolor="tab:gray", label="configuration (x: live 95% CI, y: sim 90% PI)")  # fmt: skip
-    for x, y, name in zip(live, sim, part["case"]):
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for number, (x, y) in enumerate(zip(live, sim), 1):  # numbers, not names: clustered points stay readable
+        ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8, color="tab:blue")
+    key = [f"{n:>2}  {case:<27} {100 * e:+5.0f}%" for n, (case, e) in enumerate(zip(part["case"], part["error"]), 1)]
+    key_ax.axis("off")
+    key_ax.text(0.0, 1.0, "configuration, p95 error (sim - live) / live\n\n" + "\n".join(key), va="top", ha="left",
+                family="monospace", fontsize=8, transform=key_ax.transAxes)  # fmt: skip
     low, high = 0.7 * min(live.min(), sim.min()), 1.4 * max(live.max(), sim.max())
     grid = np.array([low, high])
     ax.plot(grid, grid, "k-", lw=1, label="simulated = live")

@@ -21,7 +21,9 @@ compared with the targets of issue 15 (``TARGETS``) and saved under
 ``fidelity.csv`` (per configuration and metric), ``fidelity.json`` (the
 headline and targets) and ``p95_sim_vs_live.png/.svg``.
 
-``--analyze DIR`` recomputes the tables and plot from a finished suite's runs.
+``--analyze DIR`` recomputes the tables and plot from a finished suite's runs;
+``--live-from DIR`` runs only the simulator, with the overrides given, against
+DIR's live runs (an ablation: ``cluster.hosts=null`` leaves the host model out).
 """
 
 from __future__ import annotations
@@ -106,21 +108,21 @@ def _run(overrides: list[str], run_dir: Path) -> dict:
 
 
 def run_suite(base: list[str], cases: list[FidelityCase], out: Path, *, sim_repeats: int, live_repeats: int,
-              extra: Sequence[str] = ()) -> pd.DataFrame:  # fmt: skip
-    """Run every case on both backends with repeats into ``out/runs``; one row per run."""
+              extra: Sequence[str] = (), backends: Sequence[str] = ("sim", "live")) -> pd.DataFrame:  # fmt: skip
+    """Run every case on ``backends`` with repeats into ``out/runs``; one row per run."""
     rows = []
     for number, case in enumerate(cases, 1):
         started = time.perf_counter()
         for backend, repeats in (("sim", sim_repeats), ("live", live_repeats)):
+            if backend not in backends:
+                continue
             for seed in range(repeats):
                 overrides = [*base, *case.overrides, *extra, f"backend={backend}", f"seed={seed}"]
                 summary = _run(overrides, out / "runs" / case.name / backend / f"seed={seed}")
                 rows.append({"case": case.name, "backend": backend, "seed": seed, "complete": summary.get("complete", True),
                              **{m: summary.get(k) for m, k in METRICS.items()}})  # fmt: skip
         print(f"[{number}/{len(cases)}] {case.name}: {case.what} ({time.perf_counter() - started:.0f} s)", flush=True)
-    runs = pd.DataFrame(rows)
-    runs.to_csv(out / "runs.csv", index=False)
-    return runs
+    return pd.DataFrame(rows)
 
 
 def read_runs(out: Path) -> pd.DataFrame:
@@ -285,6 +287,7 @@ def plot_p95(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
 
 def report(runs: pd.DataFrame, out: Path, cases: dict[str, str], meta: dict) -> dict:
     """Write ``fidelity.csv``, ``fidelity.json`` and the plot; print the report; return the headline."""
+    runs.to_csv(out / "runs.csv", index=False)
     table = analyze(runs)
     incomplete = runs.loc[~runs["complete"].fillna(True).astype(bool), ["case", "backend", "seed"]] if "complete" in runs else runs.iloc[:0]
     head = {**headline(table), "incomplete_runs": incomplete.to_dict("records"), **meta}
@@ -320,6 +323,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--recalibrate", action="store_true", help="calibrate again before the suite (else only when missing)")
     parser.add_argument("--model", default="wide_mlp", help="the model to calibrate when calibrating (default wide_mlp)")
     parser.add_argument("--analyze", type=Path, default=None, metavar="DIR", help="only re-analyze a finished suite in DIR")
+    parser.add_argument("--live-from", type=Path, default=None, metavar="DIR",
+                        help="run only the simulator (with the overrides given, e.g. an ablation of the model) against DIR's live runs")
     return parser
 
 
@@ -333,10 +338,24 @@ def main(argv=None) -> dict:
         return report(read_runs(args.analyze), args.analyze, described, _meta(args))
     out = args.out or RESULTS_DIR / "fidelity" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
-    _calibrate_if_needed(base, args, out)
+    if args.live_from is not None:  # an ablation of the model: new simulated runs against live runs already made
+        _copy_live_runs(args.live_from, out, [c.name for c in cases])
+    else:
+        _calibrate_if_needed(base, args, out)
     _check_cases(base, cases, args.overrides)
-    runs = run_suite(base, cases, out, sim_repeats=args.sim_repeats, live_repeats=args.live_repeats, extra=args.overrides)
-    return report(runs, out, described, _meta(args))
+    backends = ("sim",) if args.live_from is not None else ("sim", "live")
+    run_suite(base, cases, out, sim_repeats=args.sim_repeats, live_repeats=args.live_repeats, extra=args.overrides, backends=backends)
+    return report(read_runs(out), out, described, _meta(args))
+
+
+def _copy_live_runs(source: Path, out: Path, names: list[str]) -> None:
+    import shutil
+
+    for name in names:
+        live = source / "runs" / name / "live"
+        if not live.is_dir():
+            raise SystemExit(f"error: --live-from {source}: no live runs of case {name} ({live})")
+        shutil.copytree(live, out / "runs" / name / "live", dirs_exist_ok=True)
 
 
 def _calibrate_if_needed(base: list[str], args, out: Path) -> None:

@@ -37,6 +37,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 
 from experiments.paths import REPO_ROOT, RESULTS_DIR
+from experiments.plot import plain_log_ticks
 from experiments.run import run_config
 
 __all__ = ["METRICS", "compare_dirs", "run_both", "main"]
@@ -105,6 +106,7 @@ def plot_cdfs(sim_dir: Path, live_dir: Path, path: Path) -> None:
     if isinstance(slo_s, (int, float)) and math.isfinite(slo_s):
         ax.axvline(slo_s * 1000, color="black", linestyle=":", linewidth=0.9, label=f"SLO {slo_s * 1000:g} ms")
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of requests completed within")
     setup = sweep_caption([sim_dir, live_dir])

@@ -41,7 +41,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import matplotlib.ticker as ticker
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
@@ -237,11 +236,6 @@ def print_report(table: pd.DataFrame, head: dict, cases: dict[str, str]) -> None
               + (f" ({worst})" if worst else ""))
 
 
-def _minor_label(value: float, _position) -> str:
-    """Label 2 and 5 of each decade on a log axis, so that a narrow range still reads."""
-    return f"{value:g}" if value > 0 and round(value / 10 ** math.floor(math.log10(value))) in (2, 5) else ""
-
-
 def _log_error_bars(centre: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Error-bar lengths below and above ``centre``; a bound at or below 0 (t intervals of few runs) stops at a tenth."""
     low = np.where(np.isfinite(bounds[0]) & (bounds[0] > 0), bounds[0], centre / 10)
@@ -254,6 +248,8 @@ def plot_p95(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
     part = table[table["metric"] == "p95"].dropna(subset=["sim_mean", "live_mean"])
     if part.empty:
         return []
+    from experiments.plot import plain_log_ticks
+
     fig, (ax, key_ax) = plt.subplots(1, 2, figsize=(11.5, 6.8), gridspec_kw={"width_ratios": [2.1, 1]})
     live, sim = 1000 * part["live_mean"].to_numpy(), 1000 * part["sim_mean"].to_numpy()
     xerr = _log_error_bars(live, 1000 * part[["live_ci95_low", "live_ci95_high"]].to_numpy().T)
@@ -272,9 +268,8 @@ def plot_p95(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
     ax.fill_between(grid, 0.75 * grid, 1.25 * grid, color="tab:green", alpha=0.12, label="within 25%")
     ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel="live p95 latency (ms)",
            ylabel="simulated p95 latency (ms)", title=title)  # fmt: skip
-    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not powers of ten
-        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.set_minor_formatter(ticker.FuncFormatter(_minor_label))
+    for axis in (ax.xaxis, ax.yaxis):
+        plain_log_ticks(axis)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

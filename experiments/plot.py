@@ -48,6 +48,20 @@ STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), 
 _COLOUR_FIRST = ("strategy", "planner", "batching", "placement", "policy", "backend", "name")
 
 
+def _minor_label(value: float, _position) -> str:
+    """Label 2 and 5 of each decade on a log axis, so that a narrow range still reads."""
+    return f"{value:g}" if value > 0 and round(value / 10 ** math.floor(math.log10(value))) in (2, 5) else ""
+
+
+def plain_log_ticks(axis) -> None:
+    """Plain numbers on a log axis (20, 50, 100), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(_minor_label))
+
+
+
 def _save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
@@ -239,6 +253,7 @@ def latency_cdf(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None =
                         linestyle=style.get("linestyle", "-"), linewidth=width, alpha=alpha, label=name)  # fmt: skip
     _slo_lines(ax, table, vertical=True)
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of requests completed within")
     repeated = int(intervals["n"].max()) > 1
@@ -300,6 +315,7 @@ def against_load(table: pd.DataFrame, out: Path, intervals: pd.DataFrame | None 
                     fontsize=7, va="bottom", ha="center")  # fmt: skip
         if log:
             ax.set_yscale("log")
+            plain_log_ticks(ax.yaxis)
         ax.set_xlabel("arrival rate (req/s)")
         ax.set_ylabel(ylabel)
         ax.set_title(ylabel.split(" (")[0] + " against load", fontsize=10)

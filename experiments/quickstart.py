@@ -33,7 +33,7 @@ import yaml
 
 from experiments import calibrate, compare
 from experiments.paths import DATA_DIR, RESULTS_DIR
-from experiments.plot import plot_all, timeline
+from experiments.plot import plain_log_ticks, plot_all, timeline
 from experiments.run import run_config
 from sim import simulate
 
@@ -88,6 +88,7 @@ def plot_tour(requests: dict[str, pd.DataFrame], out: Path, *, num_requests: int
     ax.axvline(slo_s * 1000, color="black", linestyle="--", linewidth=0.9)
     ax.text(slo_s * 1000, 0.99, f"SLO {slo_s * 1000:g} ms ", rotation=90, fontsize=7, va="top", ha="right", transform=ax.get_xaxis_transform())
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of requests completed within")
     ax.set_ylim(0, 1.02)

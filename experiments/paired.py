@@ -122,6 +122,9 @@ def paired_comparison(baseline: pd.DataFrame, candidate: pd.DataFrame, selectors
             raise SystemExit(f"{side}: {len(repeated)} runs share a configuration and seed; narrow the selection, e.g. "
                              f"{repeated['run_dir'].iloc[0]} and {repeated['run_dir'].iloc[1]}")  # fmt: skip
     baseline["seed"], candidate["seed"] = baseline["seed"].astype(str), candidate["seed"].astype(str)
+    for column in context:  # swept (numbers) on one side, unset (text) on the other: compare them as text
+        if baseline[column].dtype != candidate[column].dtype:
+            baseline[column], candidate[column] = baseline[column].astype(str), candidate[column].astype(str)
     merged = baseline.merge(candidate, on=on, how="outer", suffixes=(".baseline", ".candidate"), indicator=True)
     unpaired = [{"side": "baseline" if row["_merge"] == "left_only" else "candidate",
                  "context": config_text({c: row[c] for c in context if _varies(merged, c)}),

@@ -160,3 +160,19 @@ def test_plots_of_repeats_have_intervals_and_unique_labels(sweep, tmp_path, monk
     assert len(figures["load"]["legends"][0]) == 2  # one series per policy
     assert len(set(figures["latency_cdf"]["colours"])) == 4  # no style reused
     assert figures["load"]["bands"] > 0  # intervals drawn
+
+
+def test_sides_that_swept_a_setting_differently_are_paired_without_a_crash():
+    """One sweep varied slo_s (numbers), the other left it unset (text): they pair where they agree."""
+    import pandas as pd
+
+    def side(strategy, slo_values):
+        return pd.DataFrame({"run_dir": [f"{strategy}/{k}" for k in range(len(slo_values))], "seed": [0] * len(slo_values),
+                             "param.strategy": strategy, "param.slo_s": slo_values,
+                             "latency_p95_s": [0.5 + 0.1 * k for k in range(len(slo_values))]})  # fmt: skip
+
+    baseline = side("edge_first", [0.6, 0.8])
+    candidate = side("tail_aware", ["0.8", "<unset>"])
+    comparison, unpaired = paired_comparison(baseline, candidate, selectors=["strategy"], metrics=["latency_p95_s"])
+    assert len(unpaired) == 2  # 0.6 and <unset> have no partner; 0.8 pairs
+    assert set(comparison["n"]) == {1}

@@ -64,15 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[command][0])
     saved = sys.argv
     sys.argv = [f"edgebatch {command}", *args]  # argparse's usage line names the subcommand
-    try:
-        status = module.main(args)
-    except Exception as error:  # a config error in any command (compare's overrides, ...): three lines at most, status 2
-        from experiments.errors import config_error_lines, exit_on_config_error
+    from experiments.errors import config_errors_exit
 
-        lines = config_error_lines(error, args)
-        if lines is None:
-            raise
-        exit_on_config_error(lines)
+    try:
+        with config_errors_exit(args):  # a config error in any command (compare's overrides, ...): three lines at most, status 2
+            status = module.main(args)
     finally:
         sys.argv = saved
     return status if isinstance(status, int) and not isinstance(status, bool) else 0  # the modules return their tables

@@ -38,6 +38,7 @@ from hydra import compose, initialize_config_dir
 
 from experiments.paths import REPO_ROOT, RESULTS_DIR
 from experiments.plot import plain_log_ticks
+from experiments.stats import relative_error
 from experiments.run import run_config
 
 __all__ = ["METRICS", "compare_dirs", "run_both", "main"]
@@ -74,14 +75,6 @@ def run_both(overrides: list[str], out: Path) -> tuple[Path, Path]:
     return dirs[0], dirs[1]
 
 
-def _relative_error(sim: float, live: float) -> float:
-    if live is None or sim is None or not math.isfinite(live) or not math.isfinite(sim):
-        return math.nan
-    if live == 0:
-        return 0.0 if sim == 0 else math.inf
-    return (sim - live) / abs(live)
-
-
 def compare_dirs(sim_dir: Path, live_dir: Path) -> pd.DataFrame:
     """The per-metric table of two finished runs."""
     sim = json.loads((Path(sim_dir) / "summary.json").read_text())
@@ -91,7 +84,7 @@ def compare_dirs(sim_dir: Path, live_dir: Path) -> pd.DataFrame:
         s, v = sim.get(key), live.get(key)
         s = math.nan if s is None else float(s)
         v = math.nan if v is None else float(v)
-        rows.append({"metric": metric, "unit": unit, "sim": s, "live": v, "rel_error": _relative_error(s, v)})
+        rows.append({"metric": metric, "unit": unit, "sim": s, "live": v, "rel_error": relative_error(s, v)})
     return pd.DataFrame(rows).set_index("metric")
 
 
@@ -169,7 +162,7 @@ def compare_sweep(directory: Path | list[Path]) -> pd.DataFrame:
             sim, live = interval(key, sim_values), interval(key, live_values)
             spread = live.half_width / abs(live.mean) if live.mean and math.isfinite(live.mean) else math.nan
             rows.append({"config": config, "metric": metric, "sim": sim.mean, "live": live.mean,
-                         "rel_error": _relative_error(sim.mean, live.mean), "sim_n": sim.n, "sim_low": sim.low, "sim_high": sim.high,
+                         "rel_error": relative_error(sim.mean, live.mean), "sim_n": sim.n, "sim_low": sim.low, "sim_high": sim.high,
                          "live_low": live.low, "live_high": live.high, "live_n": live.n, "live_spread": spread})  # fmt: skip
     return pd.DataFrame(rows)
 

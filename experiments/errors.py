@@ -14,6 +14,7 @@ import dataclasses
 import re
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import yaml
@@ -110,6 +111,18 @@ def config_error_lines(error: BaseException, overrides: Sequence[str] = ()) -> l
     if found is None:
         return None
     return [f"error: {found}"]
+
+
+@contextmanager
+def config_errors_exit(overrides: Sequence[str] = ()):
+    """Inside it, a config error (ours, Hydra's, OmegaConf's) exits as ``exit_on_config_error``; others propagate."""
+    try:
+        yield
+    except Exception as error:
+        lines = config_error_lines(error, overrides)
+        if lines is None:
+            raise
+        exit_on_config_error(lines)
 
 
 def exit_on_config_error(lines: Sequence[str]) -> NoReturn:

@@ -139,13 +139,12 @@ def read_runs(out: Path) -> pd.DataFrame:
 
 # -- analysis ------------------------------------------------------------------------------
 def _error(metric: str, sim: float, live: float) -> float:
-    if not (math.isfinite(sim) and math.isfinite(live)):
-        return math.nan
+    """Relative, but in points for SLO attainment (a share already)."""
+    from experiments.stats import relative_error
+
     if metric == "slo_attainment":
-        return sim - live
-    if live == 0:
-        return 0.0 if sim == 0 else math.inf
-    return (sim - live) / abs(live)
+        return sim - live if math.isfinite(sim) and math.isfinite(live) else math.nan
+    return relative_error(sim, live)
 
 
 def _case_metric(metric: str, sim: np.ndarray, live: np.ndarray) -> dict:
@@ -369,13 +368,12 @@ def _check_cases(base: list[str], cases: list[FidelityCase], extra: Sequence[str
     """Compose and check every case on both backends before the first run (a bad one names its case)."""
     from experiments.compare import compose_config
     from experiments.run import check_config
-    from spec.validation import ConfigError
 
     for case in cases:
         for backend in ("sim", "live"):
             try:
                 check_config(compose_config([*base, *case.overrides, *extra, f"backend={backend}"]))
-            except (ConfigError, Exception) as error:
+            except Exception as error:  # Hydra's composition errors as well as ours: name the case
                 raise SystemExit(f"error: case {case.name} ({backend}): {error}") from None
 
 

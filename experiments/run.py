@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 import experiments.paths  # noqa: F401  (registers the ${data:...} resolver)
 import experiments.schema  # noqa: F401  (registers the structured schema)
-from experiments.errors import config_error_lines, exit_on_config_error
+from experiments.errors import config_error_lines, config_errors_exit, exit_on_config_error
 from experiments.progress import RunProgress, live_snapshot
 from experiments.schema import check_known_keys
 from experiments.sweeper import SWEEP_SIZE_ENV
@@ -232,12 +232,8 @@ def main(argv: list[str] | None = None) -> float | None:
     sys.argv = [saved_argv[0] if saved_argv else "edgebatch", *argv]
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        return _hydra_main()
-    except Exception as error:
-        lines = config_error_lines(error, argv)
-        if lines is None:
-            raise
-        exit_on_config_error(lines)
+        with config_errors_exit(argv):
+            return _hydra_main()
     finally:
         sys.argv = saved_argv
         if saved_full_error is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Interval", "t_interval", "bootstrap_interval", "interval", "paired_difference", "BOOTSTRAPPED", "CONFIDENCE"]
+__all__ = ["relative_error", "Interval", "t_interval", "bootstrap_interval", "interval", "paired_difference", "BOOTSTRAPPED", "CONFIDENCE"]
 
 CONFIDENCE = 0.95
 #: summary metrics whose interval is bootstrapped (skewed or bounded per-run values)
@@ -48,6 +48,15 @@ class Interval:
 
     def __str__(self) -> str:
         return f"{self.mean:.4g} [{self.low:.4g}, {self.high:.4g}] (n={self.n})"
+
+
+def relative_error(estimate: float, reference: float) -> float:
+    """(estimate - reference) / |reference|; NaN when either is missing or not finite, inf against a 0 reference."""
+    if reference is None or estimate is None or not math.isfinite(reference) or not math.isfinite(estimate):
+        return math.nan
+    if reference == 0:
+        return 0.0 if estimate == 0 else math.inf
+    return (estimate - reference) / abs(reference)
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:

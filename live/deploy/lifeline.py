@@ -30,9 +30,9 @@ __all__ = ["watch", "main"]
 _STOP_GRACE_S = 5.0
 
 
-def watch(on_cut: Callable[[], None], stream=None) -> threading.Thread:
-    """Call ``on_cut()`` once ``stream`` (default: standard input) reaches end-of-file."""
-    fd = (stream if stream is not None else sys.stdin).fileno()
+def watch(on_cut: Callable[[], None]) -> threading.Thread:
+    """Call ``on_cut()`` once standard input reaches end-of-file."""
+    fd = sys.stdin.fileno()
 
     def wait_for_eof() -> None:
         try:

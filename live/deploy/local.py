@@ -120,8 +120,8 @@ def check_models(spec: RunSpec) -> None:
 
     try:
         models.resolve_device(spec.settings.device)
-    except ValueError as error:
-        raise ConfigError("live.device", spec.settings.device, "auto or cpu (no CUDA device here)" if "CUDA" in str(error) else "auto, cpu or cuda") from None
+    except ValueError:  # live.config allowed only auto, cpu and cuda: this is cuda on a machine without one
+        raise ConfigError("live.device", spec.settings.device, "auto or cpu (no CUDA device here)") from None
     for name, settings in spec.settings.executors.items():
         field_name = f"live.executors.{name}.model" if settings.model != spec.settings.model else "live.model"
         if settings.model in models.MODEL_NAMES:

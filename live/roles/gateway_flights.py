@@ -81,8 +81,10 @@ class Flights:
         #: serverless pool reports its instances' crashes itself, and its cold starts take seconds)
         self.watched = watched
         self._by_id: dict[int, Flight] = {}
-        #: per executor: the busy time of its recent batches, and since when it has had batches out with nothing back
+        #: per executor: the busy time of its recent batches, the patience they give (kept, not sorted at each
+        #: publication), and since when it has had batches out with nothing back
         self._busy_s: dict[str, deque] = {}
+        self._patience_s: dict[str, float] = {}
         self._busy_since_s: dict[str, float] = {}
         self._published = 0
         self._last_nudge_s = -math.inf
@@ -118,9 +120,10 @@ class Flights:
     def result_came(self, flight: Flight, now_s: float, busy_s: float | None = None) -> None:
         """The batch's (first) result came: it is on its way back (``busy_s``: what its executor reported)."""
         self._last_result_s[flight.executor] = now_s
-        if busy_s is not None and math.isfinite(busy_s) and busy_s >= 0:
-            window = self.stall.window if self.stall is not None else 200
-            self._busy_s.setdefault(flight.executor, deque(maxlen=window)).append(busy_s)
+        if self.stall is not None and self.redeliver_after_s is not None and busy_s is not None and math.isfinite(busy_s) and busy_s >= 0:
+            samples = self._busy_s.setdefault(flight.executor, deque(maxlen=self.stall.window))
+            samples.append(busy_s)
+            self._patience_s[flight.executor] = self.stall.patience_s(samples, self.redeliver_after_s)
         if flight.published > self._latest_done.get(flight.executor, -1):
             self._latest_done[flight.executor] = flight.published
         flight.state = "returning"
@@ -129,7 +132,8 @@ class Flights:
         """How long ``executor`` may stay silent with batches out before they are taken for lost."""
         if self.stall is None or executor not in self.watched:
             return self.redeliver_after_s
-        return self.stall.patience_s(self._busy_s.get(executor, ()), self.redeliver_after_s)
+        patience_s = self._patience_s.get(executor)
+        return self.stall.patience_s((), self.redeliver_after_s) if patience_s is None else patience_s
 
     def stranded(self, flight: Flight, now_s: float) -> bool:
         """A batch published after this one to the same executor has its result already, or that

@@ -50,13 +50,18 @@ def schedule(arrivals, source_index: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, arrivals.arrival_s[ids]
 
 
+def _send(role, topic: str, name: str, request_id: int, arrival_s: float, payload: bytes, clock) -> float:
+    """Publish one request now; returns when it was sent."""
+    sent_s = clock.now()
+    role.send_async(topic, encode_request(str(request_id), payload, source=name, sent_s=sent_s, ts={"arrival_s": arrival_s}))
+    return sent_s
+
+
 def _send_due_again(role, topic: str, spec, source, name: str, ids: list, times: list, clock) -> int:
     """Send every request already due (after a restart); return how many (a prefix of the schedule)."""
     due, now_s = 0, clock.now()
     while due < len(ids) and times[due] <= now_s:
-        request_id, arrival_s = ids[due], times[due]
-        payload = payload_for(spec.seed, request_id, source.size_bytes)
-        role.send_async(topic, encode_request(str(request_id), payload, source=name, sent_s=clock.now(), ts={"arrival_s": arrival_s}))
+        _send(role, topic, name, ids[due], times[due], payload_for(spec.seed, ids[due], source.size_bytes), clock)
         due += 1
     log.warning("%s: restarted; sent the %d requests already due again (the gateway keeps one of each)", name, due)
     return due
@@ -67,7 +72,7 @@ def _resender(role, topic: str, spec, source, name: str, due_at: dict):
 
     def resend(message) -> None:
         clock = role.clock_or_none()
-        if clock is None or message.source != f"gateway-{source.gateway}" and message.source != source.gateway:
+        if clock is None or message.source != source.gateway:  # only this source's gateway asks for its requests
             return
         now_s, sent = clock.now(), 0
         for text in message.ids:
@@ -75,8 +80,7 @@ def _resender(role, topic: str, spec, source, name: str, due_at: dict):
             arrival_s = due_at.get(request_id)
             if arrival_s is None or arrival_s > now_s:
                 continue  # not this source's, or not due yet (it will go on schedule)
-            payload = payload_for(spec.seed, request_id, source.size_bytes)
-            role.send_async(topic, encode_request(str(request_id), payload, source=name, sent_s=clock.now(), ts={"arrival_s": arrival_s}))
+            _send(role, topic, name, request_id, arrival_s, payload_for(spec.seed, request_id, source.size_bytes), clock)
             sent += 1
         role.stats["resent_on_request"] = role.stats.get("resent_on_request", 0) + sent
 
@@ -127,9 +131,7 @@ def main(argv=None) -> int:
                 break
             if payload is None:
                 payload = payload_for(spec.seed, request_id, source.size_bytes)
-            sent_s = clock.now()
-            role.send_async(topic, encode_request(str(request_id), payload, source=name, sent_s=sent_s, ts={"arrival_s": arrival_s}))
-            lags.append(sent_s - arrival_s)
+            lags.append(_send(role, topic, name, request_id, arrival_s, payload, clock) - arrival_s)
         role.stats.update(source=name, sent=len(lags) + resent, resent_after_restart=resent, scheduled=len(ids_list),
                           send_lag_s=percentiles(lags))  # fmt: skip
         return 0

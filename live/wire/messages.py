@@ -204,10 +204,7 @@ class DecodeError(ValueError):
     def __init__(self, reason: str, detail: str = ""):
         assert reason in REASONS, reason
         self.reason = reason
-        detail = str(detail)
-        limit = _SETTINGS.limits.max_reason_chars
-        self.detail = detail if len(detail) <= limit else detail[:limit] + "..."  # attacker text stays bounded
-        detail = self.detail
+        self.detail = detail = bounded_reason(detail)  # it may quote what a sender wrote
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 

@@ -27,6 +27,10 @@ __all__ = ["simulate", "build_simulation", "make_scheduler_factory"]
 def build_simulation(config: Mapping | RunSpec) -> Simulation:
     """The simulation of a run spec (built and checked here from a plain ``config``); it has not run."""
     spec = config if isinstance(config, RunSpec) else build_run_spec(config)
+    if spec.config.get("pipeline"):
+        from sim.pipeline import PipelineSimulation  # EdgeServe's pipeline stages in front of the schedulers
+
+        return PipelineSimulation(spec)
     return Simulation(spec)
 
 

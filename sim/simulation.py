@@ -39,6 +39,9 @@ class Simulation:
     is fed every ``telemetry_period_s`` to schedulers that have a planner. Identical inputs and seed give identical tables.
     """
 
+    #: the gateway driver (``sim.pipeline`` drives a pipeline stage in front of the scheduler with its own)
+    driver_class = GatewayDriver
+
     def __init__(self, spec: RunSpec):
         self.env = FeedEnvironment()
         self.spec = spec
@@ -79,7 +82,7 @@ class Simulation:
             for name in reachable:
                 link = cluster.link(gateway, name)
                 channels[name] = None if link is None else LinkChannel(self.env, link)
-            self.gateways[gateway] = GatewayDriver(self, gateway, scheduler, {n: self.executors[n] for n in reachable}, channels)
+            self.gateways[gateway] = self.driver_class(self, gateway, scheduler, {n: self.executors[n] for n in reachable}, channels)
         self._source_gateway = [self.gateways[g] for g in gateway_of]
         self.hosts = self._place_on_hosts()
         #: each request's hop to its gateway where sources give measured samples (None: their constant hop_s)

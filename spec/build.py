@@ -16,6 +16,7 @@ from typing import Any
 
 from spec.host_spec import HostSpec
 from spec.links import Link
+from spec.pipeline import check_pipeline
 from spec.topology import Cluster
 from spec.validation import ConfigError, check_int_at_least
 from spec.workload import CONFLICTING_LENGTH, CONFLICTING_LENGTH_ALLOWED, Source, Workload
@@ -23,7 +24,7 @@ from spec.workload import CONFLICTING_LENGTH, CONFLICTING_LENGTH_ALLOWED, Source
 __all__ = ["instantiate", "build_workload", "build_cluster", "build_component", "locate", "build_run_basics", "RUN_KEYS"]
 
 #: the top-level keys of a run config; "sim" and "live" are each read by one backend only
-RUN_KEYS = ("seed", "workload", "cluster", "policy", "sim", "live")
+RUN_KEYS = ("seed", "workload", "cluster", "policy", "sim", "live", "pipeline")
 
 #: ``kind`` shorthands: each names the ``_target_`` it stands for
 ARRIVAL_KINDS = {"poisson": "spec.workload.PoissonArrivals", "gamma": "spec.workload.GammaArrivals",
@@ -194,4 +195,6 @@ def build_run_basics(config: Mapping) -> tuple[int, Workload, Cluster]:
     if unknown:
         raise ConfigError(sorted(unknown)[0], None, "a top-level key among " + ", ".join(RUN_KEYS))
     seed = check_int_at_least("seed", config.get("seed", 0), 0)
-    return seed, build_workload(config.get("workload")), build_cluster(config.get("cluster"))
+    built_workload, built_cluster = build_workload(config.get("workload")), build_cluster(config.get("cluster"))
+    check_pipeline(config, built_workload, built_cluster, seed)  # spec.pipeline: its fields named before any run
+    return seed, built_workload, built_cluster

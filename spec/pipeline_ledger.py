@@ -2,7 +2,7 @@
 
 Fed facts by either backend (the simulator's driver; the live sink, from the
 records the gateways publish) and turned into the extra request columns
-``join_wait_s``, ``escalated`` and ``payload_bytes`` (``spec.records``
+``task_id``, ``join_wait_s``, ``escalated`` and ``payload_bytes`` (``spec.records``
 documents them) and the summary's ``link_bytes`` (bytes over each link,
 ``<gateway>-><executor>``), so both backends report them the same way.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 __all__ = ["PipelineLedger", "PIPELINE_COLUMNS", "link_name"]
 
 #: the request columns a pipeline run adds after ``spec.records.REQUEST_COLUMNS``
-PIPELINE_COLUMNS = ("join_wait_s", "escalated", "payload_bytes")
+PIPELINE_COLUMNS = ("task_id", "join_wait_s", "escalated", "payload_bytes")
 
 
 def link_name(gateway: str, executor: str) -> str:
@@ -24,16 +24,18 @@ def link_name(gateway: str, executor: str) -> str:
 
 
 class PipelineLedger:
-    """Per-request join wait, escalation and payload bytes moved, and bytes per link, for ``count`` requests."""
+    """Per-request task, join wait, escalation and payload bytes moved, and bytes per link, for ``count`` requests."""
 
     def __init__(self, count: int):
+        self.task_id = np.full(count, -1, dtype=np.int64)
         self.join_wait_s = np.zeros(count, dtype=np.float64)
         self.escalated = np.zeros(count, dtype=bool)
         self.payload_bytes = np.zeros(count, dtype=np.int64)
         self.link_bytes: dict[str, int] = {}
 
-    def waited(self, request_id: int, wait_s: float) -> None:
-        """``request_id`` waited ``wait_s`` in a join before its task fired."""
+    def admitted(self, request_id: int, task_id: int, wait_s: float = 0.0) -> None:
+        """``request_id`` became part of task ``task_id`` after ``wait_s`` in a join (0: no join)."""
+        self.task_id[request_id] = task_id
         self.join_wait_s[request_id] = wait_s
 
     def escalate(self, request_id: int) -> None:
@@ -49,6 +51,7 @@ class PipelineLedger:
         """``requests`` (one row per request id, in id order) with the pipeline's columns after the schema's."""
         out = requests.copy()
         ids = out["request_id"].to_numpy(dtype=np.int64)
+        out["task_id"] = self.task_id[ids]
         out["join_wait_s"] = self.join_wait_s[ids]
         out["escalated"] = self.escalated[ids]
         out["payload_bytes"] = self.payload_bytes[ids]

@@ -58,15 +58,17 @@ class Transfer:
 class PipelineStage:
     """One gateway's pipeline: stale filter, join, lazy routing and cascade over the run's ``arrivals``."""
 
-    def __init__(self, spec: PipelineSpec, arrivals: Arrivals):
+    def __init__(self, spec: PipelineSpec, arrivals: Arrivals, *, ledger: PipelineLedger | None = None,
+                 members: dict[int, tuple[int, ...]] | None = None):  # fmt: skip
         self.spec = spec
         self.join, self.cascade, self.lazy, self.stale = spec.models()
         self.sources = arrivals.sources
         self.source_index = arrivals.source_index
         self.arrival_s = arrivals.arrival_s
         self.deadline_s = arrivals.deadline_s
-        self.ledger = PipelineLedger(len(arrivals))
-        self._members: dict[int, tuple[int, ...]] = {}
+        #: shared by the stages of several gateways (one run's ledger; task ids are input ids, unique in the run)
+        self.ledger = PipelineLedger(len(arrivals)) if ledger is None else ledger
+        self._members: dict[int, tuple[int, ...]] = {} if members is None else members
         self._size = [s.size_bytes for s in arrivals.sources]
 
     # -- inputs ----------------------------------------------------------------------
@@ -79,6 +81,7 @@ class PipelineStage:
                 return [RejectInput(request_id=int(request_id), reason=reason)]
         source = self.sources[self.source_index[request_id]].name
         if self.join is None or source not in self.join:
+            self.ledger.admitted(int(request_id), int(request_id))
             return [self._admit((int(request_id),), source)]
         out: list[AdmitTask | RejectInput] = []
         for fact in self.join.offer(now_s=now_s, request_id=int(request_id), source=source, made_s=made_s):
@@ -90,7 +93,7 @@ class PipelineStage:
 
     def _fired(self, fired: JoinFired) -> AdmitTask:
         for member, wait_s in zip(fired.member_ids, fired.wait_s):
-            self.ledger.waited(member, wait_s)
+            self.ledger.admitted(member, fired.task_id, wait_s)
         return self._admit(fired.member_ids, "+".join(self.join.sources), task_id=fired.task_id)
 
     def _admit(self, members: tuple[int, ...], source: str, task_id: int | None = None) -> AdmitTask:
@@ -131,9 +134,8 @@ class PipelineStage:
                 moved = size
             else:
                 source = self._source_of(member)
-                fetch = self.lazy.fetch_bytes(member, source, size)
-                moved = self.lazy.message_bytes(size) + fetch
-                fetched = fetched or fetch > 0
+                moved = self.lazy.message_bytes(size) + self.lazy.fetch_bytes(member, source, size)
+                fetched = fetched or (self.lazy.enabled and self.lazy.reads(member, source))
             self.ledger.moved(link, member, moved)
             total += moved
         return Transfer(size_bytes=total, fetched=fetched)

@@ -31,6 +31,8 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
                                       # (live.wire.messages; the key is in EDGEBATCH_RUN_KEY, never in a file)
       limits: {}                      # live.wire.messages.WireLimits: max_header_bytes, max_ids,
                                       # max_payload_bytes, max_reason_chars
+      ingress: {mode: replay}         # replay the workload (experiments), or open: serve registered
+                                      # clients on reply topics of their own (live.ingress, docs/PROTOCOL.md)
 
 ``url: null`` means: start an embedded pulsar-lite broker; its data lives in a
 temporary folder removed at the end unless ``keep_data: true`` (then in
@@ -57,6 +59,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from live.ingress import IngressSettings, ingress_settings
 from live.roles.gateway_flights import StallDetection
 from live.wire.messages import WireLimits
 from live.wire.topics import Topics
@@ -95,6 +98,7 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "limits": {},
     "stall_detection": {},
+    "ingress": {},
 }
 _BROKER_KEYS = ("url", "auth_token", "tls_trust_certs_file", "keep_data")
 _SERVER_KEYS = ("model", "threads", "replicas", "external")
@@ -186,6 +190,8 @@ class LiveSettings:
     limits: WireLimits = field(default_factory=WireLimits)
     #: when a silent executor's batches go again before ``redeliver_after_s`` (None: only at that cap)
     stall_detection: StallDetection | None = field(default_factory=StallDetection)
+    #: replay the workload (the default) or serve registered clients (``live.ingress``)
+    ingress: IngressSettings = field(default_factory=IngressSettings)
 
 
 def _mapping(field_name: str, value: Any) -> dict:
@@ -277,6 +283,7 @@ def live_settings(run: RunSpec) -> LiveSettings:
         device=check_choice("live.device", merged["device"], ("auto", "cpu", "cuda")),
         limits=_limits(_mapping("live.limits", merged["limits"])),
         stall_detection=_stall_detection(merged["stall_detection"]),
+        ingress=ingress_settings(merged["ingress"], run.gateways),
     )
 
 

@@ -146,7 +146,7 @@ def role_commands(spec: RunSpec) -> list[tuple[str, str, list[str]]]:
                 roles.append((f"worker-{name}-{k}", "live.roles.worker", ["--executor", name, "--replica", str(k)]))
     for gateway in spec.gateways:
         roles.append((f"gateway-{gateway}", "live.roles.gateway", ["--gateway", gateway]))
-    for source in spec.workload.sources:
+    for source in () if spec.settings.ingress.open else spec.workload.sources:  # open ingress: the clients send
         roles.append((f"source-{source.name}", "live.roles.source", ["--source", source.name]))
     return roles
 

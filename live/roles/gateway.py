@@ -48,10 +48,11 @@ from collections.abc import Callable
 
 from live.config import RunSpec, Topics
 from spec.topology import ServerlessSpec
-from live.wire.messages import ControlOp, DecodeError, Kind, Message, dead_letter, decode, encode_batch, encode_control
+from live.wire.messages import ControlOp, DecodeError, Kind, Message, dead_letter, decode, encode_batch, encode_control, wire_settings
 from live.roles.gateway_agenda import Agenda, Due
 from live.roles.gateway_flights import Flight, Flights
 from live.roles.gateway_intake import RequestIntake
+from live.roles.gateway_ingress import OpenIngress
 from live.roles.gateway_metrics import GatewayMetrics
 from live.roles.gateway_records import RecordWriter, plain, record_meta
 from live.roles.gateway_recovery import EndedLog, ResendAsks
@@ -139,6 +140,8 @@ class Gateway:
         self.redeliver_after_s = spec.settings.redeliver_after_s
         #: a live.eventlog.EventLog recording every event and the actions it gave (live.event_log), or None
         self.event_log = None
+        #: open ingress (live.ingress.mode: open): a live.roles.gateway_ingress.OpenIngress installs itself here
+        self.ingress = None
         self._act = {
             DispatchBatch: self._dispatch,
             StartTimer: lambda action: self.agenda.start_timer(action.timer_id, action.at_s),
@@ -229,6 +232,8 @@ class Gateway:
     def on_request(self, raw: bytes) -> int | None:
         """Take one request message; its id when it is taken (the loop acknowledges it once it ended), else None."""
         topic = self.topics.requests(self.name)
+        if self.ingress is not None:
+            return self.ingress.on_request(raw, topic)  # open ingress: a registered client's (live.roles.gateway_ingress)
         try:
             message = decode(raw)
         except DecodeError as error:
@@ -241,25 +246,23 @@ class Gateway:
         if not self.intake.first_time(request_id):
             self.metrics.counts["duplicate_requests"] += 1
             return None
-        self.arrivals_seen += 1
-        self.telemetry.arrived()
         now_s = self.now()
         source = self.intake.source_of(message)
         arrival_s = float(message.ts.get("arrival_s", now_s))
+        return self.admit(request_id, source.name, arrival_s, source.slo_s, message.payload, now_s)
+
+    def admit(self, request_id: int, source: str, arrival_s: float, slo_s: float, payload: bytes, now_s: float) -> int:
+        """A request taken (replayed, or an open-ingress client's): to the scheduler; returns its id."""
+        self.arrivals_seen += 1
+        self.telemetry.arrived()
         self.metrics.ingest_lag_s.append(now_s - arrival_s)
-        self.payloads[request_id] = message.payload
-        request = Request(
-            request_id=request_id,
-            source=source.name,
-            arrival_s=arrival_s,
-            size_bytes=len(message.payload),
-            deadline_s=arrival_s + source.slo_s,
-        )
+        self.payloads[request_id] = payload
+        request = Request(request_id=request_id, source=source, arrival_s=arrival_s, size_bytes=len(payload), deadline_s=arrival_s + slo_s)
         self.handle(RequestArrived(now_s=now_s, request=request))
-        return request_id
         self.metrics.pending(len(self.payloads))
         if self.arrivals_seen % 100 == 0:
             self.metrics.sample_rss()
+        return request_id
 
     # -- results ---------------------------------------------------------------------
     def on_result(self, raw: bytes) -> None:
@@ -318,7 +321,8 @@ class Gateway:
         stamps = {k: v for k, v in message.ts.items() if k in ("received_s", "start_s", "end_s", "service_s")}
         service_s = float(stamps.get("service_s", stamps.get("end_s", 0.0) - stamps.get("start_s", 0.0)))
         labels = message.labels if message.labels is not None and len(message.labels) == len(ids) else None
-        self.records.completed(key, ids, labels=labels, ts={**stamps, **ts}, meta=record_meta(self.name, flight, message))
+        self.records.completed(key, ids, labels=labels, ts={**stamps, **ts}, meta=record_meta(self.name, flight, message),
+                               result=message)  # fmt: skip
         self.ended += len(ids)
         self.ended_requests.extend(flight.ids)
         payloads = self.payloads
@@ -518,11 +522,15 @@ def main(argv=None) -> int:
             role.producer(topics.batches(executor))
         role.producer(topics.records)
         role.producer(topics.dead_letter)
+        for client in spec.settings.ingress.clients_of(name):
+            role.producer(topics.replies(client))
         role.announce_ready()
         clock = role.wait_start()
         if clock is None:
             return 0
         gateway = Gateway(spec, name, topics, role.send_async, clock.now, incarnation=args.incarnation)
+        if spec.settings.ingress.open:
+            OpenIngress(gateway, clock.epoch_unix, wire_settings().key)
         if spec.settings.event_log or args.event_log:
             from live.eventlog import EventLog, log_path
 
@@ -532,6 +540,9 @@ def main(argv=None) -> int:
         ended_log.close(remove=gateway.done)
         if not gateway.done:
             gateway.close()
+        if gateway.ingress is not None:
+            gateway.ingress.close()
+            role.stats.update(gateway.ingress.stats())
         role.stats.update(gateway.stats(), resend_asked=resend_asked)
         role.stats["plans_adopted"] = json.loads(json.dumps(gateway.plans[-20:], default=str))
         return 0

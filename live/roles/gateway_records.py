@@ -55,7 +55,8 @@ class RecordWriter:
         self.topic = topic
         self.send = send
 
-    def completed(self, key: str, ids: Sequence[str], *, labels, ts: Mapping[str, float], meta: Mapping) -> None:
+    def completed(self, key: str, ids: Sequence[str], *, labels, ts: Mapping[str, float], meta: Mapping, result: Message | None = None) -> None:
+        # result: the worker's RESULT (an open-ingress writer answers its clients with its outputs)
         self.send(self.topic, encode_result(key, ids, source=self.name, labels=labels, ts=ts, meta=meta))
 
     def batch_failed(self, key: str, ids: Sequence[str], *, reason: str, ts: Mapping[str, float], meta: Mapping) -> None:

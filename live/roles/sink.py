@@ -87,6 +87,10 @@ class SinkState:
     def done(self) -> bool:
         return self.ended_count >= self.count
 
+    def may_stop(self) -> bool:
+        """Whether the sink may end at the run's stop (at once; an open-ingress sink drains first)."""
+        return True
+
     def _ids(self, message: Message) -> list[int] | None:
         try:
             ids = [int(i) for i in message.ids]
@@ -262,7 +266,12 @@ def main(argv=None) -> int:
     role = None
     try:
         role = Role(args, "sink", "sink")
-        state = SinkState(role.spec)
+        if role.spec.settings.ingress.open:  # the clients' requests, known as their records come
+            from live.roles.sink_open import OpenSinkState
+
+            state = OpenSinkState(role.spec)
+        else:
+            state = SinkState(role.spec)
         log = RecordLog(Path(args.out) / "records.wal")
         replayed = _replay(log, state)  # a restarted sink: what its predecessor had taken
         inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -274,7 +283,7 @@ def main(argv=None) -> int:
         undecodable = 0
         progress = ProgressFile(Path(args.stats).with_name("progress.json") if args.stats else None, state)
         # records may come before the start message reaches us: no need to wait for it
-        while not state.done and not role.should_stop():
+        while not state.done and not (role.should_stop() and state.may_stop()):
             progress.maybe_write()
             try:
                 msg = inbox.get(timeout=0.2)

@@ -86,6 +86,8 @@ __all__ = [
     "encode_control",
     "encode_drop",
     "decode",
+    "peek_source",
+    "PROCESS_KEY",
     "dead_letter",
     "bounded_reason",
     "decode_or_dead_letter",
@@ -145,6 +147,11 @@ class WireSettings:
 
 
 _SETTINGS = WireSettings()
+
+#: ``encode(..., key=PROCESS_KEY)`` / ``decode(..., key=PROCESS_KEY)``: sign and verify with this process's
+#: run key (``configure``); any other value (bytes, or None for unsigned) is used instead, for one message
+#: (an open-ingress client's own key, ``live.client``)
+PROCESS_KEY = object()
 
 
 def configure(settings: WireSettings) -> WireSettings:
@@ -277,8 +284,8 @@ def _ts_dict(d: Optional[Mapping[str, float]]) -> dict[str, float]:
     return out
 
 
-def encode(msg: Message) -> bytes:
-    """Serialize a :class:`Message`; the inverse of :func:`decode`."""
+def encode(msg: Message, *, key=PROCESS_KEY) -> bytes:
+    """Serialize a :class:`Message`; the inverse of :func:`decode` (signed with ``key``, see :data:`PROCESS_KEY`)."""
     ids = [str(i) for i in msg.ids]
     sizes = [int(s) for s in msg.sizes]
     if len(ids) != len(sizes):
@@ -310,10 +317,11 @@ def encode(msg: Message) -> bytes:
     limit = settings.limits.max_header_bytes
     if len(body) > limit:
         raise ValueError(f"header of {len(body)} bytes exceeds {limit}")
-    if settings.key is None:
+    key = settings.key if key is PROCESS_KEY else key
+    if key is None:
         return b"".join((HEADER.pack(MAGIC, VERSION, int(msg.kind), len(body)), body, bytes(msg.payload)))
     frame = b"".join((HEADER.pack(MAGIC, VERSION_SIGNED, int(msg.kind), len(body)), body, bytes(msg.payload)))
-    return frame + hmac.new(settings.key, frame, hashlib.sha256).digest()
+    return frame + hmac.new(key, frame, hashlib.sha256).digest()
 
 
 def _concat(payloads: Sequence[bytes]) -> tuple[tuple[int, ...], bytes]:
@@ -492,7 +500,7 @@ def _ts(v: Any, where: str) -> dict[str, float]:
     return {k: float(x) for k, x in v.items()}
 
 
-def _split(data: bytes | bytearray | memoryview) -> tuple[int, Kind, dict, bytes]:
+def _split(data: bytes | bytearray | memoryview, key=PROCESS_KEY, verify: bool = True) -> tuple[int, Kind, dict, bytes]:
     """The fixed header, the JSON header and the payload: (version, kind, header, payload)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("not_bytes", f"expected bytes, got {type(data).__name__}")
@@ -504,7 +512,12 @@ def _split(data: bytes | bytearray | memoryview) -> tuple[int, Kind, dict, bytes
     if magic != MAGIC:
         raise DecodeError("bad_magic", f"expected {MAGIC!r}, got {magic!r}")
     settings = _SETTINGS
-    data = _verified(data, version, settings.key)
+    if verify:
+        data = _verified(data, version, settings.key if key is PROCESS_KEY else key)
+    elif version not in (VERSION, VERSION_SIGNED):
+        raise DecodeError("bad_version", f"version {version}, this code reads {VERSION} and {VERSION_SIGNED}")
+    elif version == VERSION_SIGNED and len(data) >= HEADER.size + MAC_BYTES:
+        data = data[:-MAC_BYTES]  # not verified: only to read who claims to have sent it (peek_source)
     n = len(data)
     try:
         kind = Kind(kind_b)
@@ -605,9 +618,17 @@ def _check_kind(kind: Kind, ids: list, meta: dict) -> None:
 _CONTROL_OPS = tuple(op.value for op in ControlOp)
 
 
-def decode(data: bytes | bytearray | memoryview) -> Message:
-    """Parse bytes from the network. Raises :class:`DecodeError` and nothing else."""
-    version, kind, head, payload = _split(data)
+def peek_source(data: bytes | bytearray | memoryview) -> str:
+    """Who a message says sent it (``source``), read without verifying its tag: only to choose the key to
+    verify it with (an open-ingress client's). The header length is checked against the limits first.
+    Raises :class:`DecodeError`; trust nothing in the message until :func:`decode` has verified it."""
+    _, _, head, _ = _split(data, verify=False)
+    return _get(head, "source", str)
+
+
+def decode(data: bytes | bytearray | memoryview, *, key=PROCESS_KEY) -> Message:
+    """Parse bytes from the network (verified with ``key``, see :data:`PROCESS_KEY`). Raises :class:`DecodeError` and nothing else."""
+    version, kind, head, payload = _split(data, key)
     ids, sizes, size_bytes = _ids_and_sizes(head)
     source = _get(head, "source", str)
     trace_id = _get(head, "trace_id", str)

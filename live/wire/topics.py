@@ -27,6 +27,10 @@ class Topics:
     def results(self, gateway: str) -> str:
         return self._t(f"results-{gateway}")
 
+    def replies(self, client: str) -> str:
+        """An open-ingress client's answers (docs/PROTOCOL.md, "Open ingress")."""
+        return self._t(f"replies-{client}")
+
     @property
     def records(self) -> str:
         return self._t("records")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Union
 
+import numpy as np
+
 from policies.actions import Action, CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
 from policies.batching.base import BatchingPolicy
+from policies.dispatch_batches import DispatchBatches
 from policies.errors import DriverError, PolicyError
 from policies.events import (
     ArrivalRateMeasured,
@@ -134,6 +138,9 @@ class Scheduler:
         #: batch id -> (executor, requests, attempt, memory_mb)
         self._in_flight: dict[int, tuple[str, tuple[Request, ...], int, int | None]] = {}
         self.retries = 0
+        #: batches sent by ``handle_arrivals`` and not reported finished, per executor: [first id, sizes, request ids, starts, done]
+        self._bulk_flights: dict[str, deque[list]] = {n: deque() for n in names}
+        self._bulk_pending = 0  # their requests
         self._timers: dict[str, float] = {}
         self._next_batch_id = 0
         self._now_s = -math.inf
@@ -186,6 +193,147 @@ class Scheduler:
         self._arrive(now_s, request, actions)
         return actions
 
+    # -- the bulk path: many arrivals per call (the simulator's; the live harness has one request at a time) --
+    def bulk_executor(self) -> str | None:
+        """The executor ``handle_arrivals`` would send every arrival to now; None: the bulk path does not apply.
+
+        It applies when no planner observes the events, the placement names
+        one executor for every request (``PlacementPolicy.bulk_choice``) and
+        that executor's batching policy cuts batches from arrival times alone
+        (``BatchingPolicy.supports_bulk``). A policy without the optional
+        hooks loses nothing: its driver feeds it one request at a time.
+        """
+        if self.planner is not None:
+            return None
+        executor = self.placement.bulk_choice()
+        if executor is None or executor not in self.batchers or not self.batchers[executor].supports_bulk:
+            return None
+        return executor
+
+    def handle_arrivals(self, arrival_s: np.ndarray, request_ids: np.ndarray, *, until_s: float,
+                        make_request: Callable[[int], Request]) -> list[Action]:  # fmt: skip
+        """``RequestArrived`` for many requests, each at its own ``arrival_s`` (the gateway sees it then), at once.
+
+        ``until_s``: no other request arrives before it, and nothing but
+        arrivals happens before it (no timer of this scheduler's is running:
+        the bulk path keeps none). Returns one ``DispatchBatches`` with the
+        batches the per-request path would dispatch before ``until_s``, in the
+        same order, with the same ids and times (or nothing); the requests
+        of a batch still open stay queued, as ``Request`` objects built by
+        ``make_request(k)`` for the k-th of ``request_ids``. The same checks,
+        vectorized: time order (``DriverError``), ids not pending twice
+        (``DriverError``), batches the policy cuts (``PolicyError``).
+        """
+        executor = self.bulk_executor()
+        if executor is None:
+            raise DriverError("handle_arrivals: the bulk path does not apply to these policies (bulk_executor() is None)")
+        arrival_s = np.asarray(arrival_s, dtype=np.float64)
+        request_ids = np.asarray(request_ids, dtype=np.int64)
+        if not len(arrival_s):
+            return []
+        self._check_bulk_arrivals(executor, arrival_s, request_ids, until_s)
+        self._started = True
+        batcher = self.batchers[executor]
+        queued = list(batcher.queue)
+        times, ids = arrival_s, request_ids
+        if queued:
+            times = np.concatenate([np.array([r.arrival_s for r in queued]), arrival_s])
+            ids = np.concatenate([np.array([r.request_id for r in queued], dtype=np.int64), request_ids])
+        cuts = batcher.bulk_cuts(times, until_s)
+        if cuts is None:
+            raise PolicyError(f"{batcher!r} says supports_bulk but bulk_cuts returned None")
+        ends, dispatched_s = self._check_cuts(batcher, cuts, times, until_s)
+        taken = int(ends[-1]) if len(ends) else 0
+        self._requeue(batcher, queued, taken, request_ids, make_request)
+        self._now_s = max(float(arrival_s[-1]), float(dispatched_s[-1]) if len(ends) else -math.inf)
+        if not len(ends):
+            return []
+        sizes = np.diff(ends, prepend=0)
+        first = self._next_batch_id
+        self._next_batch_id = first + len(ends)
+        batcher.took_bulk(sizes.tolist())
+        self._bulk_flights[executor].append([first, sizes.tolist(), ids[:taken], [0, *ends.tolist()], 0])
+        self._bulk_pending += taken
+        return [DispatchBatches(first_batch_id=first, executor=executor, request_ids=ids[:taken], ends=ends, dispatched_s=dispatched_s,
+                                memory_mb=batcher.memory_mb)]  # fmt: skip
+
+    def handle_finished_bulk(self, executor: str, count: int, *, now_s: float) -> list[Action]:
+        """``BatchFinished`` for the oldest ``count`` batches ``handle_arrivals`` sent to ``executor`` (in id order), by ``now_s``.
+
+        Only the accounting: a policy on the bulk path changes no decision
+        when a batch finishes (``BatchingPolicy.supports_bulk``), so there is
+        nothing to dispatch and no action.
+        """
+        if now_s < self._now_s:
+            raise DriverError(f"time went backwards: batches finished at now_s={now_s} after {self._now_s}")
+        flights = self._bulk_flights.get(executor)
+        if flights is None:
+            raise DriverError(f"handle_finished_bulk names executor {executor!r}, not one of {list(self.batchers)}")
+        in_flight = sum(len(entry[1]) - entry[4] for entry in flights)
+        if not 0 <= count <= in_flight:
+            raise DriverError(f"{count} batches reported finished on {executor!r}; {in_flight} sent by handle_arrivals are in flight")
+        self._now_s = now_s
+        sizes: list[int] = []
+        while len(sizes) < count:
+            entry = flights[0]
+            done = entry[4]
+            take = min(count - len(sizes), len(entry[1]) - done)
+            sizes.extend(entry[1][done : done + take])
+            entry[4] = done + take
+            if entry[4] == len(entry[1]):
+                flights.popleft()
+        self._bulk_pending -= sum(sizes)
+        self.batchers[executor].finished_bulk(sizes)
+        return []
+
+    def _check_bulk_arrivals(self, executor: str, arrival_s: np.ndarray, request_ids: np.ndarray, until_s: float) -> None:
+        if len(request_ids) != len(arrival_s):
+            raise DriverError(f"handle_arrivals: {len(arrival_s)} arrival times for {len(request_ids)} request ids")
+        if arrival_s[0] < self._now_s or (len(arrival_s) > 1 and bool((np.diff(arrival_s) < 0).any())) or until_s < arrival_s[-1]:
+            raise DriverError(f"time went backwards: arrivals from {arrival_s[0]} (until {until_s}) after {self._now_s}, or not in time order")
+        if self._batch_timer_ids[executor] in self._timers:
+            raise DriverError(f"handle_arrivals: {executor!r}'s batch timer is running (requests came one at a time): keep to one path")
+        increasing = len(request_ids) < 2 or bool((np.diff(request_ids) > 0).all())
+        if increasing and request_ids[0] > max(self._requests, default=-1) and request_ids[0] > self._bulk_max_id():
+            return  # the usual case, checked in two comparisons: new ids, larger than any pending
+        pending = np.concatenate([np.fromiter(self._requests, np.int64, len(self._requests)),
+                                  *[entry[2][entry[3][entry[4]]:] for flights in self._bulk_flights.values() for entry in flights]])  # fmt: skip
+        unique, counts = np.unique(request_ids, return_counts=True)
+        twice = unique[counts > 1].tolist() + request_ids[np.isin(request_ids, pending)].tolist()
+        if twice:
+            raise DriverError(f"request {twice[0]} arrived twice (still pending)")
+
+    def _bulk_max_id(self) -> int:
+        """The largest request id in a bulk batch still in flight (-1: none)."""
+        flights = [entry[2] for queue in self._bulk_flights.values() for entry in queue]
+        return max((int(ids.max()) for ids in flights if len(ids)), default=-1)
+
+    def _check_cuts(self, batcher: BatchingPolicy, cuts, times: np.ndarray, until_s: float) -> tuple[np.ndarray, np.ndarray]:
+        ends, dispatched_s = np.asarray(cuts[0], dtype=np.int64), np.asarray(cuts[1], dtype=np.float64)
+        if len(ends) != len(dispatched_s):
+            raise PolicyError(f"{batcher!r} cut {len(ends)} batches with {len(dispatched_s)} dispatch times")
+        if len(ends) and (ends[0] < 1 or ends[-1] > len(times) or (np.diff(ends) < 1).any()):
+            raise PolicyError(f"{batcher!r} cut batches ending at {ends[:5].tolist()}..., not increasing within 1..{len(times)}")
+        if len(ends) and ((dispatched_s < times[ends - 1]).any() or (np.diff(dispatched_s) < 0).any() or dispatched_s[-1] > until_s):
+            raise PolicyError(f"{batcher!r} dispatched a batch before its newest request, out of order, or after until_s={until_s}")
+        return ends, dispatched_s
+
+    def _requeue(self, batcher: BatchingPolicy, queued: list[Request], taken: int, request_ids: np.ndarray,
+                 make_request: Callable[[int], Request]) -> None:  # fmt: skip
+        """The queue after the bulk batches left: the requests from position ``taken`` on (queued ones first)."""
+        requests = self._requests
+        for request in queued[:taken]:
+            del requests[request.request_id]
+        queue = batcher.queue
+        queue.clear()
+        queue.extend(queued[taken:])
+        for k in range(max(taken - len(queued), 0), len(request_ids)):
+            request = make_request(k)
+            if request.request_id != request_ids[k]:
+                raise DriverError(f"make_request({k}) built request {request.request_id}, not {int(request_ids[k])}")
+            requests[request.request_id] = request
+            queue.append(request)
+
     def close(self, now_s: float) -> list[Action]:
         """End of run: drop whatever is still queued (reason ``run_ended``).
 
@@ -204,7 +352,7 @@ class Scheduler:
     @property
     def pending_requests(self) -> int:
         """Requests queued or in flight: neither completed nor dropped yet."""
-        return len(self._requests)
+        return len(self._requests) + self._bulk_pending
 
     # -- one place per transition ---------------------------------------------
     def _on_arrived(self, event: RequestArrived, actions: list[Action]) -> None:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from policies.events import Request
+from sim.bulk_driver import BulkDriver
 from spec.noise import EmpiricalDelay
 
 __all__ = ["ArrivalFeed", "request_hops"]
@@ -24,6 +25,7 @@ class ArrivalFeed:
     """
 
     def __init__(self, sim, *, on_done, progress: bool = False):
+        self.sim = sim
         self.env = sim.env
         self.arrivals = sim.arrivals
         self.count = len(sim.arrivals)
@@ -50,9 +52,18 @@ class ArrivalFeed:
             self._bar = tqdm(total=self.count, unit="req", desc="simulating", mininterval=1.0, disable=None)
 
     def start(self) -> None:
-        """Hand the environment the first arrival's time and the feed that takes it from there."""
+        """Hand the environment the first arrival's time and the feed that takes it from there.
+
+        A run that the bulk path can take (``sim.bulk_driver.BulkDriver``)
+        takes it; ``sim.feed_path`` then says "bulk", else why not.
+        """
         if self.count == 0:
             self.on_done()
+            return
+        reason = BulkDriver.unsupported(self.sim)
+        self.sim.feed_path = "bulk" if reason is None else f"per request: {reason}"
+        if reason is None:
+            BulkDriver(self.sim, on_done=self.on_done, bar=self._bar).start()
             return
         replay = self._replay()
         self.env.feed(next(replay), replay.__next__)

@@ -10,6 +10,7 @@ import simpy
 
 from sim.batch import SimBatch
 from spec.noise import BlockSampler, EmpiricalDelay, NoNoise
+from spec.pricing import FreePricing, HourlyPricing
 from spec.topology import ExecutorSpec
 
 __all__ = ["SimExecutor", "resampler"]
@@ -58,6 +59,33 @@ class SimExecutor(abc.ABC):
         if mean_s is None:
             mean_s = self._means[key] = self.spec.profile.mean_s(size, memory_mb)
         return mean_s if self._noise is None else mean_s * self._noise()
+
+    def service_bulk(self, sizes: np.ndarray, memory_mb: int | None) -> np.ndarray:
+        """``service_s`` for batches of ``sizes`` in that order: the same means, the same noise draws, in the same order."""
+        sizes = np.asarray(sizes)
+        if not len(sizes):
+            return np.zeros(0)
+        means = np.zeros(int(sizes.max()) + 1)
+        for size in np.unique(sizes).tolist():
+            key = (size, memory_mb)
+            mean_s = self._means.get(key)
+            if mean_s is None:
+                mean_s = self._means[key] = self.spec.profile.mean_s(size, memory_mb)
+            means[size] = mean_s
+        service_s = means[sizes]
+        if self._noise is not None:
+            noise = self._noise
+            service_s *= np.array([noise() for _ in range(len(sizes))])  # one product per batch, as service_s
+        return service_s
+
+    def batch_costs(self, duration_s: np.ndarray, memory_mb: int | None) -> np.ndarray:
+        """``batch_cost`` of batches that held the executor ``duration_s`` each (the pricings of servers, as arrays)."""
+        pricing = self.spec.pricing
+        if type(pricing) is FreePricing:
+            return np.zeros(len(duration_s))
+        if type(pricing) is HourlyPricing:
+            return pricing.price_per_hour * duration_s / 3600.0  # the same operations, in the same order, per element
+        return np.array([pricing.batch_cost(duration_s=d, memory_mb=memory_mb) for d in duration_s.tolist()])
 
     @abc.abstractmethod
     def submit(self, batch: SimBatch) -> None:

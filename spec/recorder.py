@@ -115,6 +115,31 @@ class Recorder:
         for request_id in request_ids:
             batch_of[request_id] = batch_id
 
+    def batches_dispatched_bulk(self, dispatched_s, executor_index: int, sizes, request_ids, memory_mb: int | None) -> int:
+        """``batch_dispatched`` for consecutive batches at once (first tries): batch k holds the next
+        ``sizes[k]`` of ``request_ids`` and left at ``dispatched_s[k]``. Returns the first one's id."""
+        first = len(self.b_size)
+        count = len(sizes)
+        self.b_attempt.frombytes(bytes(self.b_attempt.itemsize * count))  # attempt 0
+        self.b_executor.frombytes(np.full(count, executor_index, np.int16).tobytes())
+        self.b_size.frombytes(np.asarray(sizes, np.int32).tobytes())
+        self.b_memory_mb.frombytes(np.full(count, memory_mb or 0, np.int32).tobytes())
+        self.b_dispatched_s.frombytes(np.asarray(dispatched_s, np.float64).tobytes())
+        self.batch_of[np.asarray(request_ids)] = np.repeat(np.arange(first, first + count, dtype=np.int32), sizes)
+        return first
+
+    def batches_finished_bulk(self, batch_ids, arrived_s, start_s, end_s, completed_s, cold_start_s, cost) -> None:
+        """``batch_finished`` (``FINISHED``, no hops) for many batches at once, arrays in the same order."""
+        count = len(batch_ids)
+        self.e_batch.frombytes(np.asarray(batch_ids, np.int32).tobytes())
+        for column, values in ((self.b_arrived_s, arrived_s), (self.b_start_s, start_s), (self.b_end_s, end_s),
+                               (self.b_completed_s, completed_s), (self.b_cold_start_s, cold_start_s), (self.b_cost, cost)):  # fmt: skip
+            column.frombytes(np.asarray(values, np.float64).tobytes())
+        self.b_state.frombytes(np.full(count, FINISHED, np.int8).tobytes())
+        if self.b_hop_s is not None:
+            self.b_hop_s.frombytes(bytes(8 * count))
+            self.b_hop_back_s.frombytes(bytes(8 * count))
+
     def batch_finished(self, batch_id: int, arrived_s, start_s, end_s, completed_s, cold_start_s, cost, state: int = FINISHED,
                        hop_s: float = 0.0, hop_back_s: float = 0.0) -> None:  # fmt: skip
         """A batch ended (``FINISHED`` or ``FAILED``); columns kept in the order batches end.

@@ -7,6 +7,8 @@ import itertools
 from collections import deque
 from typing import NamedTuple
 
+import numpy as np
+
 from policies.events import Request
 from spec.topology import ExecutorSpec
 from spec.validation import ConfigError, check_int_at_least
@@ -76,6 +78,56 @@ class BatchingPolicy(abc.ABC):
     @abc.abstractmethod
     def decide(self, now_s: float) -> Decision:
         """Look at ``self.queue`` (oldest first) and say what to do now."""
+
+    # -- the optional bulk hook (the simulator's fast path) ---------------------
+    @property
+    def supports_bulk(self) -> bool:
+        """Whether ``bulk_cuts`` stands for ``admit`` and ``decide`` now (default False: one request at a time).
+
+        A policy that says True promises that, while nothing but arrivals
+        happens, its batches depend only on the arrival times of the requests
+        it queues; that it admits every request; and that a batch finishing
+        changes none of its decisions (it learns nothing from it). The
+        scheduler then hands it many arrivals at once (``Scheduler.handle_arrivals``).
+        """
+        return False
+
+    def bulk_cuts(self, arrival_s: np.ndarray, until_s: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """The batches ``decide`` would form from requests arriving at ``arrival_s`` (sorted; those queued first).
+
+        Returns ``(ends, dispatched_s)``: batch k is requests
+        ``ends[k-1]:ends[k]`` (``ends[-1]`` is 0), sent at ``dispatched_s[k]``,
+        for the batches that leave before any arrival at ``until_s`` or later
+        could join them (the rest stay queued). Arrivals are taken as handled
+        at their ``arrival_s``, a timer as firing where the driver would fire
+        it (``StartTimer`` at the head's arrival), a timer before an arrival
+        at the same time. None: not supported (the default).
+        """
+        return None
+
+    def _bulk_hooks_intact(self) -> bool:
+        """True when a subclass overrides none of the base's queue and accounting hooks (``supports_bulk`` relies on them)."""
+        cls = type(self)
+        return all(getattr(cls, name) is getattr(BatchingPolicy, name) for name in ("admit", "take", "finished", "observe_finished", "remove"))
+
+    def took_bulk(self, sizes: list[int]) -> None:
+        """Account for batches of ``sizes`` formed on the bulk path (``take`` for each, the queue handled by the scheduler)."""
+        self.batches_in_flight += len(sizes)
+        self.requests_in_flight += sum(sizes)
+        self._flight_sizes.extend(sizes)
+
+    def finished_bulk(self, sizes: list[int]) -> None:
+        """``finished`` for batches of ``sizes`` that ended served, in order (nothing is observed: see ``supports_bulk``)."""
+        flights = self._flight_sizes
+        count = len(sizes)
+        if count <= len(flights) and list(itertools.islice(flights, count)) == sizes:  # the usual case: the oldest ended
+            for _ in range(count):
+                flights.popleft()
+            self.batches_in_flight -= count
+            self.requests_in_flight -= sum(sizes)
+            return
+        for size in sizes:
+            self.finished(0.0, size, None)
 
     # -- observations subclasses may use -----------------------------------
     def observe_finished(self, now_s: float, size: int, service_s: float) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from policies.batching.base import NOTHING, BatchingPolicy, Decision
+from policies.batching.timeout_cuts import timeout_cuts
 from spec.validation import check_int_at_least, check_positive
 
 __all__ = ["FixedBatching"]
@@ -31,6 +34,17 @@ class FixedBatching(BatchingPolicy):
         super().apply_plan(memory_mb=memory_mb)
         if batch_size is not None:
             self.batch_size = check_int_at_least("plan.batch_size", batch_size, 1)
+
+    @property
+    def supports_bulk(self) -> bool:
+        """Bulk without ``max_queue``: the batches are timeout batching's, ``batch_size`` or ``max_wait_s`` after the oldest."""
+        return self.max_queue is None and math.isfinite(self.max_wait_s) and type(self).decide is FixedBatching.decide and self._bulk_hooks_intact()
+
+    def bulk_cuts(self, arrival_s, until_s):
+        if not self.supports_bulk:
+            return None
+        # one arrival at a time, a queue of batch_size leaves at once: the same cuts as timeout batching
+        return timeout_cuts(arrival_s, self.batch_size, self.max_wait_s, until_s)
 
     def decide(self, now_s: float) -> Decision:
         queue = self.queue

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from policies.batching.base import NOTHING, BatchingPolicy, Decision
+from policies.batching.timeout_cuts import timeout_cuts
 from spec.validation import ConfigError, check_int_at_least, check_non_negative
 
 __all__ = ["TimeoutBatching"]
@@ -59,6 +61,17 @@ class TimeoutBatching(BatchingPolicy):
         super().apply_plan(memory_mb=memory_mb)
         if batch_size is not None:
             self.max_batch_size = check_int_at_least("plan.batch_size", batch_size, 1)
+
+    @property
+    def supports_bulk(self) -> bool:
+        """Bulk when nothing but arrival times decides: no ``max_queue``, ``max_inflight`` or preferred sizes, a finite wait."""
+        return (self.max_queue is None and self.max_inflight is None and not self.preferred_batch_sizes and math.isfinite(self.max_wait_s)
+                and type(self).decide is TimeoutBatching.decide and self._bulk_hooks_intact())  # fmt: skip
+
+    def bulk_cuts(self, arrival_s, until_s):
+        if not self.supports_bulk:
+            return None
+        return timeout_cuts(arrival_s, self.max_batch_size, self.max_wait_s, until_s)
 
     def decide(self, now_s: float) -> Decision:
         queue = self.queue

@@ -80,5 +80,15 @@ class PlacementPolicy(abc.ABC):
     def choose(self, now_s: float, request: Request) -> str | None:
         """Name of the executor for ``request``; None to drop it (no executor fits)."""
 
+    def bulk_choice(self) -> str | None:
+        """The executor ``choose`` returns for every request until something other than an arrival happens.
+
+        None (the default): it depends on the request or on state, and the
+        scheduler takes requests one at a time. A policy that names one must
+        be left by ``choose`` in the same state whatever the number of
+        requests (the simulator's bulk path skips the calls).
+        """
+        return None
+
     def apply_plan(self, *, weights: Mapping[str, float]) -> None:
         """Adopt a planner's traffic split. Policies without weights ignore it."""

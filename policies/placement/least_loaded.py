@@ -36,3 +36,7 @@ class LeastLoadedPlacement(PlacementPolicy):
             if best_load is None or load < best_load:
                 best, best_load = name, load
         return best
+
+    def bulk_choice(self) -> str | None:
+        # one executor to choose from: every request goes there, and the state after any number of choices is the same
+        return self.executors[0] if len(self.executors) == 1 and type(self).choose is LeastLoadedPlacement.choose else None

@@ -26,3 +26,7 @@ class RoundRobinPlacement(PlacementPolicy):
         name = self.executors[self._next]
         self._next = (self._next + 1) % len(self.executors)
         return name
+
+    def bulk_choice(self) -> str | None:
+        # one executor to choose from: every request goes there, and the state after any number of choices is the same
+        return self.executors[0] if len(self.executors) == 1 and type(self).choose is RoundRobinPlacement.choose else None

@@ -26,3 +26,6 @@ class StaticPlacement(PlacementPolicy):
 
     def choose(self, now_s: float, request: Request) -> str | None:
         return self.executor
+
+    def bulk_choice(self) -> str | None:
+        return self.executor if type(self).choose is StaticPlacement.choose else None

@@ -528,7 +528,9 @@ def main(argv=None) -> int:
         clock = role.wait_start()
         if clock is None:
             return 0
-        gateway = Gateway(spec, name, topics, role.send_async, clock.now, incarnation=args.incarnation)
+        from live.roles.pipeline_gateway import gateway_class  # with a pipeline block: its stage before the scheduler
+
+        gateway = gateway_class(spec)(spec, name, topics, role.send_async, clock.now, incarnation=args.incarnation)
         if spec.settings.ingress.open:
             OpenIngress(gateway, clock.epoch_unix, wire_settings().key)
         if spec.settings.event_log or args.event_log:

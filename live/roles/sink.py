@@ -271,7 +271,9 @@ def main(argv=None) -> int:
 
             state = OpenSinkState(role.spec)
         else:
-            state = SinkState(role.spec)
+            from live.roles.pipeline_sink import sink_state  # a pipeline run keeps a row per input and its columns
+
+            state = sink_state(role.spec)
         log = RecordLog(Path(args.out) / "records.wal")
         replayed = _replay(log, state)  # a restarted sink: what its predecessor had taken
         inbox: queue.SimpleQueue = queue.SimpleQueue()

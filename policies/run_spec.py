@@ -17,12 +17,12 @@ from policies.factory import make_scheduler_factory
 from policies.scheduler import Scheduler
 from spec.build import build_run_basics
 from spec.topology import Cluster
-from spec.validation import ConfigError, check_positive
+from spec.validation import ConfigError, check_int_at_least, check_positive
 from spec.workload import Arrivals, Workload
 
 __all__ = ["RunSpec", "SimOptions", "build_run_spec"]
 
-_SIM_KEYS = ("telemetry_period_s", "horizon_s", "progress", "central_scheduler")
+_SIM_KEYS = ("telemetry_period_s", "horizon_s", "progress", "central_scheduler", "stream_records_to", "max_records_in_memory")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -33,6 +33,11 @@ class SimOptions:
     horizon_s: float | None = None
     progress: bool = False
     central_scheduler: bool = False
+    #: a folder: the record tables are streamed there in Parquet row groups as the run goes (spec.streaming_recorder)
+    stream_records_to: str | None = None
+    #: the most requests a streamed run reads back into memory at the end (exact percentiles); beyond it the tables
+    #: stay on disk and the percentiles come from a sketch; experiments.run streams a larger run to its folder
+    max_records_in_memory: int = 5_000_000
 
     @classmethod
     def from_config(cls, raw: Any) -> SimOptions:
@@ -50,7 +55,21 @@ class SimOptions:
             horizon_s=None if horizon_s is None else check_positive("sim.horizon_s", horizon_s),
             progress=_flag("sim.progress", raw.get("progress", False)),
             central_scheduler=_flag("sim.central_scheduler", raw.get("central_scheduler", False)),
+            stream_records_to=_folder("sim.stream_records_to", raw.get("stream_records_to")),
+            max_records_in_memory=check_int_at_least("sim.max_records_in_memory", _or(raw.get("max_records_in_memory"), 5_000_000), 0),
         )
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _folder(field_name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not (isinstance(value, str) or hasattr(value, "__fspath__")) or not str(value):
+        raise ConfigError(field_name, value, "a folder path (text) or null")
+    return str(value)
 
 
 def _flag(field_name: str, value: Any) -> bool:

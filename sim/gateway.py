@@ -43,7 +43,7 @@ class GatewayDriver:
         self.scheduler = scheduler
         self.executors = executors
         self.channels = channels
-        self.executor_index = {n: sim.executor_names.index(n) for n in executors}
+        self.executor_index = {n: sim.executor_number[n] for n in executors}  # a dict: a list's index() per gateway is quadratic in a fleet
         self.hops_s = {n: e.spec.hop_s for n, e in executors.items()}
         self.hop_rates = {n: e.spec.hop_MBps for n, e in executors.items()}
         #: measured hops resampled per message (``hop_samples_s``), else None: the constant ``hop_s``

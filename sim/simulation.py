@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,11 +19,16 @@ from sim.link import LinkChannel
 from sim.server import SlotServer
 from sim.serverless import ServerlessPool
 from spec.recorder import Recorder, hourly_servers, summary
+from spec.records import empty_batches, empty_requests
+from spec.streaming_recorder import BATCHES_FILE, REQUESTS_FILE, StreamingRecorder
 from spec.run_result import RunResult
 from spec.topology import Cluster, ServerlessSpec
 from spec.validation import ConfigError
 
-__all__ = ["Simulation"]
+__all__ = ["Simulation", "RECORD_ROWS_PER_GROUP"]
+
+#: requests per Parquet row group of a streamed run (what the streaming recorder keeps per slice)
+RECORD_ROWS_PER_GROUP = 1 << 17
 
 
 class Simulation:
@@ -42,7 +48,7 @@ class Simulation:
     #: the gateway driver (``sim.pipeline`` drives a pipeline stage in front of the scheduler with its own)
     driver_class = GatewayDriver
 
-    def __init__(self, spec: RunSpec):
+    def __init__(self, spec: RunSpec, *, records_dir: str | Path | None = None):
         self.env = FeedEnvironment()
         self.spec = spec
         self.arrivals = arrivals = spec.arrivals
@@ -54,8 +60,10 @@ class Simulation:
         self.horizon_s = spec.sim.horizon_s
         self.progress = spec.sim.progress
         self.executor_names = list(cluster.executors)
+        #: each executor's index in ``executor_names`` (the recorder's executor code)
+        self.executor_number = {name: i for i, name in enumerate(self.executor_names)}
         kinds = [cluster.executors[n].kind for n in self.executor_names]
-        self.recorder = Recorder(arrivals, self.executor_names, kinds)
+        self._kinds = kinds
         streams = np.random.SeedSequence([seed, 0xEB]).spawn(len(self.executor_names))
         self.executors = {}
         for name, stream in zip(self.executor_names, streams):
@@ -87,6 +95,7 @@ class Simulation:
         self.hosts = self._place_on_hosts()
         #: each request's hop to its gateway where sources give measured samples (None: their constant hop_s)
         self._request_hops = request_hops(arrivals, seed)
+        self.recorder = self._make_recorder(spec.sim.stream_records_to if records_dir is None else records_dir)
         self._source_sizes = [s.size_bytes for s in arrivals.sources]
         self._uniform_size = self._source_sizes[0] if len(set(self._source_sizes)) == 1 else None
         self.count = len(arrivals)
@@ -96,6 +105,14 @@ class Simulation:
         self.done = self.env.event()
         self._arrived_since: dict[str, int] = {g: 0 for g in self.gateways}
         self._telemetry = any(d.scheduler.planner is not None for d in self.gateways.values())
+
+    def _make_recorder(self, folder: str | Path | None):
+        """The recorder: in memory, or streaming its tables into ``folder`` (``sim.stream_records_to``)."""
+        if folder is None:
+            return Recorder(self.arrivals, self.executor_names, self._kinds)
+        hops = True if self._request_hops is None else self._request_hops
+        return StreamingRecorder(self.arrivals, self.executor_names, self._kinds, folder=folder, source_hops=hops,
+                                 rows_per_group=RECORD_ROWS_PER_GROUP)
 
     def _place_on_hosts(self) -> dict[str, SimHost]:
         """Each host's shared cores, its executors' batches and its roles' CPU on them (none without hosts)."""
@@ -192,12 +209,33 @@ class Simulation:
         if not self.done.triggered:
             self._end_early()
         recorder = self.recorder
+        if isinstance(recorder, StreamingRecorder):
+            return self._streamed_result(started)
         requests = recorder.requests(source_hops=True if self._request_hops is None else self._request_hops)
         batches = recorder.batches()
         plan_list = [p for d in self.gateways.values() for p in d.plans]
         result = summary(requests, batches, arrivals=self.arrivals, servers=hourly_servers(self.cluster), plans=plan_list,
                          complete=bool(self.done.triggered) or self.horizon_s is not None)  # fmt: skip
         return RunResult(requests, batches, pd.DataFrame(plan_list), result, wall_s=time.perf_counter() - started)
+
+    def _streamed_result(self, started: float) -> RunResult:
+        """The tables are on disk: read back (exact summary) when the run fits ``sim.max_records_in_memory``, else
+        empty tables in the result and the summary from the recorder's running one (percentiles from its sketch)."""
+        recorder = self.recorder
+        recorder.close()
+        plan_list = [p for d in self.gateways.values() for p in d.plans]
+        complete = bool(self.done.triggered) or self.horizon_s is not None
+        servers = hourly_servers(self.cluster)
+        extra = {"records_dir": str(recorder.folder)}
+        if self.count <= self.spec.sim.max_records_in_memory:
+            requests = pd.read_parquet(recorder.folder / REQUESTS_FILE)
+            batches = pd.read_parquet(recorder.folder / BATCHES_FILE)
+            result = summary(requests, batches, arrivals=self.arrivals, servers=servers, plans=plan_list, complete=complete)
+            return RunResult(requests, batches, pd.DataFrame(plan_list), result, wall_s=time.perf_counter() - started, extra=extra)
+        first_s = float(self.arrivals.arrival_s[0]) if self.count else 0.0
+        result = recorder.summary.result(first_arrival_s=first_s, servers=servers, plans=plan_list, complete=complete)
+        return RunResult(empty_requests(), empty_batches(), pd.DataFrame(plan_list), result, wall_s=time.perf_counter() - started,
+                         extra=extra)  # fmt: skip
 
     def _end_early(self) -> None:
         now_s = self.env.now

@@ -9,11 +9,13 @@ full field path and what is allowed, before any simulation starts.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from spec.fleet import FLEET_KEYS, Fleet
 from spec.host_spec import HostSpec
 from spec.links import Link
 from spec.pipeline import check_pipeline
@@ -54,10 +56,19 @@ def locate(field: str, path: Any) -> Any:
         raise ConfigError(f"{field}._target_", path, f"a name in {module_name}: " + ", ".join(public)) from None
 
 
+@functools.lru_cache(maxsize=256)
+def _signature(factory: Any) -> inspect.Signature | None:
+    """``factory``'s signature, once per class (a fleet builds thousands of components of a few classes)."""
+    try:
+        return inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None
+
+
 def _call(field: str, factory: Any, params: dict) -> Any:
     try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):
+        signature = _signature(factory)
+    except TypeError:  # an unhashable factory
         signature = None
     if signature is not None and not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
         accepted = [n for n, p in signature.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -179,7 +190,8 @@ def build_cluster(config: Mapping) -> Cluster:
         links[key] = raw if isinstance(raw, Link) else _call(f"cluster.links.{key}", Link, dict(raw))
     extra = set(config) - {"executors", "links", "hosts"}
     if extra:
-        raise ConfigError(f"cluster.{sorted(extra)[0]}", None, "only 'executors', 'links' and 'hosts' in cluster")
+        raise ConfigError(f"cluster.{sorted(extra)[0]}", None, "only 'executors', 'links' and 'hosts' in cluster "
+                          "(and a fleet's " + ", ".join(FLEET_KEYS) + ": spec.fleet, expanded by build_run_basics)")
     raw_hosts = config.get("hosts") or {}
     if not isinstance(raw_hosts, Mapping):
         raise ConfigError("cluster.hosts", raw_hosts, "a mapping of host name to {cores, executors, roles, batch_cores}")
@@ -195,6 +207,13 @@ def build_run_basics(config: Mapping) -> tuple[int, Workload, Cluster]:
     if unknown:
         raise ConfigError(sorted(unknown)[0], None, "a top-level key among " + ", ".join(RUN_KEYS))
     seed = check_int_at_least("seed", config.get("seed", 0), 0)
-    built_workload, built_cluster = build_workload(config.get("workload")), build_cluster(config.get("cluster"))
+    cluster, workload = config.get("cluster"), config.get("workload")
+    fleet = Fleet.from_config(cluster)
+    if fleet is not None:  # N copies of the template site, expanded as plain data before anything is built
+        extra = sorted(set(cluster) - {"executors", "links", "hosts", *FLEET_KEYS})
+        if extra:
+            raise ConfigError(f"cluster.{extra[0]}", cluster[extra[0]], "a fleet's key: executors, links, hosts, " + ", ".join(FLEET_KEYS))
+        cluster, workload = fleet.expand(cluster, workload)
+    built_workload, built_cluster = build_workload(workload), build_cluster(cluster)
     check_pipeline(config, built_workload, built_cluster, seed)  # spec.pipeline: its fields named before any run
     return seed, built_workload, built_cluster

@@ -33,7 +33,7 @@ from spec.records import BATCH_COLUMNS, DROP_REASONS, DropReason, request_table,
 from spec.topology import Cluster, ServerlessSpec
 from spec.workload import Arrivals
 
-__all__ = ["Recorder", "FINISHED", "FAILED", "run_span_s", "busy_s", "hourly_servers", "standing_cost", "summary"]
+__all__ = ["Recorder", "FINISHED", "FAILED", "run_span_s", "busy_s", "busy_by_executor", "hourly_servers", "standing_cost", "summary"]
 
 #: a batch's end state in ``Recorder.batch_finished``
 FINISHED, FAILED = 1, 2
@@ -366,6 +366,30 @@ def busy_s(batches: pd.DataFrame, executor: str) -> float:
     return float(np.cumsum(end[order] - start[order])[-1])
 
 
+def busy_by_executor(batches: pd.DataFrame) -> dict[str, float]:
+    """``busy_s`` of every executor at once (the same sums, bit for bit): one sort, not a scan per executor.
+
+    A fleet has thousands of executors; ``busy_s`` for each would scan every batch each time.
+    """
+    if not len(batches):
+        return {}
+    codes = pd.Categorical(batches["executor"])
+    start = batches["start_s"].to_numpy(dtype=np.float64)
+    end = batches["end_s"].to_numpy(dtype=np.float64)
+    served = np.isfinite(start) & np.isfinite(end)
+    code = codes.codes[served]
+    start, end = start[served], end[served]
+    # by executor, then by end; lexsort is stable, so ties keep the table's order as busy_s's argsort does
+    order = np.lexsort((end, code))
+    code, duration = code[order], (end - start)[order]
+    bounds = np.flatnonzero(np.diff(code)) + 1
+    out = {}
+    for first, last in zip(np.r_[0, bounds], np.r_[bounds, len(code)]):
+        if last > first:
+            out[str(codes.categories[code[first]])] = float(np.cumsum(duration[first:last])[-1])
+    return out
+
+
 def hourly_servers(cluster: Cluster, units: Mapping[str, int] | None = None) -> dict[str, tuple[object, int]]:
     """The servers of ``cluster`` (not its serverless pools, paid per batch only): name -> (pricing, units paid).
 
@@ -386,9 +410,10 @@ def standing_cost(batches: pd.DataFrame, *, span_s: float, servers: Mapping[str,
     carry their busy share, so that is taken off (never below 0).
     """
     total = 0.0
+    busy_by = busy_by_executor(batches) if len(servers) > 1 else None
     for name, (pricing, units) in servers.items():
         whole = pricing.standing_cost(span_s=span_s, units=units)
-        busy = pricing.standing_cost(span_s=busy_s(batches, name), units=1)
+        busy = pricing.standing_cost(span_s=busy_by.get(name, 0.0) if busy_by is not None else busy_s(batches, name), units=1)
         total += max(0.0, whole - busy)
     return total
 

@@ -114,6 +114,7 @@ def request_table(
     cold_start_s: np.ndarray,
     hop_s: np.ndarray | None = None,
     hop_back_s: np.ndarray | None = None,
+    first_id: int = 0,
 ) -> pd.DataFrame:
     """The request table of both backends, from each request's batch columns.
 
@@ -127,7 +128,8 @@ def request_table(
     cannot drift apart: ``transfer_s`` (uplink, waiting for the link
     included, plus the result's way back over the link), ``service_s``,
     ``latency_s``, ``queue_s`` (the rest: waiting), the per-request cost,
-    and ``met_slo``. ``completed_s`` is overwritten in place.
+    and ``met_slo``. ``completed_s`` is overwritten in place. ``first_id``
+    is the first row's request id (a streamed slice of a run's requests).
     """
     completed_s[~completed] = np.nan
     arrival_s = arrivals.arrival_s
@@ -145,7 +147,7 @@ def request_table(
     kinds = sorted(set(executor_kinds))
     kind_codes = np.array([kinds.index(k) for k in executor_kinds] + [-1], dtype=np.int8)[executor_codes]
     table = {
-        "request_id": np.arange(len(arrival_s), dtype=np.int64),
+        "request_id": np.arange(first_id, first_id + len(arrival_s), dtype=np.int64),
         "source": pd.Categorical.from_codes(arrivals.source_index, [s.name for s in arrivals.sources]),
         "arrival_s": arrival_s,
         "dispatched_s": dispatched_s,

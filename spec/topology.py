@@ -228,7 +228,26 @@ class Cluster:
         """
         if gateway == self.CENTRAL:
             return list(self.executors)
-        return [name for name, e in self.executors.items() if e.remote or e.gateway == gateway]
+        by_gateway = self.__dict__.get("_reachable")
+        if by_gateway is None:
+            by_gateway = self._reachable = self._reachable_by_gateway()
+        found = by_gateway.get(gateway)
+        return list(found if found is not None else by_gateway[None])
+
+    def _reachable_by_gateway(self) -> dict[str | None, list[str]]:
+        """Each gateway's executors in the cluster's order, built in one pass (a fleet has thousands of gateways;
+        a scan of every executor per gateway would be quadratic); ``None``: a gateway with only the remote ones."""
+        remote: list[str] = []
+        by_gateway: dict[str | None, list[str]] = {}
+        for name, e in self.executors.items():
+            if e.remote:
+                remote.append(name)
+                for names in by_gateway.values():
+                    names.append(name)
+            else:
+                by_gateway.setdefault(e.gateway, list(remote)).append(name)
+        by_gateway[None] = remote
+        return by_gateway
 
     @property
     def gateways(self) -> list[str]:

@@ -189,17 +189,21 @@ class EdgebatchClient:
         try:
             message = decode(msg.data(), key=self.key)
         except DecodeError:
+            message = None
             self.stats["unverified"] += 1  # not from this run's gateway under this client's key: ignored
-            consumer.acknowledge(msg)
-            return
         now = time.monotonic()
-        if message.kind is Kind.RESULT:
+        if message is None:
+            pass
+        elif message.kind is Kind.RESULT:
             self._results(message, now)
         elif message.op is ControlOp.DROP:
             self._drop(message, now)
         else:
             self.stats["unknown"] += 1
-        consumer.acknowledge(msg)
+        try:
+            consumer.acknowledge(msg)
+        except Exception:  # closing: the broker delivers it again to this client's next connection
+            pass
 
     def _results(self, message: Message, now: float) -> None:
         outputs = message.payloads()

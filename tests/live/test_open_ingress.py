@@ -23,6 +23,7 @@ from live.client import EdgebatchClient, payload_bytes
 from live.config import build_run
 from live.deploy.local import role_commands, run_live
 from live.deploy.processes import ControlChannel
+from live.roles.gateway_open_intake import OpenIntake, Rejected
 from live.wire.broker import connect
 from live.wire.messages import KEY_ENV, Kind, Message, encode
 from live.wire.topics import Topics
@@ -255,3 +256,54 @@ def test_a_float_tensor_is_sent_as_the_bytes_the_workers_read_back():
     assert all(math.isclose(b / 255, v, abs_tol=0.5 / 255) for b, v in zip(payload_bytes(values), values.tolist()))
     with pytest.raises(TypeError):
         payload_bytes([1, 2, 3])
+
+
+def _intake(run_key: bytes, alice_key: bytes, max_skew_s: float = 1.0) -> OpenIntake:
+    config = open_config()
+    config["live"]["ingress"]["max_skew_s"] = max_skew_s
+    return OpenIntake("edge", build_run(config).settings.ingress, run_key, epoch_unix=1000.0, environ={ALICE_ENV: alice_key.hex()})
+
+
+def _request(client: str, request_id: str, key: bytes, **ts) -> bytes:
+    return encode(Message(kind=Kind.REQUEST, ids=(request_id,), sizes=(0,), source=client, trace_id=request_id, ts=ts), key=key)
+
+
+def test_arrival_is_the_clients_send_time_clamped_to_the_gateways_receive_time():
+    run_key, alice_key = os.urandom(32), os.urandom(32)
+    intake = _intake(run_key, alice_key, max_skew_s=1.0)
+    # (client's send time on the run's clock, received at 10 s) -> arrival, by hand: clamp to [9, 10]
+    cases = [(9.8, 9.8), (15.0, 10.0), (7.0, 9.0), (None, 10.0)]
+    for k, (sent_s, arrival_s) in enumerate(cases):
+        ts = {} if sent_s is None else {"sent_unix_s": 1000.0 + sent_s}
+        local_id, request, _ = intake.take(_request("bob", f"r{k}", run_key, **ts), now_s=10.0)
+        assert local_id == k and request.received_s == 10.0
+        assert request.arrival_s == pytest.approx(arrival_s, abs=1e-9), (sent_s, request)
+    assert intake.clamped == 2  # the clock ahead and the one behind by more than max_skew_s
+    assert sorted(intake.pending) == [0, 1, 2, 3] and intake.ended(1).request_id == "r1" and 1 not in intake.pending
+
+
+def test_what_the_intake_rejects_and_whom_it_tells():
+    run_key, alice_key = os.urandom(32), os.urandom(32)
+    intake = _intake(run_key, alice_key)
+    intake.take(_request("alice", "a", alice_key), now_s=0.0)
+    cases = [
+        (_request("alice", "a", alice_key), "duplicate_id", "alice", "a"),   # told: it verified
+        (_request("alice", "x" * 129, alice_key), "bad_id", "alice", "x" * 128),
+        (_request("alice", "b", run_key), "bad_mac", None, None),           # the run's key is not hers: told nothing
+        (_request("eve", "e", run_key), "unknown_client", None, None),
+        (b"EB\x02\x01junk", "header_length", None, None),
+    ]  # fmt: skip
+    for raw, code, client, request_id in cases:
+        with pytest.raises(Rejected) as rejected:
+            intake.take(raw, now_s=1.0)
+        assert rejected.value.reason.startswith(code), rejected.value.reason
+        assert (rejected.value.client, rejected.value.request_id) == (client, request_id)
+    assert list(intake.pending) == [0]
+
+
+def test_a_clients_key_variable_must_be_set_on_the_gateways_host():
+    with pytest.raises(ConfigError) as error:
+        OpenIntake("edge", build_run(open_config()).settings.ingress, os.urandom(32), epoch_unix=0.0, environ={})
+    assert error.value.field == "live.ingress.clients.alice.key_env"
+    # an unauthenticated run: unsigned, no key needed
+    assert OpenIntake("edge", build_run(open_config()).settings.ingress, None, epoch_unix=0.0, environ={}).keys == dict.fromkeys(["alice", "bob", "carol"])

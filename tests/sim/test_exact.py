@@ -22,6 +22,9 @@ before it was full left exactly ``max_wait_s`` after its oldest request
 arrived, and a full one no later than that (and, at one slot, batches
 start in the order they left).
 
+Every check runs on both of the simulator's paths: one request at a time,
+and the bulk path (``sim.bulk_driver``, whole chunks of arrivals per call).
+
 Both catch the two bugs they were written against (checked by planting each
 and running these tests): a last-in-first-out waiting queue in
 ``spec.slots.Slots`` and a batch timer started from the newest queued
@@ -35,7 +38,7 @@ import heapq
 import numpy as np
 import pytest
 
-from sim import simulate
+from sim import build_simulation
 from tests.sim.configs import timeout_batching
 
 TOL_S = 1e-9
@@ -58,6 +61,20 @@ def config(*, rate_rps: float, slots: int, batching: dict | None = None, num_req
         "policy": {"placement": {"_target_": "policies.placement.StaticPlacement"},
                    "batching": batching or {"_target_": "policies.batching.NoBatching"}},
     }  # fmt: skip
+
+
+@pytest.fixture(params=[False, True], ids=["per_request", "bulk"])
+def simulate(request):
+    """``sim.simulate`` on the per-request path, then on the bulk path (each must take the one asked for)."""
+
+    def run(config):
+        sim = build_simulation(config)
+        sim.bulk = request.param
+        result = sim.run()
+        assert (sim.feed_path == "bulk") == request.param, sim.feed_path
+        return result
+
+    return run
 
 
 def records(result):
@@ -121,7 +138,7 @@ def check_requests(requests, batch_of, start_s, end_s) -> None:
 
 
 @pytest.mark.parametrize("slots", [1, 3])
-def test_unbatched_requests_follow_the_fifo_recursion(slots):
+def test_unbatched_requests_follow_the_fifo_recursion(slots, simulate):
     # utilisation about 0.8 per slot: long busy periods, so order of service matters
     rate = 0.8 * slots / 0.0025
     result = simulate(config(rate_rps=rate, slots=slots))
@@ -139,7 +156,7 @@ def test_unbatched_requests_follow_the_fifo_recursion(slots):
 
 
 @pytest.mark.parametrize("slots", [1, 2])
-def test_timeout_batches_follow_the_fifo_recursion(slots):
+def test_timeout_batches_follow_the_fifo_recursion(slots, simulate):
     # heavy enough that batches both fill up and time out, and queue at the server
     rate = 900.0 * slots
     result = simulate(config(rate_rps=rate, slots=slots, batching=timeout_batching(MAX_BATCH, MAX_WAIT_S)))
@@ -159,7 +176,7 @@ def test_timeout_batches_follow_the_fifo_recursion(slots):
 
 
 @pytest.mark.parametrize("rate_rps", [300.0, 1500.0])
-def test_each_batch_timer_runs_from_its_oldest_request(rate_rps):
+def test_each_batch_timer_runs_from_its_oldest_request(rate_rps, simulate):
     result = simulate(config(rate_rps=rate_rps, slots=1, batching=timeout_batching(MAX_BATCH, MAX_WAIT_S)))
     requests, batches, _ = records(result)
     oldest = requests.groupby("batch_id")["arrival_s"].min().to_numpy()

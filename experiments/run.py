@@ -38,6 +38,7 @@ from experiments.sweeper import TARGET as CHECKED_SWEEPER
 from experiments.sweeper import register_sweeper, with_seed
 from live.wire.broker import BrokerError  # stdlib only at import: no Pulsar needed to run the simulator
 from policies.run_spec import build_run_spec
+from spec.fleet import FLEET_KEYS
 from spec.validation import ConfigError, check_choice, check_int_at_least
 
 __all__ = ["main", "run_config", "IncompleteRunError", "to_run_config", "write_results", "write_error", "check_config", "repeat_seeds",
@@ -64,6 +65,7 @@ def to_run_config(cfg: DictConfig | Mapping) -> dict:
             "executors": {name: _drop_none(e) for name, e in cluster["executors"].items()},
             "links": {name: _drop_none(link) for name, link in (cluster.get("links") or {}).items()},
             **({"hosts": cluster["hosts"]} if cluster.get("hosts") else {}),  # spec.host_spec; none: no hosts
+            **({k: cluster[k] for k in FLEET_KEYS if k in cluster} if cluster.get("devices") is not None else {}),  # spec.fleet
         },
         "policy": _drop_none(container["policy"]),
         "sim": container.get("sim") or {},
@@ -95,8 +97,11 @@ def _jsonable(value: Any) -> Any:
 def write_results(out_dir: Path, result, extra: Mapping) -> dict:
     """Write the tables and the summary of ``result`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    result.requests.to_parquet(out_dir / "requests.parquet", index=False)
-    result.batches.to_parquet(out_dir / "batches.parquet", index=False)
+    records_dir = result.extra.get("records_dir")
+    streamed = records_dir is not None and Path(records_dir).resolve() == out_dir.resolve()  # written as the run went
+    if not streamed:
+        result.requests.to_parquet(out_dir / "requests.parquet", index=False)
+        result.batches.to_parquet(out_dir / "batches.parquet", index=False)
     plans = result.plans
     if len(plans):
         plans = plans.copy()
@@ -149,7 +154,7 @@ def run_config(cfg: DictConfig, out_dir: Path) -> dict:
     if backend == "sim":
         from sim import build_simulation
 
-        simulation = build_simulation(spec)
+        simulation = build_simulation(spec, default_records_dir=out_dir)  # a run beyond sim.max_records_in_memory streams here
         with RunProgress(simulation.recorder.progress, **progress):
             result = simulation.run()
     else:

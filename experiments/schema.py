@@ -85,6 +85,11 @@ class ClusterConf:
     links: Dict[str, LinkConf] = field(default_factory=dict)
     #: machines, their cores, and which executors and roles run on each (spec.host_spec.HostSpec); null: none
     hosts: Optional[Dict[str, Any]] = None
+    #: a fleet (spec.fleet): this many copies of the gateway ``site``, varied per device (``vary``) under ``fleet_seed``
+    devices: Optional[int] = None
+    site: str = "edge"
+    fleet_seed: int = 0
+    vary: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +109,10 @@ class SimConf:
     progress: bool = False
     #: one scheduler for every gateway (central) instead of one per gateway (EdgeServe's decentralized placement)
     central_scheduler: bool = False
+    #: a folder: the record tables streamed there in Parquet row groups (spec.streaming_recorder); null: in memory
+    stream_records_to: Optional[str] = None
+    #: beyond this many requests a run streams its records (to its results folder) and its percentiles come from a sketch
+    max_records_in_memory: int = 5_000_000
 
 
 @dataclass

@@ -70,6 +70,7 @@ def to_run_config(cfg: DictConfig | Mapping) -> dict:
         "policy": _drop_none(container["policy"]),
         "sim": container.get("sim") or {},
         "live": _model_paths_absolute(container.get("live") or {}),
+        **({"pipeline": container["pipeline"]} if container.get("pipeline") else {}),  # spec.pipeline; none: no stages
     }
 
 

@@ -189,6 +189,8 @@ class ExperimentConf:
     sim: SimConf = field(default_factory=SimConf)
     live: LiveConf = field(default_factory=LiveConf)
     progress: ProgressConf = field(default_factory=ProgressConf)
+    #: EdgeServe's pipeline stages (joins, cascade, lazy routing, stale drops), checked by spec.pipeline; null: none
+    pipeline: Optional[Dict[str, Any]] = None
     #: free-form labels copied into the summary (for collect and plot)
     tags: Dict[str, Any] = field(default_factory=dict)
 

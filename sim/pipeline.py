@@ -17,6 +17,7 @@ from spec.pipeline import PipelineSpec
 from spec.pipeline_ledger import PipelineLedger
 from spec.pipeline_recorder import PipelineRecorder
 from spec.run_result import RunResult
+from spec.validation import ConfigError
 
 __all__ = ["PipelineSimulation"]
 
@@ -28,6 +29,11 @@ class PipelineSimulation(Simulation):
 
     def __init__(self, spec: RunSpec):
         self.pipeline_spec = PipelineSpec.from_config(spec.config.get("pipeline"), seed=spec.seed)
+        cascade = self.pipeline_spec.models()[1]
+        if cascade is not None and cascade.needs_confidence and cascade.confidence_samples is None:
+            # live, the model's own logits say; the simulator has no model and needs them measured
+            raise ConfigError("pipeline.cascade.confidence_samples", None, "the cheap model's measured confidences (a threshold "
+                              "cascade in the simulator; experiments.edgeserve measures them), or escalate_share instead")
         self.ledger = PipelineLedger(len(spec.arrivals))
         self.members: dict[int, tuple[int, ...]] = {}
         #: the bytes the batch being dispatched moves over its link (the stage's; None: its payloads)

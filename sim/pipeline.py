@@ -26,6 +26,8 @@ class PipelineSimulation(Simulation):
     """``Simulation`` whose gateways run the run config's ``pipeline`` stages before their schedulers."""
 
     driver_class = PipelineGatewayDriver
+    #: the bulk path (sim.bulk_driver) hands requests to the schedulers past the drivers: a stage must see each input
+    bulk = False
 
     def __init__(self, spec: RunSpec):
         self.pipeline_spec = PipelineSpec.from_config(spec.config.get("pipeline"), seed=spec.seed)

@@ -34,6 +34,27 @@ cost            the batch's cost shared equally among its requests
 The live harness times hops only as far as its records allow: a local
 executor's result hop is in ``transfer_s`` there (completed minus end of
 service), and the broker hops towards the executor in ``queue_s``.
+
+A run with a ``pipeline:`` block (``spec.pipeline``) keeps one row per input
+(a fired join is one task, one request to the scheduler, of several inputs)
+and adds, in both backends (``spec.pipeline_ledger.PIPELINE_COLUMNS``):
+
+=============== =====================================================================
+task_id         the task the input was part of (the id of the input that completed its
+                join; its own id without a join; -1: it never reached a scheduler)
+join_wait_s     its wait in the join buffer, from when its gateway took it to the join
+                firing (in ``queue_s`` too); 0 without a join
+escalated       its task's cheap output escalated to the cascade's big model (the row's
+                batch, executor and service are then the big model's)
+payload_bytes   bytes it moved over links: its payload per link crossed, or lazily its
+                reference plus the payload when read (``spec.lazy_payload``)
+=============== =====================================================================
+
+Its summary adds ``link_bytes`` (bytes over each link, ``<gateway>-><executor>``),
+``bytes_moved``, ``escalated_share``, ``join_wait_mean_s``, ``join_expired``
+and ``stale_dropped``; drop reasons add ``join_superseded``, ``join_skew``,
+``join_unmatched`` (``spec.join_buffer``). ``batch_size`` counts tasks, and a
+task's share of its batch's cost goes to each of its inputs' rows.
 """
 
 from __future__ import annotations

@@ -71,15 +71,22 @@ class ArrivalFeed:
     def _chunks(self):
         """(request ids, arrival times, source indices, hops) as Python lists, a chunk at a time, in gateway order."""
         arrivals = self.arrivals
-        hops = self.request_hops if self.request_hops is not None else np.asarray(self.hops, dtype=float)[arrivals.source_index]
+        # each request's hop, a chunk at a time (a whole run's array would be 8 bytes a request: issue 23's fleets)
+        per_source = np.asarray(self.hops, dtype=float)
+        request_hops = self.request_hops
+
+        def hops(chunk):
+            return (request_hops[chunk] if request_hops is not None else per_source[arrivals.source_index[chunk]]).tolist()
+
         for start in range(0, self.count, _CHUNK):
             stop = min(start + _CHUNK, self.count)
             if self._order is None:
                 ids = range(start, stop)
-                yield ids, arrivals.arrival_s[start:stop].tolist(), arrivals.source_index[start:stop].tolist(), hops[start:stop].tolist()
+                chunk = slice(start, stop)
+                yield ids, arrivals.arrival_s[chunk].tolist(), arrivals.source_index[chunk].tolist(), hops(chunk)
             else:
                 order = self._order[start:stop]
-                yield order.tolist(), arrivals.arrival_s[order].tolist(), arrivals.source_index[order].tolist(), hops[order].tolist()
+                yield order.tolist(), arrivals.arrival_s[order].tolist(), arrivals.source_index[order].tolist(), hops(order)
             if self._bar is not None:
                 self._bar.update(stop - self._bar.n)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import abc
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from spec.arrival_merge import ArrivalMerge
 from spec.traces import load_series
 from spec.validation import ConfigError, check_int_at_least, check_non_negative, check_positive
 
@@ -43,6 +44,25 @@ class ArrivalProcess(abc.ABC):
     @abc.abstractmethod
     def mean_rate_rps(self) -> float:
         """Long-run mean arrival rate in requests per second."""
+
+    def blocks_s(self, rng: np.random.Generator, *, count: int, block: int) -> Iterator[np.ndarray]:
+        """``times_s(rng, count=count)``'s very times, in consecutive blocks (``spec.arrival_merge``).
+
+        This default gives them in one block; a renewal process draws them ``block`` at a time.
+        """
+        yield self.times_s(rng, count=count, duration_s=None)
+
+
+def _take_blocks(gap_sampler, rng, count: int, block: int) -> Iterator[np.ndarray]:
+    """``_take``'s ``count`` times, ``block`` at a time: the same draws (a generator's draws do not depend on how many
+    are asked at once) and the same running sum (each block's cumsum continues from the last time)."""
+    last, left = np.zeros(1), count
+    while left > 0:
+        gaps = gap_sampler(rng, min(block, left))
+        times = np.cumsum(np.concatenate([last, gaps]))[1:]
+        left -= len(times)
+        last = times[-1:]
+        yield times
 
 
 def _take(gap_sampler, rng, count, duration_s, mean_gap_s) -> np.ndarray:
@@ -73,6 +93,9 @@ class PoissonArrivals(ArrivalProcess):
     def times_s(self, rng, *, count=None, duration_s=None):
         return _take(lambda r, n: r.exponential(1.0 / self.rate_rps, n), rng, count, duration_s, 1 / self.rate_rps)
 
+    def blocks_s(self, rng, *, count, block):
+        return _take_blocks(lambda r, n: r.exponential(1.0 / self.rate_rps, n), rng, count, block)
+
 
 class GammaArrivals(ArrivalProcess):
     """Gamma-distributed gaps with mean ``1/rate_rps`` and coefficient of
@@ -90,6 +113,10 @@ class GammaArrivals(ArrivalProcess):
     def times_s(self, rng, *, count=None, duration_s=None):
         scale = 1.0 / (self.rate_rps * self._shape)
         return _take(lambda r, n: r.gamma(self._shape, scale, n), rng, count, duration_s, 1 / self.rate_rps)
+
+    def blocks_s(self, rng, *, count, block):
+        scale = 1.0 / (self.rate_rps * self._shape)
+        return _take_blocks(lambda r, n: r.gamma(self._shape, scale, n), rng, count, block)
 
 
 class MMPPArrivals(ArrivalProcess):
@@ -295,6 +322,8 @@ class Workload:
         the seed and the source's name.
         """
         children = np.random.SeedSequence(seed).spawn(len(self.sources))
+        if self.num_requests is not None and self.num_requests * len(self.sources) > self.merge_in_windows_above:
+            return self._generate_in_windows(seed, children)
         times, index = [], []
         for i, (source, child) in enumerate(zip(self.sources, children)):
             if isinstance(source.arrivals, TraceArrivals):
@@ -310,3 +339,22 @@ class Workload:
         source_index = np.concatenate(index)
         order = np.argsort(arrival_s, kind="stable")
         return Arrivals(arrival_s=arrival_s[order], source_index=source_index[order], sources=self.sources)
+
+    #: a run of more requests than this (``num_requests`` in all) is merged window by window (``spec.arrival_merge``):
+    #: the same arrays, without holding every source's times twice and a sort's index at once
+    merge_in_windows_above = 1 << 22
+    #: requests per window of that merge (on average, at the sources' mean rates), and per source's block of draws
+    merge_window_requests = 1 << 20
+    merge_block = 256
+
+    def _generate_in_windows(self, seed: int, children) -> Arrivals:
+        """``generate`` for a long run: the same arrays, merged a window of time at a time."""
+        streams = []
+        for source, child in zip(self.sources, children):
+            if isinstance(source.arrivals, TraceArrivals):
+                child = _named_stream(seed, source.name)
+            streams.append(source.arrivals.blocks_s(np.random.default_rng(child), count=self.num_requests, block=self.merge_block))
+        rate_rps = sum(s.arrivals.mean_rate_rps for s in self.sources)
+        merge = ArrivalMerge(streams, total=self.num_requests * len(self.sources), window_s=self.merge_window_requests / rate_rps)
+        arrival_s, source_index = merge.merge()
+        return Arrivals(arrival_s=arrival_s, source_index=source_index, sources=self.sources)

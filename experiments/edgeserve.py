@@ -143,7 +143,7 @@ def figure(runs: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
     for ax, study in zip(axes[:2], ("lazy vs eager", "join placement")):
         _bars(ax, runs[runs["study"] == study], study)
     _sweep(axes[2], runs[runs["study"] == "cascade"])
@@ -174,7 +174,7 @@ def _bars(ax, runs: pd.DataFrame, title: str) -> None:
     twin.set_ylim(bottom=0)
     ax.set_title(title)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper center")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
 
 
 def _sweep(ax, runs: pd.DataFrame) -> None:
@@ -194,7 +194,7 @@ def _sweep(ax, runs: pd.DataFrame) -> None:
     twin.set_ylim(0, 1)
     ax.set_title("cascade threshold sweep")
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     twin.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)  # the share a threshold at quantile q escalates, in theory
 
 
@@ -203,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="seeds 0..R-1 per point and backend (default 3)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "edgeserve")
     parser.add_argument("--sim-only", action="store_true", help="the simulator only (no live runs)")
+    parser.add_argument("--from-csv", type=Path, help="table and figure from a finished study's edgeserve.csv (runs nothing)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = run_study(args.out, list(range(args.repeats)), ("sim",) if args.sim_only else ("sim", "live"))
-    runs.to_csv(args.out / "edgeserve.csv", index=False)
+    if args.from_csv is not None:
+        runs = pd.read_csv(args.from_csv)
+    else:
+        runs = run_study(args.out, list(range(args.repeats)), ("sim",) if args.sim_only else ("sim", "live"))
+        runs.to_csv(args.out / "edgeserve.csv", index=False)
     summary = table(runs)
     text = markdown(summary)
     (args.out / "edgeserve_table.md").write_text(text + "\n")

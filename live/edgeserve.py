@@ -10,10 +10,13 @@ Three iterators that are also context managers, as in EdgeServe
 - ``Compute(task, url, worker_id=..., topic_in=..., topic_out=...)``:
   ``next()`` consumes one message and, when it can, runs ``task`` and publishes
   its result. With ``sources=[...]`` the task gets the latest message of each
-  source, joined only when their send times lie within ``max_skew_s``. With
+  source, joined only when their send times lie within ``max_skew_s`` (the rule of
+  ``spec.join_buffer.JoinBuffer``, which the pipelines of both backends use: a
+  join consumes its inputs; an input too far from the others expires). With
   ``cascade_topic`` the task returns ``(result, confidence)`` and an
   unconfident result's input is sent on to a more expensive model's topic
-  instead. Messages older than ``max_age_s`` are dropped and counted. A
+  instead. Messages older than ``max_age_s`` are dropped and counted
+  (``spec.stale_filter.StaleFilter``). A
   message that fails to decode goes to ``<topic_in>-dlq`` with its reason.
 - ``Materialize(fn, url, topic=...)``: ``next()`` consumes one result and
   calls ``fn`` on it.
@@ -39,6 +42,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from live.wire.broker import connect
+from spec.join_buffer import JOIN_SKEW, InputExpired, JoinBuffer
+from spec.stale_filter import StaleFilter
 from live.wire.messages import DecodeError, Kind, Message, dead_letter, decode, encode, encode_request
 
 __all__ = ["DataSource", "Compute", "Materialize", "PayloadStore", "LazyPayload", "RefPolicy", "Stats"]
@@ -293,7 +298,10 @@ class Compute(_Endpoint):
         self.cascade_topic = cascade_topic
         self.confidence_threshold = confidence_threshold
         self.subscription = subscription or f"{topic_in}-compute"
-        self._latest: dict[str, Message] = {}
+        self._stale = StaleFilter(max_age_s=max_age_s)
+        self._join = JoinBuffer(sources=self.sources, max_skew_s=max_skew_s) if self.sources else None
+        self._held: dict[int, Message] = {}  # the join's inputs by the number it knows them by
+        self._offered = 0
 
     def _open(self) -> None:
         import pulsar
@@ -315,6 +323,22 @@ class Compute(_Endpoint):
         ref = message.meta.get("ref")
         return None if ref is None else self.refs.check(str(ref))
 
+    def _joined(self, message: Message, sent_s: float) -> list[Message] | None:
+        """The messages of a join that ``message`` completes (one per source, in ``sources`` order), else None."""
+        if message.source not in self._join:
+            return None  # not a source of this join
+        key = self._offered
+        self._offered += 1
+        self._held[key] = message
+        fired = None
+        for fact in self._join.offer(now_s=time.time(), request_id=key, source=message.source, made_s=sent_s):
+            if isinstance(fact, InputExpired):
+                self._held.pop(fact.request_id, None)
+                self.stats.skew_waits += fact.reason == JOIN_SKEW
+            else:
+                fired = fact
+        return None if fired is None else [self._held.pop(k) for k in fired.member_ids]
+
     def __next__(self) -> Any:
         try:
             raw = self._consumer.receive(timeout_millis=_RECEIVE_TIMEOUT_MS)
@@ -335,24 +359,18 @@ class Compute(_Endpoint):
             self.stats.dead_lettered += 1
             return None
         sent_s = float(message.ts.get("sent_s", time.time()))
-        if time.time() - sent_s > self.max_age_s:
+        if self._stale.check(now_s=time.time(), made_s=sent_s) is not None:
             self._consumer.acknowledge(raw)
             self.stats.stale += 1
             return None
-        if self.sources is None:
-            inputs, parts = [self._input(message)], [message]
+        if self._join is None:
+            parts = [message]
         else:
-            self._latest[message.source] = message
-            if any(s not in self._latest for s in self.sources):
+            parts = self._joined(message, sent_s)
+            if parts is None:
                 self._consumer.acknowledge(raw)
                 return None
-            parts = [self._latest[s] for s in self.sources]
-            times = [float(p.ts.get("sent_s", 0.0)) for p in parts]
-            if max(times) - min(times) > self.max_skew_s:
-                self.stats.skew_waits += 1
-                self._consumer.acknowledge(raw)
-                return None
-            inputs = [self._input(p) for p in parts]
+        inputs = [self._input(p) for p in parts]
         result = self.task(*inputs)
         self.stats.computed += 1
         if self._cascade is not None:

@@ -63,7 +63,7 @@ class JoinBuffer:
         if len(names) < 2 or len(set(names)) != len(names):
             raise ConfigError("pipeline.join.sources", sources, "a list of at least two distinct source names")
         self.sources = tuple(str(s) for s in names)
-        self.max_skew_s = check_non_negative("pipeline.join.max_skew_s", max_skew_s)
+        self.max_skew_s = check_non_negative("pipeline.join.max_skew_s", max_skew_s, finite=False)  # inf: any inputs join
         self._held: dict[str, _Held] = {}
         self.fired = 0
         self.expired = 0

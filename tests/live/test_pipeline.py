@@ -71,3 +71,37 @@ def test_live_stale_inputs_are_dropped_with_the_reason(broker, tmp_path):
     config = _live(pipeline_config(sources, {"stale": {"max_age_s": 1e-6}}, cloud=False, num_requests=40), broker)
     result = run_live(config, tmp_path / "run")
     assert result.summary["drops_by_reason"] == {"stale": 40} and result.summary["stale_dropped"] == 40
+
+
+def _record(key, ids, executor, tasks, t_s, escalating=()):
+    from live.wire.messages import decode, encode_result
+
+    ts = {"dispatched_s": t_s, "arrived_s": t_s, "start_s": t_s + 0.001, "end_s": t_s + 0.002, "service_s": 0.001, "completed_s": t_s + 0.003}
+    meta = {"executor": executor, "memory_mb": 0, "cost": 0.0, "cold_start_s": 0.0, "tasks": tasks,
+            "pipeline": {"task_id": list(ids), "join_wait_s": [0.0] * len(ids), "escalating": list(escalating),
+                         "link": "edge->cloud" if executor == "cloud" else None, "bytes": [100] * len(ids)}}  # fmt: skip
+    return decode(encode_result(key, [str(i) for i in ids], source="edge", ts=ts, meta=meta))
+
+
+def test_the_sink_ends_an_escalated_input_with_the_big_models_batch_only():
+    from live.config import build_run
+    from live.roles.pipeline_sink import sink_state
+
+    sources = [{"name": "cam", "gateway": "edge", "size_bytes": 10, "arrivals": {"kind": "poisson", "rate_rps": 10.0}}]
+    config = pipeline_config(sources, {"cascade": {"cheap": "edge", "big": "cloud", "escalate_share": 0.5}}, placement=CASCADE_PLACEMENT,
+                             num_requests=3)  # fmt: skip
+    config["live"] = dict(LIVE)
+    sink = sink_state(build_run(config))
+    cheap = _record("edge:0", [0, 1, 2], "edge", 3, 1.0, escalating=[1])
+    sink.add(cheap)
+    sink.add(cheap)  # at-least-once: a duplicate
+    assert not sink.done and sink.ended.tolist() == [True, False, True]
+    sink.add(_record("edge:1", [1], "cloud", 1, 1.1))
+    assert sink.done
+    r, b = sink.requests_table(), sink.batches_table()
+    assert b["size"].tolist() == [3, 1]  # tasks per batch
+    assert r["executor"].astype(str).tolist() == ["edge", "cloud", "edge"]
+    assert r["escalated"].tolist() == [False, True, False]
+    assert r["payload_bytes"].tolist() == [0, 100, 0]  # only the cloud batch crossed a link
+    assert r.loc[1, "latency_s"] == pytest.approx(1.103 - sink.spec.arrivals.arrival_s[1])
+    assert sink.summary(r, b, complete=True)["link_bytes"] == {"edge->cloud": 100}

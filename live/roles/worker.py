@@ -48,8 +48,10 @@ import os
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import BinaryIO
 
+from live.roles.held_sweep import AckedMark, position, sweep_held
 from live.wire.messages import ControlOp, DecodeError, Kind, Message, WireSettings, configure, dead_letter, decode, encode_control, encode_result, key_from_env
 
 __all__ = ["ModelRunner", "read_frame", "write_frame", "check_batch", "failure_result", "redeliveries", "CRASH_EXIT_CODE", "main"]
@@ -190,11 +192,16 @@ def serve_broker(argv) -> int:
         # distinct from every other replica's id and from those of this replica's dead predecessors (pulsar-lite)
         role.skip_consumer_ids(args.replica + args.incarnation * settings.replicas)
         consumer = role.subscribe(in_topic, "workers", receiver_queue_size=1)
+        # what a killed predecessor held may never come again (pulsar-lite): its bad messages are swept (live.roles.held_sweep)
+        mark = AckedMark(Path(args.config).resolve().parent / f"{role.name}.acked", restarted=args.incarnation > 0)
         dlq, clock = role.ready_to_serve()
         if clock is None:
             return 0
         gateways = set(spec.gateways)
         services, dead, redelivered = [], 0, 0
+        swept, _ = sweep_held(role.client, in_topic, mark.before,
+                              lambda raw: accept_batch(raw, gateways, args.executor, dlq, in_topic) is None) if args.incarnation else (set(), 0)
+        dead += len(swept)
         while not role.should_stop():
             try:
                 msg = consumer.receive(timeout_millis=100)
@@ -204,10 +211,11 @@ def serve_broker(argv) -> int:
             raw = msg.data()
             if redeliveries(msg):
                 redelivered += 1
-            message = accept_batch(raw, gateways, args.executor, dlq, in_topic)
+            message = None if swept and position(msg) in swept else accept_batch(raw, gateways, args.executor, dlq, in_topic)
             if message is None:
-                dead += 1
+                dead += position(msg) not in swept
                 consumer.acknowledge(msg)
+                mark.acked(msg)
                 continue
             try:
                 labels, outputs, start_s, end_s = runner.run(message, clock.now)
@@ -228,7 +236,9 @@ def serve_broker(argv) -> int:
                 )  # fmt: skip
             role.producer(role.topics.results(message.source)).send(data)  # published, then acked
             consumer.acknowledge(msg)
-        role.stats.update(executor=args.executor, batches=len(services), dead_letters=dead, service_s=percentiles(services), redelivered=redelivered,
+            mark.acked(msg)
+        mark.close(remove=True)
+        role.stats.update(executor=args.executor, batches=len(services), dead_letters=dead, swept_dead_letters=len(swept), service_s=percentiles(services), redelivered=redelivered,
                           model=settings.model, threads=settings.threads, import_s=runner.import_s, load_s=runner.load_s)  # fmt: skip
         return 0
     finally:

@@ -1,0 +1,92 @@
+"""What a dead consumer held, found again: so that every bad message reaches the dead-letter topic.
+
+pulsar-lite (0.2) keeps the consumer of a connection that was reset (a
+process SIGKILLed while data was on its way to it) on its subscription,
+with the messages it had been sent: they are never delivered again. For a
+gateway's batch that is covered by the gateway (it publishes a stranded
+batch again); a malformed message on the same topic is nobody's to send
+again, and would never be dead-lettered.
+
+So a consumer records the position of the last message it acknowledged
+(``AckedMark``: a small file beside the run's config, rewritten at each
+acknowledgement), and its successor, restarted after a crash, reads the
+topic from there to its end with a Reader (``sweep_held``) and passes every
+message through the check it applies to what it consumes: a bad one goes to
+the dead-letter topic there and then. A well-formed one is left alone
+(another consumer, or the gateway's own redelivery, takes care of it); the
+positions swept are kept, so that a bad message that is also delivered on
+the subscription later is acknowledged without a second dead letter
+(``bad`` below holds only those).
+
+Limits: a message redelivered to the dead consumer from before its last
+acknowledged position is not swept; with several replicas, a bad message a
+live sibling holds may be dead-lettered twice (at least once, never lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["AckedMark", "sweep_held", "position"]
+
+log = logging.getLogger("edgebatch.live")
+
+
+def position(msg) -> tuple[int, int, int]:
+    """A message's place in its topic (ledger, entry, batch index): the same for a Reader and a Consumer."""
+    message_id = msg.message_id()
+    return (message_id.ledger_id(), message_id.entry_id(), message_id.batch_index())
+
+
+class AckedMark:
+    """The last acknowledged message's id, on disk; ``before`` holds a predecessor's (None: none, or a first start)."""
+
+    def __init__(self, path: str | os.PathLike, *, restarted: bool):
+        self.path = Path(path)
+        self.before: bytes | None = None
+        if restarted and self.path.is_file():
+            self.before = self.path.read_bytes() or None
+        elif not restarted:
+            self.path.unlink(missing_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acked(self, msg) -> None:
+        data = msg.message_id().serialize()
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))  # a shorter id than the last one leaves no tail behind
+
+    def close(self, *, remove: bool = False) -> None:
+        os.close(self._fd)
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+def sweep_held(client, topic: str, after: bytes | None, dead_lettered: Callable[[bytes], bool], *, max_messages: int = 100_000,
+               timeout_s: float = 10.0) -> tuple[set[tuple[int, int, int]], int]:  # fmt: skip
+    """Read ``topic`` from just after ``after`` (a serialized message id; None: from its start) to its end,
+    giving each message's bytes to ``dead_lettered`` (True: it was bad and went to the dead-letter topic);
+    returns the positions of those, and how many messages were read."""
+    import pulsar
+
+    start = pulsar.MessageId.earliest if after is None else pulsar.MessageId.deserialize(after)
+    reader = client.create_reader(topic, start, start_message_id_inclusive=False, receiver_queue_size=100)
+    bad: set[tuple[int, int, int]] = set()
+    read, deadline = 0, time.monotonic() + timeout_s
+    try:
+        while read < max_messages and time.monotonic() < deadline and reader.has_message_available():
+            try:
+                msg = reader.read_next(timeout_millis=1000)
+            except pulsar.Timeout:
+                break
+            read += 1
+            if dead_lettered(msg.data()):
+                bad.add(position(msg))
+    finally:
+        reader.close()
+    if read >= max_messages or time.monotonic() >= deadline:
+        log.warning("sweep of %s stopped after %d messages: what a dead consumer held beyond them is not swept", topic, read)
+    return bad, read

@@ -1,0 +1,83 @@
+"""Every bad message is dead-lettered, even when the consumer holding it dies (issue 20, item 4).
+
+A worker is frozen (SIGSTOP), a malformed message is published on its
+batch topic, so the broker dispatches it to that worker and it sits there
+unread, and the worker is SIGKILLed. pulsar-lite keeps the consumer of a
+connection that was reset (with what it held) instead of delivering it
+again; the message must still reach the dead-letter topic with its reason.
+The run is an open-ingress one, so that no batch of the gateway's can take
+the frozen worker's place in the queue: the bad message is surely the one
+it holds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pulsar
+
+from live.client import EdgebatchClient
+from live.deploy.local import run_live
+from live.deploy.processes import ControlChannel
+from live.wire.broker import connect
+from live.wire.messages import KEY_ENV
+from live.wire.topics import Topics
+from tests.live.test_harness import edge_config
+
+BAD = (b"EB\x02\x02" + b"\xff" * 12, b"not a batch at all")  # too short to hold a tag; bad magic
+
+
+def _fault(handle, seen: dict) -> None:
+    topics = Topics(handle.run_id)
+    client, _ = connect(handle.broker_url)
+    try:
+        dlq = client.subscribe(topics.dead_letter, "test-dlq", consumer_type=pulsar.ConsumerType.Shared,
+                               initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+        user = EdgebatchClient(client, handle.run_id, "user", os.environ[KEY_ENV], gateway="edge")
+        seen["before"] = user.result(user.submit(b"\x01" * 64), timeout_s=15).ok  # the worker serves
+        pid = handle.pid("worker-edge-0")
+        os.kill(pid, signal.SIGSTOP)  # frozen: what the broker sends it stays unread in its socket
+        bad = client.create_producer(topics.batches("edge"), batching_enabled=False)
+        for data in BAD:
+            bad.send(data)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)  # a reset connection: pulsar-lite keeps its consumer and what it held
+        seen["after"] = user.result(user.submit(b"\x02" * 64), timeout_s=30).ok  # the restarted worker serves
+        deadline, dead = time.monotonic() + 10, []
+        while time.monotonic() < deadline:  # and a second more once all came: a second copy of one would show
+            if len(dead) == len(BAD):
+                deadline = min(deadline, time.monotonic() + 1.0)
+            try:
+                msg = dlq.receive(timeout_millis=500)
+            except pulsar.Timeout:
+                continue
+            dlq.acknowledge(msg)
+            if msg.properties().get("source_topic") == topics.batches("edge"):
+                dead.append((msg.data(), msg.properties()["reason"]))
+        seen["dead"] = dead
+        seen["restarted"] = handle.pid("worker-edge-0") != pid
+        user.close()
+        ControlChannel(client, handle.run_id, source="run").stop()
+    finally:
+        client.close()
+
+
+def test_a_bad_batch_held_by_a_killed_worker_reaches_the_dead_letter_topic(broker, tmp_path):
+    config = edge_config(num_requests=1, rate_rps=1.0)
+    config["live"]["broker"] = {"url": broker.url}
+    config["live"]["ingress"] = {"mode": "open", "clients": {"user": {}}, "drain_s": 2.0}
+    os.environ[KEY_ENV] = os.urandom(32).hex()
+    seen: dict = {}
+    try:
+        result = run_live(config, tmp_path / "run", on_start=lambda handle: _fault(handle, seen))
+    finally:
+        del os.environ[KEY_ENV]
+    assert seen["before"] and seen["after"] and seen["restarted"]
+    assert result.summary["restarts"] == 1
+    dead = dict(seen["dead"])
+    assert sorted(seen["dead"]) == sorted(dead.items()) and set(dead) == set(BAD), seen["dead"]  # each once, unchanged
+    assert dead[BAD[0]].startswith("too_short") and dead[BAD[1]].startswith("bad_magic")  # signed: no room for a tag
+    worker = result.extra["roles"]["worker-edge-0"]  # the restarted one: it swept what its predecessor held
+    assert worker["swept_dead_letters"] >= 1

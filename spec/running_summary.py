@@ -31,6 +31,7 @@ class RunningSummary:
 
     def __init__(self, executor_names: list[str], *, alpha: float = 0.005):
         self.executor_names = list(executor_names)
+        self._number = {name: i for i, name in enumerate(self.executor_names)}  # a fleet's thousands: no list.index
         self.sketch = LatencySketch(alpha=alpha)
         self.count = self.completed = self.dropped = self.met = 0
         self.drops: Counter = Counter()
@@ -73,7 +74,7 @@ class RunningSummary:
 
     def busy_s(self, executor: str) -> float:
         """Seconds ``executor`` served batches so far."""
-        return float(self._busy_s[self.executor_names.index(executor)])
+        return float(self._busy_s[self._number[executor]])
 
     def result(self, *, first_arrival_s: float, servers: Mapping[str, tuple[object, int]], plans: Iterable[Mapping] = (),
                complete: bool) -> dict:  # fmt: skip

@@ -88,18 +88,36 @@ class StreamingRecorder:
     # -- during the run (``Recorder``'s methods) ---------------------------------
     def batch_opened(self, dispatched_s: float, executor_index: int, size: int, memory_mb: int | None, attempt: int = 0) -> int:
         """A batch of ``size`` requests, without saying which (``attribute`` does): its id."""
-        batch_id = self._base + len(self._columns["size"])
-        for (name, _, missing), value in zip(_BATCH_FIELDS, (executor_index, size, memory_mb or 0, dispatched_s, attempt)):
-            self._columns[name].append(value)
-        for name, _, missing in _BATCH_FIELDS[5:]:
-            self._columns[name].append(missing)
+        columns = self._columns
+        row = len(columns["size"])
+        columns["executor"].append(executor_index)
+        columns["size"].append(size)
+        columns["memory_mb"].append(memory_mb or 0)
+        columns["dispatched_s"].append(dispatched_s)
+        columns["attempt"].append(attempt)
+        if row >= len(columns["state"]):
+            self._grow_ended()
+        batch_id = self._base + row
         self._members[batch_id] = ()
         return batch_id
+
+    #: the end-of-batch columns grow this many rows at a time (set when a batch ends, in any order)
+    _GROW = 4096
+
+    def _grow_ended(self) -> None:
+        for name, code, missing in _BATCH_FIELDS[5:]:
+            self._columns[name].frombytes(np.full(self._GROW, missing, np.dtype(code)).tobytes())
 
     def batch_dispatched(self, now_s: float, executor_index: int, request_ids, memory_mb: int | None, attempt: int = 0) -> int:
         """A batch of ``request_ids`` left for an executor; each request's batch is now this one."""
         batch_id = self.batch_opened(now_s, executor_index, len(request_ids), memory_mb, attempt)
-        self.attribute(request_ids, batch_id)
+        self._members[batch_id] = request_ids  # the simulator's hot path: attribute() inlined
+        shift, mask, slices = self._shift, self._mask, self._batch_of
+        for request_id in request_ids:
+            column = slices.get(request_id >> shift)
+            if column is None:
+                column = self._open_slice(request_id >> shift)
+            column[request_id & mask] = batch_id
         return batch_id
 
     def attribute(self, request_ids: Iterable[int], batch_id: int) -> None:
@@ -128,9 +146,10 @@ class StreamingRecorder:
         count = len(sizes)
         given = {"executor": np.full(count, executor_index, np.int16), "size": sizes, "memory_mb": np.full(count, memory_mb or 0, np.int32),
                  "dispatched_s": np.asarray(dispatched_s, np.float64), "attempt": np.zeros(count, np.int32)}  # fmt: skip
-        for name, code, missing in _BATCH_FIELDS:
-            values = given.get(name)
-            self._columns[name].frombytes((np.full(count, missing, np.dtype(code)) if values is None else values).tobytes())
+        for name, values in given.items():
+            self._columns[name].frombytes(values.tobytes())
+        while len(self._columns["state"]) < len(self._columns["size"]):
+            self._grow_ended()
         ids = np.asarray(request_ids, np.int64)
         batch = np.repeat(np.arange(first, first + count, dtype=np.int32), sizes)
         for key in np.unique(ids >> self._shift).tolist():
@@ -301,7 +320,8 @@ class StreamingRecorder:
     def _write_batches(self, *, final: bool) -> None:
         """Batch rows in id order up to the first still in flight (all of them when ``final``); then drop the columns
         no kept request reads."""
-        state = np.frombuffer(self._columns["state"], np.int8) if len(self._columns["state"]) else np.zeros(0, np.int8)
+        opened = len(self._columns["size"])
+        state = np.frombuffer(self._columns["state"], np.int8)[:opened] if opened else np.zeros(0, np.int8)
         start = self._next_batch_row - self._base
         in_flight = np.flatnonzero(state[start:] == 0)
         stop = start + int(in_flight[0]) if len(in_flight) and not final else len(state)

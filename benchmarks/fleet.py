@@ -1,0 +1,202 @@
+"""Fleets: set-up, run time and peak memory of the simulator against the number of devices and of requests.
+
+The scenario is issue 23's: one camera and one edge device per gateway
+(``cluster.devices`` copies of the site, ``spec.fleet``), Poisson arrivals at
+50 req/s per device varied uniformly in [0.5, 1.5] x, device speed lognormal
+(cv 0.2), timeout batching (up to 8, 5 ms), a linear profile (0.5 ms per
+item + 2 ms). Records stream to Parquet in a temporary folder with the
+running summary (``sim.max_records_in_memory: 0``: percentiles from the
+sketch), so nothing grows with the run but the arrival arrays.
+
+Each measurement runs in a fresh process (peak RSS, ``ru_maxrss``, is then
+the run's own), one after the other, on one core each. Printed per row:
+set-up (building the run spec and the simulation: the fleet's expansion,
+arrivals, one scheduler per gateway), run (the clock to the last result,
+the tables written and the summary), simulated requests per second of run
+time, the same as a ratio to the baseline measured in the same invocation (1
+device, the same number of requests, on the same per-request path: the bulk
+path of issue 17 takes only single-gateway runs), peak RSS, and the RSS
+above the process's after imports, per request.
+
+    python -m benchmarks.fleet                 # the sequence of BENCHMARKS.md (about 15 minutes of one core)
+    python -m benchmarks.fleet --quick         # a smaller one (a minute)
+    python -m benchmarks.fleet --rows 10000x1000000 1x1000000 --repeat 2
+    python -m benchmarks.fleet --ray           # a sweep of fleet configurations on Ray, 1 worker then 2
+
+``--in-memory`` adds rows of the in-memory recorder (every table kept until
+the end, as before streaming) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RATE_RPS = 50.0
+SEQUENCE = ["1x1000000", "100x1000000", "1000x1000000", "10000x1000000", "10000x3000000", "10000x10000000"]
+QUICK = ["1x200000", "100x200000", "1000x200000", "10000x200000", "10000x600000"]
+
+
+def fleet_config(devices: int, requests: int, *, seed: int = 0, stream_to: str | None = None) -> dict:
+    """Issue 23's fleet: ``devices`` copies of one camera and its edge device; ``requests`` in all."""
+    config = {
+        "seed": seed,
+        "workload": {"num_requests": max(1, requests // devices), "sources": {"cam": {
+            "gateway": "edge", "size_bytes": 20_480, "slo_s": 0.1, "arrivals": {"kind": "poisson", "rate_rps": RATE_RPS}}}},
+        "cluster": {
+            "devices": devices,
+            "executors": {"edge": {"kind": "edge", "gateway": "edge", "slots": 1,
+                                   "profile": {"kind": "linear", "per_item_s": 0.0005, "base_s": 0.002}}},
+            "vary": {"rate_scale": {"kind": "uniform", "low": 0.5, "high": 1.5},
+                     "speed_scale": {"kind": "lognormal", "mean": 1.0, "cv": 0.2, "low": 0.5, "high": 2.0}},
+        },
+        "policy": {"placement": {"_target_": "policies.placement.StaticPlacement"},
+                   "batching": {"_target_": "policies.batching.TimeoutBatching", "max_batch_size": 8, "max_wait_s": 0.005}},
+    }  # fmt: skip
+    if stream_to is not None:
+        config["sim"] = {"stream_records_to": stream_to, "max_records_in_memory": 0}
+    return config
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child(devices: int, requests: int, in_memory: bool) -> dict:
+    """One measurement in this (fresh) process."""
+    from policies.run_spec import build_run_spec
+    from sim import build_simulation
+
+    imported_mb = _rss_mb()
+    with tempfile.TemporaryDirectory(prefix="fleet-") as folder:
+        started = time.perf_counter()
+        spec = build_run_spec(fleet_config(devices, requests, stream_to=None if in_memory else folder))
+        simulation = build_simulation(spec)
+        # the per-request path, the one every fleet takes (the bulk path, issue 17, needs a single gateway): so the
+        # 1-device baseline costs the same per request as a device of a fleet
+        simulation.bulk = False
+        setup_s = time.perf_counter() - started
+        result = simulation.run()
+        run_s = time.perf_counter() - started - setup_s
+        files_mb = sum(p.stat().st_size for p in Path(folder).iterdir()) / 2**20
+    count = len(spec.arrivals)
+    return {"devices": devices, "requests": count, "mode": "in memory" if in_memory else "streamed", "setup_s": setup_s,
+            "run_s": run_s, "rps": count / run_s, "peak_mb": _rss_mb(), "imported_mb": imported_mb, "files_mb": files_mb,
+            "p99_s": result.summary["latency_p99_s"], "completed": result.summary["completed"]}  # fmt: skip
+
+
+def measure(devices: int, requests: int, in_memory: bool = False) -> dict:
+    """``child`` in a fresh interpreter (its own peak RSS), pinned to one core where the OS allows it."""
+    code = f"import json, benchmarks.fleet as f; print(json.dumps(f.child({devices}, {requests}, {in_memory})))"
+    command = [sys.executable, "-c", code]
+    if hasattr(os, "sched_setaffinity"):
+        command = ["taskset", "-c", str(sorted(os.sched_getaffinity(0))[-1])] + command
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _parse(row: str) -> tuple[int, int]:
+    devices, requests = row.lower().split("x")
+    return int(devices), int(float(requests))
+
+
+def run_table(rows: list[str], repeat: int, in_memory: bool) -> list[dict]:
+    measured = []
+    plan = [(d, r, False) for d, r in map(_parse, rows)]
+    if in_memory:
+        plan += [(d, r, True) for d, r in map(_parse, rows) if r <= 3_000_000]
+    # the baseline of every request count: 1 device, the same requests, the same invocation
+    for requests in sorted({r for _, r, _ in plan}):
+        if (1, requests, False) not in plan:
+            plan.insert(0, (1, requests, False))
+    for devices, requests, memory in plan:
+        tries = [measure(devices, requests, memory) for _ in range(repeat)]
+        row = dict(tries[0])
+        for key in ("setup_s", "run_s", "rps", "peak_mb"):
+            values = [t[key] for t in tries]
+            row[key] = statistics.median(values)
+            row[key + "_spread"] = (min(values), max(values))
+        measured.append(row)
+        print_row(row, measured)
+    return measured
+
+
+def print_row(row: dict, measured: list[dict]) -> None:
+    if len(measured) == 1:
+        print(f"{'devices':>8} {'requests':>11} {'mode':>9} {'setup_s':>8} {'run_s':>8} {'req/s':>8} {'vs 1 dev':>8} "
+              f"{'peak MB':>8} {'B/req':>6} {'files MB':>8} {'spread (run_s)':>16}")  # fmt: skip
+    base = next((m for m in measured if m["devices"] == 1 and m["requests"] == row["requests"] and m["mode"] == "streamed"), None)
+    ratio = row["rps"] / base["rps"] if base else float("nan")
+    per_request = (row["peak_mb"] - row["imported_mb"]) * 2**20 / row["requests"]
+    low, high = row["run_s_spread"]
+    print(f"{row['devices']:>8} {row['requests']:>11,} {row['mode']:>9} {row['setup_s']:>8.2f} {row['run_s']:>8.1f} {row['rps']:>8,.0f} "
+          f"{ratio:>8.2f} {row['peak_mb']:>8.0f} {per_request:>6.1f} {row['files_mb']:>8.1f} {low:>7.1f}-{high:<8.1f}", flush=True)  # fmt: skip
+
+
+def extrapolate(measured: list[dict], devices: int = 10_000, target: int = 100_000_000) -> None:
+    """A straight line through the streamed rows at ``devices``: run time and peak RSS at ``target`` requests."""
+    rows = sorted((m for m in measured if m["devices"] == devices and m["mode"] == "streamed"), key=lambda m: m["requests"])
+    if len(rows) < 2:
+        return
+    (a, b) = rows[0], rows[-1]
+    per_request_s = (b["run_s"] - a["run_s"]) / (b["requests"] - a["requests"])
+    per_request_mb = (b["peak_mb"] - a["peak_mb"]) / (b["requests"] - a["requests"])
+    run_s = b["run_s"] + per_request_s * (target - b["requests"])
+    peak_mb = b["peak_mb"] + per_request_mb * (target - b["requests"])
+    print(f"\nextrapolated (a straight line through {a['requests']:,} and {b['requests']:,} requests at {devices:,} devices; "
+          f"not measured): {target:,} requests: set-up {b['setup_s']:.1f} s + run {run_s / 60:.1f} min "
+          f"({per_request_s * 1e6:.1f} us per request), peak RSS {peak_mb:,.0f} MB ({per_request_mb * 2**20:.1f} B per request)")  # fmt: skip
+
+
+def ray_sweep(devices: int, per_device: int, seeds: int) -> None:
+    """The same fleet sweep (``fleet_seed`` x ``seed``) on a local Ray cluster of 1 CPU, then 2: wall time and speed-up."""
+    print(f"\nRay sweep: cluster=fleet cluster.devices={devices} num_requests={per_device}, {seeds} fleets x 2 seeds = {2 * seeds} jobs")
+    print(f"{'workers':>8} {'jobs':>5} {'wall_s':>8} {'jobs/min':>9} {'speed-up':>9}")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    first = None
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="fleet-ray-") as folder:
+            command = [sys.executable, "-m", "experiments.run", "--multirun", "hydra/launcher=ray_local",
+                       f"hydra.launcher.ray.init.num_cpus={workers}", "cluster=fleet", f"cluster.devices={devices}",
+                       f"num_requests={per_device}", "cluster.fleet_seed=" + ",".join(map(str, range(seeds))), "seed=0,1",
+                       f"hydra.sweep.dir={folder}/sweep"]  # fmt: skip
+            started = time.perf_counter()
+            subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+            wall_s = time.perf_counter() - started
+            jobs = len(list(Path(folder).rglob("summary.json")))
+        first = first or wall_s
+        print(f"{workers:>8} {jobs:>5} {wall_s:>8.1f} {jobs / wall_s * 60:>9.1f} {first / wall_s:>9.2f}", flush=True)
+    print(f"(this machine has {os.cpu_count()} cores: 2 workers is all it has; Ray's start-up is in the wall time)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", nargs="*", help="DEVICESxREQUESTS, e.g. 10000x1000000")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per row (median and spread)")
+    parser.add_argument("--in-memory", action="store_true", help="also the in-memory recorder, up to 3,000,000 requests")
+    parser.add_argument("--ray", action="store_true", help="only the Ray sweep")
+    parser.add_argument("--ray-devices", type=int, default=1000)
+    parser.add_argument("--ray-per-device", type=int, default=300)
+    args = parser.parse_args(argv)
+    if args.ray:
+        ray_sweep(args.ray_devices, args.ray_per_device, seeds=2)
+        return
+    rows = args.rows or (QUICK if args.quick else SEQUENCE)
+    print(f"fleet benchmark: {RATE_RPS:.0f} req/s per device, timeout batching, records streamed; one core per run, "
+          f"{os.cpu_count()} cores on this machine")
+    measured = run_table(rows, args.repeat, args.in_memory)
+    extrapolate(measured)
+
+
+if __name__ == "__main__":
+    main()

@@ -307,3 +307,51 @@ def test_a_clients_key_variable_must_be_set_on_the_gateways_host():
     assert error.value.field == "live.ingress.clients.alice.key_env"
     # an unauthenticated run: unsigned, no key needed
     assert OpenIntake("edge", build_run(open_config()).settings.ingress, None, epoch_unix=0.0, environ={}).keys == dict.fromkeys(["alice", "bob", "carol"])
+
+
+def test_the_records_and_replies_of_a_gateway_make_the_sinks_tables_as_computed_by_hand(tmp_path):
+    """ReplyWriter (what the gateway publishes) into OpenSinkState (what the sink keeps), no broker between."""
+    from live.roles.gateway_replies import ReplyWriter
+    from live.roles.sink_open import OpenSinkState
+    from live.wire.messages import ControlOp, decode, encode_result
+
+    run_key, alice_key = os.urandom(32), os.urandom(32)
+    spec = build_run(open_config())
+    intake = _intake(run_key, alice_key)
+    sent: list[tuple[str, bytes]] = []
+    topics = Topics("unit")
+    writer = ReplyWriter("edge", topics, lambda topic, data, properties=None: sent.append((topic, data)), intake)
+    # bob sends "x" at 1.0 (received 1.25), alice "x" at 1.1 (received 1.5) and "y" (no send time, received 2.0)
+    taken = [intake.take(_request("bob", "x", run_key, sent_unix_s=1001.0), now_s=1.25),
+             intake.take(_request("alice", "x", alice_key, sent_unix_s=1001.1), now_s=1.5),
+             intake.take(_request("alice", "y", alice_key), now_s=2.0)]  # fmt: skip
+    ids = [str(local_id) for local_id, _, _ in taken[:2]]
+    result = decode(encode_result("edge:0", ids, [b"\x00" * 40, b"\x01" * 40], source="w", labels=[3, 4]))
+    ts = {"dispatched_s": 1.6, "arrived_s": 1.6, "start_s": 1.7, "end_s": 1.8, "service_s": 0.1, "completed_s": 1.9}
+    writer.completed("edge:0", ids, labels=[3, 4], ts=ts, meta={"executor": "edge", "gateway": "edge"}, result=result)
+    writer.dropped(taken[2][0], "deadline", 2.1)
+    writer.rejected("alice", "x", "duplicate_id: ...", 2.2)
+    assert writer.close(3.0) == 0 and not intake.pending  # nothing left to drop at the end
+    replies = [(topic.rsplit("-", 1)[1], decode(data, key=alice_key if topic.endswith("alice") else run_key))
+               for topic, data in sent if "replies-" in topic]  # fmt: skip
+    assert [(who, m.kind, m.ids) for who, m in replies] == [("bob", Kind.RESULT, ("x",)), ("alice", Kind.RESULT, ("x",)),
+                                                          ("alice", Kind.CONTROL, ("y",)), ("alice", Kind.CONTROL, ("x",))]  # fmt: skip
+    assert replies[1][1].labels == (4,) and replies[1][1].payload == b"\x01" * 40
+    assert replies[2][1].meta["reason"] == "deadline" and not replies[2][1].meta["rejected"] and replies[3][1].meta["rejected"]
+    sink = OpenSinkState(spec)
+    records = [decode(data) for topic, data in sent if topic == topics.records]
+    assert records[-1].op is ControlOp.EOS
+    for message in records + records[:2]:  # every record twice (at-least-once): the first wins
+        assert sink.add(message) is None
+    assert sink.done and sink.finish() == 0
+    sink.write(tmp_path, complete=True)
+    requests = pd.read_parquet(tmp_path / "requests.parquet")
+    ingress = pd.read_parquet(tmp_path / "ingress.parquet")
+    # in arrival order: bob x (1.0), alice x (1.1), alice y (2.0, its receive time)
+    assert ingress[["client", "client_request_id"]].values.tolist() == [["bob", "x"], ["alice", "x"], ["alice", "y"]]
+    assert requests.arrival_s.tolist() == pytest.approx([1.0, 1.1, 2.0])
+    assert requests.latency_s.tolist()[:2] == pytest.approx([0.9, 0.8]) and math.isnan(requests.latency_s.iloc[2])
+    assert requests.hop_s.tolist()[:2] == pytest.approx([0.25, 0.4])
+    assert ingress.latency_from_received_s.tolist()[:2] == pytest.approx([0.65, 0.4])
+    assert requests.dropped.tolist() == [False, False, True] and requests.drop_reason.astype(object).iloc[2] == "deadline"
+    assert requests.batch_size.tolist()[:2] == [2, 2] and sink.duplicates == 2 + 1  # the completion's two, the drop's one

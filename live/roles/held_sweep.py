@@ -53,11 +53,14 @@ class AckedMark:
         elif not restarted:
             self.path.unlink(missing_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._length = len(self.before or b"")
 
     def acked(self, msg) -> None:
         data = msg.message_id().serialize()
         os.pwrite(self._fd, data, 0)
-        os.ftruncate(self._fd, len(data))  # a shorter id than the last one leaves no tail behind
+        if len(data) < self._length:
+            os.ftruncate(self._fd, len(data))  # a shorter id than the last one leaves no tail behind
+        self._length = len(data)
 
     def close(self, *, remove: bool = False) -> None:
         os.close(self._fd)

@@ -21,7 +21,12 @@ exactly one answer: its result, or a drop with the reason (the policy's, or
 delivered again: the first one's answer still comes, so it is only counted
 (``stats["duplicates_rejected"]``). Ids are the client's own, unique for
 the whole run (across reconnects too): ``submit`` makes fresh ones unless
-given one.
+given one. A request still without an answer ``resend_after_s`` (5 s) after
+it was sent goes again, the same bytes (so the same id and send time), then
+after twice that, and so on: a gateway killed mid-run may take requests with
+it that the broker never gives its successor (pulsar-lite keeps a reset
+connection's consumer); the successor takes the copy, and a gateway that
+still has the request rejects the copy as ``duplicate_id``.
 
 ``latency_s`` is measured on this machine's monotonic clock, from
 ``submit`` to the answer: no clock needs to agree with another.
@@ -106,8 +111,12 @@ def _key(key) -> bytes | None:
 class EdgebatchClient:
     """One registered client of an open-ingress run (see the module); thread-safe ``submit``."""
 
-    def __init__(self, pulsar_client, run_id: str, client_id: str, key, *, gateway: str, owns_client: bool = False):
+    def __init__(self, pulsar_client, run_id: str, client_id: str, key, *, gateway: str, owns_client: bool = False,
+                 resend_after_s: float | None = 5.0):  # fmt: skip
         import pulsar
+
+        if resend_after_s is not None and not resend_after_s > 0:
+            raise ValueError(f"resend_after_s={resend_after_s!r}: a number of seconds > 0, or None for never")
 
         self.client_id = client_id
         self.key = _key(key)
@@ -120,7 +129,11 @@ class EdgebatchClient:
         self._answers: queue.SimpleQueue = queue.SimpleQueue()
         self._prefix = os.urandom(6).hex()
         self._next = 0
-        self.stats = {"submitted": 0, "answered": 0, "unverified": 0, "duplicates_rejected": 0, "unknown": 0}
+        self.stats = {"submitted": 0, "answered": 0, "unverified": 0, "duplicates_rejected": 0, "unknown": 0, "resent": 0}
+        #: unanswered requests: (their bytes, when last sent, times sent again) for sending again (see ``_resend_due``)
+        self._unanswered: dict[str, list] = {}
+        self._resend_after_s = resend_after_s
+        self._closing = threading.Event()
         # subscribed before the first request goes: no answer can come before there is someone to hear it
         self._consumer = pulsar_client.subscribe(self.topics.replies(client_id), f"client-{client_id}",
                                                  consumer_type=pulsar.ConsumerType.Shared,
@@ -128,19 +141,22 @@ class EdgebatchClient:
                                                  message_listener=self._on_reply)  # fmt: skip
         self._producer = pulsar_client.create_producer(self.topics.requests(gateway), batching_enabled=False, chunking_enabled=True,
                                                        block_if_queue_full=True, send_timeout_millis=0)  # fmt: skip
+        if resend_after_s is not None:
+            threading.Thread(target=self._resender, name=f"edgebatch-client-{client_id}", daemon=True).start()
 
     @classmethod
     def connect(cls, url: str, run_id: str, client_id: str, key=None, *, gateway: str, auth_token: str | None = None,
-                tls_trust_certs_file: str | None = None) -> EdgebatchClient:  # fmt: skip
+                tls_trust_certs_file: str | None = None, resend_after_s: float | None = 5.0) -> EdgebatchClient:  # fmt: skip
         """Connect to the broker at ``url`` as ``client_id`` of run ``run_id`` (``key``: bytes or hex; None when
-        the run does not authenticate), sending to ``gateway``'s requests topic."""
+        the run does not authenticate), sending to ``gateway``'s requests topic; a request without an answer
+        ``resend_after_s`` after it was sent goes again, the same bytes, with the wait doubling (None: never)."""
         import pulsar
 
         kwargs = client_options(url, tls_trust_certs_file=tls_trust_certs_file)
         if auth_token:
             kwargs["authentication"] = pulsar.AuthenticationToken(auth_token)
         kwargs["logger"] = pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn)
-        return cls(pulsar.Client(url, **kwargs), run_id, client_id, key, gateway=gateway, owns_client=True)
+        return cls(pulsar.Client(url, **kwargs), run_id, client_id, key, gateway=gateway, owns_client=True, resend_after_s=resend_after_s)
 
     # -- requests -----------------------------------------------------------------------
     def submit(self, payload, request_id: str | None = None) -> str:
@@ -161,8 +177,32 @@ class EdgebatchClient:
             self.stats["submitted"] += 1
         message = Message(kind=Kind.REQUEST, ids=(request_id,), sizes=(len(data),), source=self.client_id, trace_id=request_id,
                           ts={"sent_unix_s": time.time()}, payload=data)  # fmt: skip
-        self._producer.send_async(encode(message, key=self.key), None)
+        encoded = encode(message, key=self.key)
+        if self._resend_after_s is not None:
+            with self._lock:
+                self._unanswered[request_id] = [encoded, time.monotonic(), 0]
+        self._producer.send_async(encoded, None)
         return request_id
+
+    def _resender(self) -> None:
+        while not self._closing.wait(min(0.5, self._resend_after_s / 2)):
+            self._resend_due(time.monotonic())
+
+    def _resend_due(self, now: float) -> None:
+        """Send again what has waited too long for its answer: a gateway that crashed may have taken it with it
+        (its successor takes the copy; a gateway that has it still rejects the copy as ``duplicate_id``, and its
+        own answer comes)."""
+        with self._lock:
+            due = [(request_id, entry) for request_id, entry in self._unanswered.items()
+                   if now - entry[1] >= self._resend_after_s * 2 ** entry[2]]  # fmt: skip
+            for _, entry in due:
+                entry[1], entry[2] = now, entry[2] + 1
+        for _, entry in due:
+            self.stats["resent"] += 1
+            try:
+                self._producer.send_async(entry[0], None)
+            except Exception:  # closing: nothing more to send
+                return
 
     def future(self, request_id: str) -> concurrent.futures.Future:
         """The answer to ``request_id`` as a future (a :class:`Reply`)."""
@@ -234,12 +274,15 @@ class EdgebatchClient:
             self.stats["unknown"] += 1  # not submitted by this client object, or answered already
             return
         self.stats["answered"] += 1
+        with self._lock:
+            self._unanswered.pop(reply.request_id, None)
         self._answers.put(reply)  # before the future: results() ends once every future is done
         future.set_result(reply)
 
     # -- the end --------------------------------------------------------------------------
     def close(self) -> None:
         """Flush what is being sent and disconnect (the broker client too, when ``connect`` made it)."""
+        self._closing.set()
         try:
             self._producer.flush()
             self._producer.close()

@@ -73,8 +73,8 @@ def _scenario(handle, run_key: bytes, alice_key: bytes, seen: dict) -> None:
     client, _ = connect(handle.broker_url)
     try:
         dlq = client.subscribe(topics.dead_letter, "test-dead-letters", initial_position=__import__("pulsar").InitialPosition.Earliest)
-        alice = EdgebatchClient(client, handle.run_id, "alice", alice_key, gateway="edge")
-        bob = EdgebatchClient(client, handle.run_id, "bob", run_key.hex(), gateway="edge")
+        alice = EdgebatchClient(client, handle.run_id, "alice", alice_key, gateway="edge", resend_after_s=None)  # counts exact
+        bob = EdgebatchClient(client, handle.run_id, "bob", run_key.hex(), gateway="edge", resend_after_s=None)
         for i in range(N):  # the same ids from both: kept apart by client
             alice.submit(bytes([i % 256]) * 64, request_id=str(i))
             bob.submit(bytes([(i + 128) % 256]) * 64, request_id=str(i))

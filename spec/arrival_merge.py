@@ -60,12 +60,15 @@ class ArrivalMerge:
         for source in list(pending):
             buffer = pending[source]
             exhausted = False
-            while not len(buffer) or buffer[-1] < end_s:
-                block = next(self.streams[source], None)
-                if block is None:
-                    exhausted = True
-                    break
-                buffer = np.concatenate([buffer, block]) if len(buffer) else block
+            if not len(buffer) or buffer[-1] < end_s:
+                blocks = [buffer]  # joined once: joining block by block would copy a long window over and over
+                while not len(blocks[-1]) or blocks[-1][-1] < end_s:
+                    block = next(self.streams[source], None)
+                    if block is None:
+                        exhausted = True
+                        break
+                    blocks.append(block)
+                buffer = np.concatenate(blocks) if len(blocks) > 1 else buffer
             cut = int(np.searchsorted(buffer, end_s, side="left"))
             if cut:
                 times.append(buffer[:cut])

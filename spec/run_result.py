@@ -15,7 +15,9 @@ class RunResult:
 
     ``wall_s`` is how long the run took on this machine; ``extra`` holds what
     one backend adds (live: run id, output folder, broker, role statistics,
-    restarts, faults).
+    restarts, faults; a streamed simulation, ``sim.stream_records_to``:
+    ``records_dir``, the folder of its Parquet tables, which are then empty
+    here when the run was longer than ``sim.max_records_in_memory``).
     """
 
     requests: pd.DataFrame

@@ -343,18 +343,21 @@ class Workload:
     #: a run of more requests than this (``num_requests`` in all) is merged window by window (``spec.arrival_merge``):
     #: the same arrays, without holding every source's times twice and a sort's index at once
     merge_in_windows_above = 1 << 22
-    #: requests per window of that merge (on average, at the sources' mean rates), and per source's block of draws
+    #: requests per window of that merge (on average, at the sources' mean rates), and the fewest per block of draws
     merge_window_requests = 1 << 20
     merge_block = 256
 
     def _generate_in_windows(self, seed: int, children) -> Arrivals:
         """``generate`` for a long run: the same arrays, merged a window of time at a time."""
         streams = []
+        rate_rps = sum(s.arrivals.mean_rate_rps for s in self.sources)
+        window_s = self.merge_window_requests / rate_rps
         for source, child in zip(self.sources, children):
             if isinstance(source.arrivals, TraceArrivals):
                 child = _named_stream(seed, source.name)
-            streams.append(source.arrivals.blocks_s(np.random.default_rng(child), count=self.num_requests, block=self.merge_block))
-        rate_rps = sum(s.arrivals.mean_rate_rps for s in self.sources)
-        merge = ArrivalMerge(streams, total=self.num_requests * len(self.sources), window_s=self.merge_window_requests / rate_rps)
+            # about a window's worth a block (the draws do not depend on it): few calls, and little drawn ahead
+            block = int(min(max(self.merge_block, source.arrivals.mean_rate_rps * window_s), 1 << 16))
+            streams.append(source.arrivals.blocks_s(np.random.default_rng(child), count=self.num_requests, block=block))
+        merge = ArrivalMerge(streams, total=self.num_requests * len(self.sources), window_s=window_s)
         arrival_s, source_index = merge.merge()
         return Arrivals(arrival_s=arrival_s, source_index=source_index, sources=self.sources)

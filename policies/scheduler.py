@@ -77,6 +77,11 @@ class Scheduler:
     simulator and the live harness drive this same object, so a failure is
     retried identically in both.
 
+    A driver that knows many arrivals ahead (the simulator) may hand them
+    over in bulk (``handle_arrivals``, where ``bulk_executor()`` says the
+    policies allow it): the same batches, ids and times, from optional
+    vectorized hooks of the same policy objects.
+
     Errors: ``DriverError`` when the driver reports something impossible (a
     batch never dispatched, a timer not running, time going backwards, a
     request id seen twice); ``PolicyError`` when a sub-policy misbehaves.

@@ -58,6 +58,7 @@ class ArrivalFeed:
         takes it; ``sim.feed_path`` then says "bulk", else why not.
         """
         if self.count == 0:
+            self.sim.feed_path = "per request: no arrivals"
             self.on_done()
             return
         reason = BulkDriver.unsupported(self.sim)

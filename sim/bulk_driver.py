@@ -9,6 +9,7 @@ import numpy as np
 
 from policies.dispatch_batches import DispatchBatches
 from policies.events import Request
+from sim.gateway import GatewayDriver
 from sim.server import SlotServer
 
 __all__ = ["BulkDriver"]
@@ -55,6 +56,10 @@ class BulkDriver:
         if len(drivers) != 1:
             return "several gateways receive requests"
         driver = next(iter(drivers.values()))
+        if type(driver) is not GatewayDriver or driver.handle_arrival != driver.scheduler.handle_arrival:
+            return "a stage in front of the scheduler (a driver of its own, or one that wraps handle_arrival)"
+        if not hasattr(sim.recorder, "batches_dispatched_bulk"):
+            return f"a recorder without bulk columns ({type(sim.recorder).__name__})"
         executor = driver.scheduler.bulk_executor()
         if executor is None:
             return "policies that take requests one at a time (no bulk_choice / supports_bulk, or a planner)"

@@ -131,6 +131,7 @@ def fallback_configs() -> list[tuple[str, dict, str]]:
     def case(name, reason, **changes):
         config = {**base, "policy": dict(base["policy"]), "sim": dict(base.get("sim", {}))}
         config["workload"] = {**base["workload"], "sources": [dict(s) for s in base["workload"]["sources"]]}
+        config["cluster"] = dict(base["cluster"])
         for key, value in changes.items():
             section, _, leaf = key.partition("__")
             config[section][leaf] = value
@@ -144,6 +145,11 @@ def fallback_configs() -> list[tuple[str, dict, str]]:
          policy__batching={"_target_": "policies.batching.TimeoutBatching", "max_batch_size": 4, "max_wait_s": 0.004, "max_inflight": 1})
     case("horizon", "a horizon", sim__horizon_s=0.5)
     case("source_hop", "source hops", workload__sources=[dict(s, hop_s=0.001) for s in base["workload"]["sources"]])
+    executor = base["cluster"]["executors"][0]
+    case("two_gateways", "several gateways", cluster__executors=[dict(executor, name="e0"), dict(executor, name="e1", gateway="far")],
+         policy__placement={"_target_": "policies.placement.StaticPlacement"},
+         workload__sources=[{"name": "a", "arrivals": {"kind": "poisson", "rate_rps": 300.0}},
+                            {"name": "b", "gateway": "far", "arrivals": {"kind": "poisson", "rate_rps": 300.0}}])  # fmt: skip
     return cases
 
 

@@ -130,6 +130,10 @@ CONFIGS: dict[str, dict] = {
         configs=[{}, {"mode": "cheapest"}],
         bad=[({"mode": "slowest"}, "mode"), ({"batch_size_estimate": 0}, "batch_size_estimate"), ({"executors": ["x"]}, "executors")],
     ),
+    "policies.placement.cascade.CascadePlacement": dict(
+        configs=[{"cheap": "edge", "big": "cloud"}],
+        bad=[({"cheap": "nope", "big": "cloud"}, "cheap"), ({"cheap": "edge", "big": "nope"}, "big")],
+    ),
     "policies.placement.weighted.WeightedPlacement": dict(
         configs=[{}, {"weights": {"edge": 2, "serverless": 1, "cloud": 1}}],
         bad=[

@@ -8,6 +8,9 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
       model: mlp                      # default PyTorch model of every executor (live.models)
       executors:                      # per executor, all optional
         edge: {model: cnn, threads: 1, replicas: 2}       # a server: worker processes
+                                                          # (inline: true: one edge device run on a thread of
+                                                          # its gateway's process, no worker; see
+                                                          # live.roles.inline_executor)
                                                           # (external: [names] of workers run by someone else,
                                                           # which the run waits for; replicas may then be 0)
         lambda: {threads: null, mb_per_thread: 1024}      # a serverless pool
@@ -101,7 +104,7 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "ingress": {},
 }
 _BROKER_KEYS = ("url", "auth_token", "tls_trust_certs_file", "keep_data")
-_SERVER_KEYS = ("model", "threads", "replicas", "external")
+_SERVER_KEYS = ("model", "threads", "replicas", "external", "inline")
 _SERVERLESS_KEYS = ("model", "threads", "mb_per_thread")
 
 
@@ -155,6 +158,8 @@ class ExecutorSettings:
     mb_per_thread: float = 0.0
     #: names of workers of this executor that someone else runs (docs/PROTOCOL.md): the run waits for their ready
     external: tuple[str, ...] = ()
+    #: run in its gateway's process (``live.roles.inline_executor``): no worker, no broker hop to it and back
+    inline: bool = False
 
     def threads_for(self, memory_mb: int | None) -> int:
         """Threads of an instance of ``memory_mb`` (``threads`` unless it follows memory)."""
@@ -316,7 +321,18 @@ def _executor_settings(name: str, spec, entry: dict, model: str) -> ExecutorSett
         external = _external(f"{where}.external", entry.get("external"))
         replicas = check_int_at_least(f"{where}.replicas", entry.get("replicas", 0 if external else spec.slots), 0 if external else 1)
     threads = check_int_at_least(f"{where}.threads", 1 if threads is None else threads, 1)
-    return ExecutorSettings(name, spec.kind, exec_model, threads, replicas, serverless, mb_per_thread, external)
+    inline = _inline(where, spec, entry, replicas, external)
+    return ExecutorSettings(name, spec.kind, exec_model, threads, replicas, serverless, mb_per_thread, external, inline)
+
+
+def _inline(where: str, spec, entry: dict, replicas: int, external: tuple) -> bool:
+    """``inline``: only for one edge device at its gateway (one slot, one replica, none external)."""
+    inline = _flag(f"{where}.inline", entry.get("inline", False))
+    if inline and (spec.gateway is None or spec.kind != "edge"):
+        raise ConfigError(f"{where}.inline", True, "false for a remote or non-edge executor (inline runs an edge device in its gateway's process)")
+    if inline and (replicas != 1 or external or getattr(spec, "slots", 1) != 1):
+        raise ConfigError(f"{where}.inline", True, "false unless the executor has one slot, one replica and no external workers")
+    return inline
 
 
 def _stall_detection(raw) -> StallDetection | None:

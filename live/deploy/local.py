@@ -141,7 +141,7 @@ def role_commands(spec: RunSpec) -> list[tuple[str, str, list[str]]]:
     for name, settings in spec.settings.executors.items():
         if settings.serverless:
             roles.append((f"pool-{name}", "live.roles.pool", ["--executor", name]))
-        else:
+        elif not settings.inline:  # an inline executor runs in its gateway's process (live.roles.inline_executor)
             for k in range(settings.replicas):
                 roles.append((f"worker-{name}-{k}", "live.roles.worker", ["--executor", name, "--replica", str(k)]))
     for gateway in spec.gateways:

@@ -524,13 +524,17 @@ def main(argv=None) -> int:
         role.producer(topics.dead_letter)
         for client in spec.settings.ingress.clients_of(name):
             role.producer(topics.replies(client))
+        from live.roles.inline_executor import InlineExecutors  # live.executors.<name>.inline: its model runs in this process
+
+        inline = InlineExecutors(spec, name, topics, role.producer(topics.dead_letter), inbox)
         role.announce_ready()
         clock = role.wait_start()
         if clock is None:
             return 0
         from live.roles.pipeline_gateway import gateway_class  # with a pipeline block: its stage before the scheduler
 
-        gateway = gateway_class(spec)(spec, name, topics, role.send_async, clock.now, incarnation=args.incarnation)
+        gateway = gateway_class(spec)(spec, name, topics, inline.route(role.send_async), clock.now, incarnation=args.incarnation)
+        inline.start(clock.now)
         if spec.settings.ingress.open:
             OpenIngress(gateway, clock.epoch_unix, wire_settings().key)
         if spec.settings.event_log or args.event_log:
@@ -539,6 +543,7 @@ def main(argv=None) -> int:
             event_log = gateway.event_log = EventLog(args.event_log or log_path(Path(args.config).resolve().parent, name), name)
         ended_log = EndedLog(Path(args.config).resolve().parent / f"gateway-{name}.ended", restarted=args.incarnation > 0)
         resend_asked = _serve(gateway, role, inbox, clock, ended_log, args.incarnation > 0)
+        role.stats.update(inline.close())
         ended_log.close(remove=gateway.done)
         if not gateway.done:
             gateway.close()

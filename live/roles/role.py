@@ -28,6 +28,7 @@ config's ``live.broker.auth_token``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
@@ -195,6 +196,11 @@ class Role:
     def announce_ready(self) -> None:
         """Tell the orchestrator that this role is connected and subscribed."""
         producer = self.producer(self.topics.ready)
+        # what was built so far (modules, torch, the config) lives for the whole run: out of the collector's
+        # sight, so that a full collection during the run scans only what the run allocates (with torch
+        # loaded, one such pass took milliseconds, and a request waiting behind it paid them)
+        gc.collect()
+        gc.freeze()
         self._cpu_at_ready_s = time.process_time()  # the stats' cpu_s counts from here (experiments.calibrate)
         producer.send(encode_control(ControlOp.READY, source=self.name, meta={"role": self.stats["role"], "pid": os.getpid()}))
 
@@ -239,11 +245,16 @@ class Role:
         return producer
 
     def send_async(self, topic: str, data: bytes, properties: dict | None = None) -> None:
-        """Publish without waiting; a failure is logged and counted in the stats."""
+        """Publish without waiting, and without a Python callback (the producers never time a send out,
+        ``send_timeout_millis=0``: the client retries across reconnections; only a closed producer fails).
+
+        A callback per message cost ~15 us of CPU and, worse, a GIL hand-off between the client's thread
+        and ours on every send (measured: 245 against 94 us of wall time per send in a tight loop), which
+        at 4,000 req/s left the source behind its schedule. Dead letters keep theirs (``send_errors``)."""
         if properties:
-            self.producer(topic).send_async(data, self._sent, properties=properties)
+            self.producer(topic).send_async(data, None, properties=properties)
         else:
-            self.producer(topic).send_async(data, self._sent)
+            self.producer(topic).send_async(data, None)
 
     def _sent(self, result, msg_id) -> None:
         import pulsar

@@ -54,7 +54,7 @@ from typing import BinaryIO
 from live.roles.held_sweep import AckedMark, position, sweep_held
 from live.wire.messages import ControlOp, DecodeError, Kind, Message, WireSettings, configure, dead_letter, decode, encode_control, encode_result, key_from_env
 
-__all__ = ["ModelRunner", "read_frame", "write_frame", "check_batch", "failure_result", "redeliveries", "CRASH_EXIT_CODE", "main"]
+__all__ = ["ModelRunner", "read_frame", "write_frame", "check_batch", "accept_batch", "execute_batch", "failure_result", "redeliveries", "CRASH_EXIT_CODE", "main"]
 
 log = logging.getLogger("edgebatch.live")
 _FRAME = struct.Struct(">I")
@@ -164,6 +164,30 @@ def failure_result(message: Message, *, source: str, executor: str, reason: str,
     )  # fmt: skip
 
 
+def execute_batch(runner: ModelRunner, message: Message, *, source: str, executor, threads: int, received_s: float,
+                  redelivered: int, now) -> tuple[bytes, float | None]:
+    """Run one checked batch on ``runner``: its signed RESULT, and its service time (None: the model failed).
+
+    ``executor`` is the executor's spec (its pricing gives the batch's cost). A worker process and an
+    inline executor (``live.roles.inline_executor``) both run batches through here, so their results match.
+    """
+    try:
+        labels, outputs, start_s, end_s = runner.run(message, now)
+    except Exception as error:  # a model error fails the batch, not the worker
+        log.exception("batch %s failed", message.batch_id)
+        data = failure_result(message, source=source, executor=executor.name, reason="executor_failed",
+                              detail=repr(error), ts={"received_s": received_s}, meta={"redelivered": redelivered})  # fmt: skip
+        return data, None
+    service_s = end_s - start_s
+    cost = executor.pricing.batch_cost(duration_s=service_s, memory_mb=None)
+    data = encode_result(
+        message.batch_id, message.ids, outputs, source=source, labels=labels,
+        ts={"received_s": received_s, "start_s": start_s, "end_s": end_s, "service_s": service_s},
+        meta={"executor": executor.name, "cost": cost, "cold_start_s": 0.0, "threads": threads, "redelivered": redelivered},
+    )  # fmt: skip
+    return data, service_s
+
+
 # ---------------------------------------------------------------------------
 # Broker mode
 # ---------------------------------------------------------------------------
@@ -199,8 +223,8 @@ def serve_broker(argv) -> int:
             return 0
         gateways = set(spec.gateways)
         services, dead, redelivered = [], 0, 0
-        swept, _ = sweep_held(role.client, in_topic, mark.before,
-                              lambda raw: accept_batch(raw, gateways, args.executor, dlq, in_topic) is None) if args.incarnation else (set(), 0)
+        swept = sweep_held(role.client, in_topic, mark.before,
+                           lambda raw: accept_batch(raw, gateways, args.executor, dlq, in_topic) is None)[0] if args.incarnation else set()
         dead += len(swept)
         while not role.should_stop():
             try:
@@ -217,23 +241,10 @@ def serve_broker(argv) -> int:
                 consumer.acknowledge(msg)
                 mark.acked(msg)
                 continue
-            try:
-                labels, outputs, start_s, end_s = runner.run(message, clock.now)
-            except Exception as error:  # a model error fails the batch, not the worker
-                log.exception("batch %s failed", message.batch_id)
-                data = failure_result(message, source=role.name, executor=args.executor, reason="executor_failed",
-                                      detail=repr(error), ts={"received_s": received_s},
-                                      meta={"redelivered": redeliveries(msg)})  # fmt: skip
-            else:
-                service_s = end_s - start_s
+            data, service_s = execute_batch(runner, message, source=role.name, executor=executor_spec, threads=settings.threads,
+                                            received_s=received_s, redelivered=redeliveries(msg), now=clock.now)  # fmt: skip
+            if service_s is not None:
                 services.append(service_s)
-                cost = executor_spec.pricing.batch_cost(duration_s=service_s, memory_mb=None)
-                data = encode_result(
-                    message.batch_id, message.ids, outputs, source=role.name, labels=labels,
-                    ts={"received_s": received_s, "start_s": start_s, "end_s": end_s, "service_s": service_s},
-                    meta={"executor": args.executor, "cost": cost, "cold_start_s": 0.0, "threads": settings.threads,
-                          "redelivered": redeliveries(msg)},
-                )  # fmt: skip
             role.producer(role.topics.results(message.source)).send(data)  # published, then acked
             consumer.acknowledge(msg)
             mark.acked(msg)

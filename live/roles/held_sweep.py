@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["AckedMark", "sweep_held", "position"]
+__all__ = ["AckedMark", "QuietSweep", "sweep_held", "position"]
 
 log = logging.getLogger("edgebatch.live")
 
@@ -69,27 +69,84 @@ class AckedMark:
 
 
 def sweep_held(client, topic: str, after: bytes | None, dead_lettered: Callable[[bytes], bool], *, max_messages: int = 100_000,
-               timeout_s: float = 10.0) -> tuple[set[tuple[int, int, int]], int]:  # fmt: skip
+               timeout_s: float = 10.0) -> tuple[set[tuple[int, int, int]], int, object]:  # fmt: skip
     """Read ``topic`` from just after ``after`` (a serialized message id; None: from its start) to its end,
     giving each message's bytes to ``dead_lettered`` (True: it was bad and went to the dead-letter topic);
-    returns the positions of those, and how many messages were read."""
+    returns the positions of those, how many messages were read, and the last one's id (None: none read)."""
     import pulsar
 
     start = pulsar.MessageId.earliest if after is None else pulsar.MessageId.deserialize(after)
-    reader = client.create_reader(topic, start, start_message_id_inclusive=False, receiver_queue_size=100)
     bad: set[tuple[int, int, int]] = set()
-    read, deadline = 0, time.monotonic() + timeout_s
+    read, last, deadline = 0, None, time.monotonic() + timeout_s
+    try:
+        reader = client.create_reader(topic, start, start_message_id_inclusive=False, receiver_queue_size=100)
+    except pulsar.PulsarException as error:
+        log.warning("no sweep of %s: %s", topic, error)
+        return bad, read, last
     try:
         while read < max_messages and time.monotonic() < deadline and reader.has_message_available():
             try:
                 msg = reader.read_next(timeout_millis=1000)
             except pulsar.Timeout:
-                break
-            read += 1
+                continue  # a busy machine: there is more (has_message_available), until the deadline
+            read, last = read + 1, msg.message_id()
             if dead_lettered(msg.data()):
                 bad.add(position(msg))
+    except pulsar.PulsarException as error:  # pulsar-lite: "topic has no messages" for an empty topic
+        log.debug("sweep of %s ended: %s", topic, error)
     finally:
         reader.close()
     if read >= max_messages or time.monotonic() >= deadline:
         log.warning("sweep of %s stopped after %d messages: what a dead consumer held beyond them is not swept", topic, read)
-    return bad, read
+    return bad, read, last
+
+
+class QuietSweep:
+    """For a consumer that acknowledges in order and waits for more (the sink): sweeps at a restart, and again
+    whenever it has heard nothing for ``quiet_s`` (then twice that, up to ``max_quiet_s``, until it hears again).
+
+    pulsar-lite sometimes leaves a message undispatched, or dispatched to a dead consumer it kept (a restarted
+    sink lost the run's last record that way): a Reader from where the consumer stands (its last acknowledged
+    message, or the last one swept, whichever is later) reads it from the topic. What it finds is given to
+    ``take`` (which dead-letters a bad one, returning True, and keeps a good one; a good one that also comes on
+    the subscription later is the consumer's duplicate to ignore). In a healthy run the sweep finds nothing.
+    """
+
+    def __init__(self, client, topic: str, take: Callable[[bytes], bool], after: bytes | None, *, quiet_s: float = 1.0,
+                 max_quiet_s: float = 8.0):  # fmt: skip
+        self.client, self.topic, self.take = client, topic, take
+        self.bad: set[tuple[int, int, int]] = set()
+        self.read = self.sweeps = 0
+        self._from, self._at = after, None  # where the next sweep starts: bytes of an id, and its position
+        self.quiet_s, self.max_quiet_s = quiet_s, max_quiet_s
+        self._wait_s, self._heard = quiet_s, time.monotonic()
+
+    def _advance(self, message_id) -> None:
+        at = (message_id.ledger_id(), message_id.entry_id(), message_id.batch_index())
+        if self._at is None or at > self._at:
+            self._at, self._from = at, message_id.serialize()
+
+    def heard(self, msg) -> None:
+        """``msg`` came on the subscription and was acknowledged."""
+        self._advance(msg.message_id())
+        self._heard, self._wait_s = time.monotonic(), self.quiet_s
+
+    def skip(self, msg) -> bool:
+        """A bad message the sweep dead-lettered already."""
+        return bool(self.bad) and position(msg) in self.bad
+
+    def sweep(self) -> int:
+        bad, read, last = sweep_held(self.client, self.topic, self._from, self.take)
+        self.bad |= bad
+        self.read += read
+        self.sweeps += 1
+        if last is not None:
+            self._advance(last)
+        return read
+
+    def poll(self) -> None:
+        """Sweep if nothing was heard for the wait (which then doubles)."""
+        now = time.monotonic()
+        if now - self._heard >= self._wait_s:
+            self.sweep()
+            self._heard, self._wait_s = now, min(self.max_quiet_s, 2 * self._wait_s)

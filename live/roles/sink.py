@@ -44,6 +44,7 @@ import pandas as pd
 from live.config import RunSpec
 from live.wire.messages import ControlOp, DecodeError, Kind, Message, decode
 from spec.recorder import FAILED, FINISHED, Recorder, hourly_servers, summary
+from live.roles.held_sweep import AckedMark, QuietSweep
 from live.roles.sink_log import RecordLog
 from spec.records import DropReason
 
@@ -282,7 +283,26 @@ def main(argv=None) -> int:
                                   message_listener=lambda c, m: inbox.put(m))  # fmt: skip
         role.producer(role.topics.dead_letter)
         role.announce_ready()
-        undecodable = 0
+        undecodable = []
+
+        def take(raw: bytes) -> bool:
+            """One record kept (on disk before it is acknowledged), or dead-lettered (True)."""
+            try:
+                problem = state.add(decode(raw))
+            except DecodeError as error:
+                undecodable.append(1)
+                problem = str(error)
+            if problem is not None:
+                role.dead_letter(raw, problem, role.topics.records)
+            else:
+                log.append(raw)
+            return problem is not None
+
+        # what a killed predecessor held may never come again (pulsar-lite): read from the topic (live.roles.held_sweep)
+        mark = AckedMark(Path(args.out) / "records.acked", restarted=args.incarnation > 0)
+        sweep = QuietSweep(role.client, role.topics.records, take, mark.before)
+        if args.incarnation:
+            sweep.sweep()
         progress = ProgressFile(Path(args.stats).with_name("progress.json") if args.stats else None, state)
         # records may come before the start message reaches us: no need to wait for it
         while not state.done and not (role.should_stop() and state.may_stop()):
@@ -290,25 +310,21 @@ def main(argv=None) -> int:
             try:
                 msg = inbox.get(timeout=0.2)
             except queue.Empty:
+                sweep.poll()  # quiet for a while with records missing: read the topic (pulsar-lite)
                 continue
-            raw = msg.data()
-            try:
-                problem = state.add(decode(raw))
-            except DecodeError as error:
-                undecodable += 1
-                problem = str(error)
-            if problem is not None:
-                role.dead_letter(raw, problem, role.topics.records)
-            else:
-                log.append(raw)  # on disk before it is acknowledged
+            if not sweep.skip(msg):  # a bad one the sweep dead-lettered already
+                take(msg.data())
             consumer.acknowledge(msg)
+            mark.acked(msg)
+            sweep.heard(msg)
         complete = state.done
         unfinished = state.finish()
         summary = state.write(Path(args.out), complete=complete)
         log.close(remove=True)
+        mark.close(remove=True)
         role.stats.update(records_complete=complete, unfinished=unfinished, duplicates=state.duplicates, conflicts=state.conflicts,
-                          ignored=state.ignored, undecodable=undecodable, completed=summary["completed"], dropped=summary["dropped"],
-                          replayed_after_restart=replayed)  # fmt: skip
+                          ignored=state.ignored, undecodable=len(undecodable), completed=summary["completed"], dropped=summary["dropped"],
+                          replayed_after_restart=replayed, swept_records=sweep.read, swept_dead_letters=len(sweep.bad), sweeps=sweep.sweeps)  # fmt: skip
         return 0
     finally:
         if role is not None:

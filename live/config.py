@@ -19,6 +19,8 @@ A live run reads the same mapping as the simulator (``seed``, ``workload``,
       emulate_links: true             # hold batches for the link's delay and bandwidth
       telemetry_period_s: null        # default: sim.telemetry_period_s, else 1.0
       event_log: false                # each gateway logs its scheduler's events and actions (live.eventlog)
+      recovery_log: true              # ...and, without event_log, keeps that log only to replay it after a crash
+                                      # (live.roles.gateway_replay; removed when the gateway ends normally)
       redeliver_after_s: 30           # a gateway publishes a batch again when no result came back this long
                                       # after it was published (doubling each time); null: never
       max_restarts: 3                 # a worker or pool process that dies during the run is restarted up to
@@ -95,6 +97,7 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "emulate_links": True,
     "telemetry_period_s": None,
     "event_log": False,
+    "recovery_log": True,
     "max_restarts": 3,
     "redeliver_after_s": 30.0,
     "authenticate": True,
@@ -181,6 +184,8 @@ class LiveSettings:
     telemetry_period_s: float
     #: each gateway writes <out>/eventlog/gateway-<name>.jsonl (live.eventlog)
     event_log: bool = False
+    #: a gateway writes that log anyway, to replay it when it is restarted after a crash (removed at its normal end)
+    recovery_log: bool = True
     #: restarts of each worker or pool process that dies during a run (0: a crash ends the run)
     max_restarts: int = 3
     #: a gateway publishes a batch again when no result came back this long after publication (None: never)
@@ -281,6 +286,7 @@ def live_settings(run: RunSpec) -> LiveSettings:
         emulate_links=emulate,
         telemetry_period_s=telemetry,
         event_log=event_log,
+        recovery_log=_flag("live.recovery_log", merged["recovery_log"]),
         max_restarts=check_int_at_least("live.max_restarts", merged["max_restarts"], 0),
         redeliver_after_s=None if merged["redeliver_after_s"] is None else _positive_or_null("live.redeliver_after_s", merged["redeliver_after_s"]),
         keep_broker_data=keep_data,

@@ -16,6 +16,14 @@ plan of a ``NotePlan`` is ``Plan.as_dict()`` (made JSON-safe). Floats keep
 their exact value (JSON's shortest repr round-trips), ``inf`` and ``nan``
 are written as Python's ``json`` writes them (``Infinity``, ``NaN``).
 
+A gateway restarted after a crash appends to its predecessor's log (after
+cutting a line the kill tore), first a marker ``{"incarnation": K}``: the
+entries after it are gateway incarnation K's (it names its batches
+``<name>#K:<n>``). Entries reach the file only on ``commit()``, which the
+gateway calls right after the broker has stored the records of what ended
+(``gateway._Acks``): a logged end is always one the sink can have.
+``recover_log`` reads such a log back, at most ``max_bytes`` of it.
+
 ``replay(entries, scheduler)`` feeds the logged events into a fresh
 scheduler and returns, per entry, the actions it returned now (as dicts);
 ``first_mismatch`` compares them with the logged ones. Two action lists are
@@ -51,6 +59,8 @@ __all__ = [
     "action_from_dict",
     "canonical",
     "read_log",
+    "recover_log",
+    "RecoveredLog",
     "replay",
     "first_mismatch",
     "log_path",
@@ -99,10 +109,19 @@ def _plain(value: Any) -> Any:
         return str(value)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_SCALARS = frozenset((float, int, str, bool))
+
+
 def _dataclass_to_dict(value) -> dict:
-    out = {"type": type(value).__name__}
-    for f in fields(value):
-        out[f.name] = _plain(getattr(value, f.name))
+    cls = type(value)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:  # looked up once per class: the gateway encodes every event and action it handles
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(value))
+    out = {"type": cls.__name__}
+    for name in names:
+        item = getattr(value, name)
+        out[name] = item if item is None or type(item) in _SCALARS else _plain(item)
     return out
 
 
@@ -169,36 +188,62 @@ def canonical(actions: Iterable) -> str:
 class EventLog:
     """Appends a gateway's events and actions to a JSON-lines file (see the module doc).
 
-    Writes are buffered; ``close()`` flushes. Not thread-safe: the gateway's
-    one scheduler thread writes it.
+    Lines are held in memory until ``commit()`` (or ``close()``) writes them
+    in one write: what is on disk is always a prefix of what was recorded, cut
+    at a commit, plus at worst one line torn by a kill. ``append=True``
+    continues a predecessor's log (``incarnation``: the marker written first).
+    Not thread-safe: the gateway's one scheduler thread writes it.
     """
 
-    def __init__(self, path: str | os.PathLike, gateway: str):
+    def __init__(self, path: str | os.PathLike, gateway: str, *, append: bool = False, incarnation: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "w", buffering=1 << 16)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o600)
         self._dumps = json.JSONEncoder(allow_nan=True, separators=(",", ":")).encode
+        self._lines: list[str] = []
         self.entries = 0
-        self._file.write(self._dumps({"log": FORMAT, "version": VERSION, "gateway": gateway}) + "\n")
+        #: bytes written to the file by this writer (its commits)
+        self.bytes_written = 0
+        first = {"incarnation": incarnation} if append else {"log": FORMAT, "version": VERSION, "gateway": gateway}
+        self._lines.append(self._dumps(first))
+        self.commit()
+
+    @property
+    def pending(self) -> int:
+        """Lines recorded and not yet committed."""
+        return len(self._lines)
 
     def record(self, event: _events.Event, actions: list) -> None:
         """One ``Scheduler.handle(event)`` call and what it returned."""
-        line = {"event": _dataclass_to_dict(event), "actions": [_dataclass_to_dict(a) for a in actions]}
-        self._file.write(self._dumps(line) + "\n")
+        self._lines.append(self._dumps({"event": _dataclass_to_dict(event), "actions": [_dataclass_to_dict(a) for a in actions]}))
         self.entries += 1
 
     def record_close(self, now_s: float, actions: list) -> None:
         """One ``Scheduler.close(now_s)`` call and what it returned."""
-        line = {"close": {"now_s": now_s}, "actions": [_dataclass_to_dict(a) for a in actions]}
-        self._file.write(self._dumps(line) + "\n")
+        self._lines.append(self._dumps({"close": {"now_s": now_s}, "actions": [_dataclass_to_dict(a) for a in actions]}))
         self.entries += 1
 
-    def flush(self) -> None:
-        self._file.flush()
+    def commit(self) -> None:
+        """Write every line recorded so far (one ``write``)."""
+        if self._lines and self._fd is not None:
+            data = ("\n".join(self._lines) + "\n").encode()
+            self._lines.clear()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            self.bytes_written += len(data)
 
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+    flush = commit
+
+    def close(self, *, remove: bool = False) -> None:
+        """Commit and close (``remove``: delete the file, a recovery log no longer needed)."""
+        if self._fd is None:
+            return
+        self.commit()
+        os.close(self._fd)
+        self._fd = None
+        if remove:
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
@@ -215,34 +260,81 @@ class EventLog:
 @dataclass(frozen=True)
 class LogEntry:
     """One logged call: ``event`` (None for a ``close``), ``close_s`` (the close's now_s, else None),
-    and the logged ``actions`` as dicts."""
+    the logged ``actions`` as dicts, and the gateway ``incarnation`` that logged it."""
 
     event: _events.Event | None
     close_s: float | None
     actions: list[dict]
+    incarnation: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecoveredLog:
+    """What ``recover_log`` read: the header, the entries, and how much of the file they are.
+
+    ``good_bytes``: the length of the whole lines read (a successor cuts the
+    file there before appending); ``torn``: a last line was cut by the kill
+    (or did not parse) and was left out; ``too_large``: the file is over the
+    bound and was not read (``entries`` empty).
+    """
+
+    header: dict
+    entries: list
+    good_bytes: int
+    torn: bool = False
+    too_large: bool = False
+
+
+def _parse_line(data: dict, incarnation: int, where: str) -> LogEntry:
+    if "event" in data:
+        return LogEntry(event_from_dict(data["event"]), None, list(data["actions"]), incarnation)
+    if "close" in data:
+        return LogEntry(None, float(data["close"]["now_s"]), list(data["actions"]), incarnation)
+    raise ValueError(f"{where}: neither an event nor a close: {str(data)[:200]!r}")
+
+
+def _read_lines(path, fp, *, tolerate_torn: bool) -> tuple[dict, list[LogEntry], int, bool]:
+    header: dict = {}
+    entries: list[LogEntry] = []
+    incarnation, good, number = 0, 0, 0
+    for number, raw in enumerate(fp, 1):
+        try:
+            if not raw.endswith(b"\n"):
+                raise ValueError("a line without its end")
+            data = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            if tolerate_torn and not fp.read(1):
+                return header, entries, good, True  # the last line, torn by a kill: its call never happened on disk
+            raise ValueError(f"{path}:{number}: not a JSON line: {raw[:200]!r}") from None
+        good += len(raw)
+        if data is None:
+            continue
+        if number == 1 and data.get("log") == FORMAT:
+            if data.get("version") != VERSION:
+                raise ValueError(f"{path}: event log version {data.get('version')!r}, this reader knows {VERSION}")
+            header = data
+        elif "incarnation" in data and len(data) == 1:
+            incarnation = int(data["incarnation"])
+        else:
+            entries.append(_parse_line(data, incarnation, f"{path}:{number}"))
+    return header, entries, good, False
 
 
 def read_log(path: str | os.PathLike) -> tuple[dict, list[LogEntry]]:
-    """The header and the entries of an event log file."""
-    header: dict = {}
-    entries: list[LogEntry] = []
-    with open(path) as fp:
-        for number, line in enumerate(fp, 1):
-            if not line.strip():
-                continue
-            data = json.loads(line)
-            if number == 1 and data.get("log") == FORMAT:
-                if data.get("version") != VERSION:
-                    raise ValueError(f"{path}: event log version {data.get('version')!r}, this reader knows {VERSION}")
-                header = data
-                continue
-            if "event" in data:
-                entries.append(LogEntry(event_from_dict(data["event"]), None, list(data["actions"])))
-            elif "close" in data:
-                entries.append(LogEntry(None, float(data["close"]["now_s"]), list(data["actions"])))
-            else:
-                raise ValueError(f"{path}:{number}: neither an event nor a close: {line[:200]!r}")
+    """The header and the entries of an event log file (every line whole, else ``ValueError``)."""
+    with open(path, "rb") as fp:
+        header, entries, _, _ = _read_lines(path, fp, tolerate_torn=False)
     return header, entries
+
+
+def recover_log(path: str | os.PathLike, *, max_bytes: int) -> RecoveredLog:
+    """A crashed gateway's log, read back: a torn last line is left out; a file over ``max_bytes`` is not read."""
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        return RecoveredLog(header={}, entries=[], good_bytes=size, too_large=True)
+    with open(path, "rb") as fp:
+        header, entries, good, torn = _read_lines(path, fp, tolerate_torn=True)
+    return RecoveredLog(header=header, entries=entries, good_bytes=good, torn=torn)
 
 
 def replay(entries: Iterable[LogEntry], scheduler) -> Iterator[list[dict]]:

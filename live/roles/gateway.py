@@ -142,6 +142,8 @@ class Gateway:
         self.event_log = None
         #: open ingress (live.ingress.mode: open): a live.roles.gateway_ingress.OpenIngress installs itself here
         self.ingress = None
+        #: a gateway restarted after a crash that replayed its predecessor's event log (live.roles.gateway_replay), or None
+        self.replay = None
         self._act = {
             DispatchBatch: self._dispatch,
             StartTimer: lambda action: self.agenda.start_timer(action.timer_id, action.at_s),
@@ -244,6 +246,8 @@ class Gateway:
             self._dead(raw, problem, topic)
             return None
         if not self.intake.first_time(request_id):
+            if self.replay is not None:  # seen by the replayed state: held (its payload kept) or ended, never taken twice
+                return self.replay.redelivered(request_id, message.payload)
             self.metrics.counts["duplicate_requests"] += 1
             return None
         now_s = self.now()
@@ -284,6 +288,8 @@ class Gateway:
             prefix, _, local = (message.batch_id or "").rpartition(":")
             if prefix == self.batch_prefix and local.isdigit():
                 local_id = int(local)
+            elif self.replay is not None and self.replay.owns(prefix, local):
+                local_id = int(local)  # a batch in flight when its predecessor was killed: the first result wins
             elif prefix == self.name or prefix.startswith(f"{self.name}#"):
                 self.metrics.counts["stale_results"] += 1  # of a batch this gateway sent before it was restarted
                 return
@@ -340,6 +346,8 @@ class Gateway:
 
     # -- actions -----------------------------------------------------------------------
     def _dispatch(self, action: DispatchBatch) -> None:
+        if self.replay is not None and self.replay.park(action):
+            return  # replayed after a restart: dispatched once the broker has given its payloads back
         now_s = self.now()
         executor = action.executor
         ids = action.request_ids
@@ -451,10 +459,13 @@ class _Acks:
         self._next_s = 0.0
 
     def settle(self, gateway: Gateway, now_s: float, *, force: bool = False) -> None:
-        if not gateway.ended_requests or (not force and now_s < self._next_s):
+        log = gateway.event_log
+        if not (gateway.ended_requests or (log is not None and log.pending)) or (not force and now_s < self._next_s):
             return
         self._next_s = now_s + self.period_s
         self.records_producer.flush()  # the ended requests' records are stored by the broker from here on
+        if log is not None:
+            log.commit()  # after the records are stored: every end on disk is one the sink can have (gateway_replay)
         self.ended_log.append(gateway.ended_requests)
         for request_id in gateway.ended_requests:
             consumer, msg = self.pending.pop(request_id, (None, None))
@@ -503,6 +514,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     role = None
     event_log = None
+    gateway = None
     try:
         role = Role(args, "gateway", f"gateway-{args.gateway or 'all'}")
         spec = role.spec
@@ -537,12 +549,17 @@ def main(argv=None) -> int:
         inline.start(clock.now)
         if spec.settings.ingress.open:
             OpenIngress(gateway, clock.epoch_unix, wire_settings().key)
-        if spec.settings.event_log or args.event_log:
-            from live.eventlog import EventLog, log_path
-
-            event_log = gateway.event_log = EventLog(args.event_log or log_path(Path(args.config).resolve().parent, name), name)
         ended_log = EndedLog(Path(args.config).resolve().parent / f"gateway-{name}.ended", restarted=args.incarnation > 0)
-        resend_asked = _serve(gateway, role, inbox, clock, ended_log, args.incarnation > 0)
+        if spec.settings.event_log or spec.settings.recovery_log or args.event_log:
+            from live.eventlog import log_path
+            from live.roles.gateway_replay import open_event_log
+
+            event_log, replayed = open_event_log(gateway, args.event_log or log_path(Path(args.config).resolve().parent, name),
+                                                 args.incarnation, ended_log.before)  # fmt: skip
+            gateway.event_log = event_log
+            if replayed is not None:
+                role.stats["replay"] = replayed
+        resend_asked = _serve(gateway, role, inbox, clock, ended_log, args.incarnation > 0 and gateway.replay is None)
         role.stats.update(inline.close())
         ended_log.close(remove=gateway.done)
         if not gateway.done:
@@ -554,8 +571,8 @@ def main(argv=None) -> int:
         role.stats["plans_adopted"] = json.loads(json.dumps(gateway.plans[-20:], default=str))
         return 0
     finally:
-        if event_log is not None:
-            event_log.close()
+        if event_log is not None:  # kept with live.event_log; a log kept only for recovery goes once the gateway is done
+            event_log.close(remove=gateway is not None and gateway.done and not (spec.settings.event_log or args.event_log))
         if role is not None:
             role.close()
 

@@ -15,7 +15,12 @@ here:
   ``late_s`` ago that it has neither seen nor finished, every ``every_s``
   while any are missing (a source regenerates a request's payload from the
   run's seed; the gateway keeps the first copy of each id). In a healthy run
-  none are missing and nothing is sent.
+  none are missing and nothing is sent. A gateway that replayed its
+  predecessor's event log (``gateway_replay``) asks too for the requests its
+  replayed state holds and whose payloads the broker did not give back.
+
+With an event log (``live.recovery_log``, on by default) the ended log is
+a cross-check: every id in it must have ended in the replay.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ class ResendAsks:
             return
         self.next_s = now_s + self.every_s
         missing = self.gateway.missing_due(now_s - self.late_s)  # due a while ago, and neither seen nor ended
+        if self.gateway.replay is not None:
+            missing += self.gateway.replay.missing()  # held by the replayed state, and the broker did not give them back
         for k in range(0, len(missing), self.chunk):
             ids = [str(i) for i in missing[k:k + self.chunk]]
             self.gateway.send(self.gateway.topics.control, encode_control(ControlOp.RESEND, source=self.gateway.name, ids=ids))

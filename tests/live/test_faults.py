@@ -231,6 +231,48 @@ def test_a_gateway_killed_mid_run_is_restarted_and_every_request_ends_once(broke
             stale_results=gateway.get("stale_results"), duplicate_requests=gateway.get("duplicate_requests"))
 
 
+def test_a_gateway_killed_under_a_planner_replays_its_log_and_keeps_its_plan(broker, tmp_path):
+    from tests.live.test_replay import planner_config  # edge + serverless, the edge-first planner re-planning every second
+
+    config = planner_config()
+    config["workload"]["num_requests"] = 600  # 10 s at 60 req/s
+    config["policy"]["planner"]["nominal_rate_rps"] = 10.0  # its prior's plan (edge batches of 1) is not what 60 req/s gets
+    config["policy"]["batching"]["max_wait_s"] = 0.2  # requests queued at any moment: the kill finds some held
+    config["live"].update(event_log=False, broker={"url": broker.url}, timeout_s=90)  # the log kept for recovery only
+
+    def kill_the_gateway(handle):
+        handle.sleep_until(4.3)
+        os.kill(handle.pid("gateway-edge"), signal.SIGKILL)
+        handle.notes["killed_at_s"] = handle.now()
+
+    result = run_live(config, tmp_path, on_start=kill_the_gateway)
+    reruns = check_ended_exactly_once(result, 600, reruns_allowed=30)
+    assert result.summary["complete"] is True and result.summary["dropped"] == 0
+    assert result.extra["restarts"] == {"gateway-edge": 1}
+    killed_at_s = result.extra["faults"]["killed_at_s"]
+    gateway = result.extra["roles"]["gateway-edge"]
+    replay = gateway["replay"]
+    assert replay["status"] == "replayed", replay  # every replayed call gave the logged actions
+    assert replay["held"] > 0 and replay["payloads_back"] == replay["held"]  # queued at the kill, redelivered, not taken twice
+    plans = result.plans.sort_values("at_s")
+    before = plans[plans["at_s"] < killed_at_s]
+    after = plans[plans["at_s"] > killed_at_s]
+    assert len(before) >= 3 and len(after) >= 3
+    # right after the restart the plan in force is the last one adopted before the kill, not the prior's
+    in_force = replay["plan_in_force"]
+    assert in_force["at_s"] == pytest.approx(before["at_s"].iloc[-1]) and in_force["batch_size"] == before["batch_size"].iloc[-1]
+    assert in_force["batch_size"]["edge"] > 1 and before["batch_size"].iloc[0]["edge"] == 1
+    # ... and the planner carries on from it: no new initial plan (a fresh policy's first), the replayed
+    # re-plan timer fires (late, the gateway was down) and re-plans from the measured rate
+    assert (plans["trigger"] == "initial").sum() == 1 and after["trigger"].iloc[0] == "periodic"
+    assert (after["batch_size"].map(lambda b: b["edge"]) > 1).all()
+    assert not (result.plans["at_s"].duplicated()).any()  # no plan recorded twice
+    assert not (tmp_path / "eventlog" / "gateway-edge.jsonl").exists()  # a recovery log goes at the gateway's normal end
+    figures("gateway killed, replayed", reruns=reruns, worst_s=float(result.requests["latency_s"].max()),
+            p99_s=result.summary["latency_p99_s"], **{k: replay[k] for k in ("entries", "replay_s", "held", "in_flight", "timers",
+            "payloads_back", "ended_again", "inherited_results", "torn_line")}, resend_asked=gateway.get("resend_asked"))  # fmt: skip
+
+
 # ---------------------------------------------------------------------------
 # the broker restarted on the same port during the run
 # ---------------------------------------------------------------------------

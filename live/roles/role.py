@@ -198,8 +198,8 @@ class Role:
         producer = self.producer(self.topics.ready)
         # what was built so far (modules, torch, the config) lives for the whole run: out of the collector's
         # sight, so that a full collection during the run scans only what the run allocates (with torch
-        # loaded, one such pass took milliseconds, and a request waiting behind it paid them)
-        gc.collect()
+        # loaded, one such pass took ~100 ms, and a request waiting behind it paid them). No collection
+        # first: that pass itself delayed a restarted worker's ready past a short run's end
         gc.freeze()
         self._cpu_at_ready_s = time.process_time()  # the stats' cpu_s counts from here (experiments.calibrate)
         producer.send(encode_control(ControlOp.READY, source=self.name, meta={"role": self.stats["role"], "pid": os.getpid()}))

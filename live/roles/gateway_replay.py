@@ -201,14 +201,22 @@ def _rebuild(gateway, path, ended_before, now_s: float) -> tuple[GatewayReplay |
         return None, {"status": "no log"}, None
     if type(gateway).__name__ != "Gateway" or gateway.ingress is not None:
         return None, {"status": "not replayable (a pipeline stage or open ingress keeps state outside the scheduler)"}, None
-    recovered = recover_log(path, max_bytes=MAX_LOG_BYTES)
+    try:
+        recovered = recover_log(path, max_bytes=MAX_LOG_BYTES)
+    except (ValueError, TypeError, KeyError) as error:  # a line in the middle that does not parse: not a kill's doing
+        stats = {}
+        _mismatch(gateway, stats, f"unreadable log: {error}")
+        return None, stats, 0
     stats = {"status": "too large", "log_bytes": recovered.good_bytes} if recovered.too_large else {}
     if recovered.too_large:
         log.error("%s: event log %s is over %d bytes: not replayed; its policy starts afresh", gateway.name, path, MAX_LOG_BYTES)
         return None, stats, 0
     started = time.perf_counter()
     state = ReplayedState()
-    mismatch = _replay(recovered.entries, gateway.scheduler, state, gateway.name)
+    try:
+        mismatch = _replay(recovered.entries, gateway.scheduler, state, gateway.name)
+    except Exception as error:  # the policy refused a logged event (DESIGN.md: a policy error): as loud as a mismatch
+        mismatch = (-1, [], [{"raised": repr(error)}])
     if mismatch is not None:
         index, logged, got = mismatch
         _mismatch(gateway, stats, f"entry {index}: logged {canonical(logged)[:800]}, replayed {canonical(got)[:800]}")

@@ -174,3 +174,14 @@ def test_recover_log_leaves_out_a_torn_line_and_bounds_what_it_reads(tmp_path):
     with pytest.raises(ValueError):
         read_log(path)  # the strict reader refuses it
     assert recover_log(path, max_bytes=10).too_large
+
+
+def test_a_log_with_a_broken_line_in_the_middle_is_not_replayed(crashed):
+    spec, path, clock, _ = crashed
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[5] = b'{"event": nonsense}\n'  # not a kill's torn last line: the log is damaged
+    path.write_bytes(b"".join(lines))
+    second = _gateway(spec, clock, [], incarnation=1)
+    log, stats = open_event_log(second, path, 1, ended_before=[])
+    log.close()
+    assert stats["status"] == "mismatch" and "unreadable" in stats["reason"] and second.replay is None

@@ -629,6 +629,7 @@ def test_sigterm_to_an_experiment_run_stops_every_process_and_flushes_the_record
     ({"telemetry_period_s": 0}, "live.telemetry_period_s", "a number > 0"),
     ({"emulate_links": "yes"}, "live.emulate_links", "true or false"),
     ({"event_log": 1}, "live.event_log", "true or false"),
+    ({"recovery_log": "yes"}, "live.recovery_log", "true or false"),
     ({"max_restarts": -1}, "live.max_restarts", "an integer >= 0"),
     ({"max_restarts": 1.5}, "live.max_restarts", "an integer >= 0"),
     ({"redeliver_after_s": 0}, "live.redeliver_after_s", "a number > 0 (finite), or null"),

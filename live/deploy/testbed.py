@@ -370,8 +370,12 @@ def make_plan(testbed: Testbed, spec: RunSpec) -> Plan:
         raise ConfigError("roles.sink", None, "a host for the sink (it is also the control host)")
     processes.append(RoleProcess("sink", "live.roles.sink", _host_of(testbed, "roles.sink", testbed.roles["sink"])))
 
-    servers = [n for n, s in settings.executors.items() if not s.serverless]
+    servers = [n for n, s in settings.executors.items() if not s.serverless and not s.inline]
     serverless = [n for n, s in settings.executors.items() if s.serverless]
+    for name in _mapping("roles.workers", testbed.roles.get("workers")):
+        if name in settings.executors and settings.executors[name].inline:
+            raise ConfigError(f"roles.workers.{name}", testbed.roles["workers"][name],
+                              "no entry: an inline executor runs in its gateway's process (live.executors.<name>.inline)")
     workers = _assignments(testbed, "workers", servers, "server executor")
     for executor in servers:
         where = f"roles.workers.{executor}"
@@ -402,7 +406,8 @@ def make_plan(testbed: Testbed, spec: RunSpec) -> Plan:
     for gateway in spec.gateways:
         processes.append(RoleProcess(f"gateway-{gateway}", "live.roles.gateway", _host_of(testbed, f"roles.gateways.{gateway}", gateways[gateway]),
                                      ("--gateway", gateway)))  # fmt: skip
-    source_names = [s.name for s in spec.workload.sources]
+    # open ingress: the clients send, no source runs (as live.deploy.local)
+    source_names = [] if settings.ingress.open else [s.name for s in spec.workload.sources]
     sources = _assignments(testbed, "sources", source_names, "workload source")
     for source in source_names:
         processes.append(RoleProcess(f"source-{source}", "live.roles.source", _host_of(testbed, f"roles.sources.{source}", sources[source]),

@@ -84,6 +84,19 @@ def test_example_places_every_role():
         ("--executor", "cloud", "--replica", "0"), ("--executor", "cloud", "--replica", "1")]
 
 
+def test_an_inline_executor_gets_no_worker_and_open_ingress_no_source():
+    config = example_run_config()
+    config["live"]["executors"] = {"edge": {"inline": True}}
+    config["live"]["ingress"] = {"mode": "open", "clients": {"alice": {"gateway": "edge"}}}
+    raw = example_raw()
+    raw["roles"]["workers"].pop("edge")
+    raw["roles"].pop("sources")
+    names = {p.name for p in plan_of(raw, config).processes}
+    assert names == {"sink", "worker-cloud-0", "worker-cloud-1", "gateway-edge"}
+    with pytest.raises(ConfigError, match=r"roles\.workers\.edge.*inline"):
+        plan_of(example_raw(), {**config, "live": {**config["live"], "ingress": {"mode": "replay"}}})
+
+
 @pytest.mark.parametrize(
     "edit, field",
     [

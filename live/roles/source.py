@@ -147,6 +147,8 @@ def main(argv=None) -> int:
             lags.append(_send(role, topic, name, request_id, arrival_s, payload, clock) - arrival_s)
         role.stats.update(source=name, sent=len(lags) + resent, resent_after_restart=resent, scheduled=len(ids_list),
                           send_lag_s=percentiles(lags))  # fmt: skip
+        while not role.should_stop():  # a gateway restarted late may still ask for due requests (CONTROL resend)
+            role.stop.wait(0.5)
         return 0
     finally:
         if role is not None:

@@ -265,7 +265,8 @@ def test_a_gateway_killed_under_a_planner_replays_its_log_and_keeps_its_plan(bro
     # ... and the planner carries on from it: no new initial plan (a fresh policy's first), the replayed
     # re-plan timer fires (late, the gateway was down) and re-plans from the measured rate
     assert (plans["trigger"] == "initial").sum() == 1 and after["trigger"].iloc[0] == "periodic"
-    assert (after["batch_size"].map(lambda b: b["edge"]) > 1).all()
+    busy = after[after["at_s"] < result.requests["arrival_s"].max() - 1.0]  # later, the rate it measures falls to 0
+    assert len(busy) >= 2 and (busy["batch_size"].map(lambda b: b["edge"]) > 1).all()
     assert not (result.plans["at_s"].duplicated()).any()  # no plan recorded twice
     assert not (tmp_path / "eventlog" / "gateway-edge.jsonl").exists()  # a recovery log goes at the gateway's normal end
     figures("gateway killed, replayed", reruns=reruns, worst_s=float(result.requests["latency_s"].max()),

@@ -26,6 +26,7 @@ with the broker:
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import Path
@@ -142,6 +143,10 @@ class GatewayReplay:
             agenda.push(tick_s, Due.TELEMETRY)
         for action, _ in state.in_flight.values():
             gateway._dispatch(action)  # parked until the broker gives its payloads back
+        state.arrived = {}  # a Request per request of the run so far: not needed any more (held and ended are kept)
+        # what the replay built lives for the rest of the run: out of the collector's sight (as the roles do at
+        # ready, live.roles.role), else every full collection scans it and the requests waiting behind pay
+        gc.freeze()
 
     # -- the gateway's hooks ------------------------------------------------------------
     def park(self, action: DispatchBatch) -> bool:

@@ -27,7 +27,15 @@ def test_a_profile_without_hosts_leaves_every_cluster_without_hosts(cluster):
     assert build_run_spec(config).cluster.hosts == {}
 
 
-@pytest.mark.parametrize("cluster", CLUSTERS)
+FLEETS = [c for c in CLUSTERS if c.startswith("fleet")]  # a fleet has no hosts (conf/cluster/fleet.yaml: hosts name single executors)
+
+
+@pytest.mark.parametrize("cluster", FLEETS)
+def test_a_fleet_keeps_no_hosts_even_with_a_profile_that_has_them(cluster):
+    assert build_run_spec(_run_config([f"cluster={cluster}", "cluster.devices=3", HOSTS])).cluster.hosts == {}
+
+
+@pytest.mark.parametrize("cluster", [c for c in CLUSTERS if c not in FLEETS])
 def test_a_profile_with_hosts_puts_every_executor_and_the_roles_on_this_machine(cluster):
     spec = build_run_spec(_run_config([f"cluster={cluster}", HOSTS, "+profile.hop_samples_s=[0.001,0.004]"]))
     host = spec.cluster.hosts["local"]

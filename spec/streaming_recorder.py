@@ -28,8 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spec.recorder import _REASON_BY_CODE, FAILED, FINISHED
-from spec.records import BATCH_COLUMNS, DropReason, request_table
+from spec.recorder import _REASON_BY_CODE, FAILED, FINISHED, Recorder
+from spec.records import BATCH_COLUMNS, request_table
 from spec.running_summary import RunningSummary
 from spec.workload import Arrivals
 
@@ -235,12 +235,8 @@ class StreamingRecorder:
                 parts.append(np.arange(first, min(first + self.rows_per_group, self.count)))
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
-    def end_unfinished(self, reason: str = DropReason.RUN_ENDED) -> int:
-        """Drop every request that has not ended (the run stopped): how many."""
-        missing = self.unfinished().tolist()
-        for request_id in missing:
-            self.dropped(request_id, reason)
-        return len(missing)
+    # the same rule over this recorder's own ``unfinished`` and ``dropped``
+    end_unfinished = Recorder.end_unfinished
 
     def progress(self) -> tuple[int, int, float]:
         """(requests completed, requests dropped, median latency) of the slices written so far."""

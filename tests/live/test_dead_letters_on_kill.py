@@ -29,6 +29,25 @@ from tests.live.test_harness import edge_config
 BAD = (b"EB\x02\x02" + b"\xff" * 12, b"not a batch at all")  # too short to hold a tag; bad magic
 
 
+def _dead_letters(dlq, source_topic: str, *, expected: int, timeout_s: float, linger_s: float) -> list[tuple[bytes, str]]:
+    """(data, reason) of the dead letters from ``source_topic``: until ``expected`` came and ``linger_s`` more
+    (a second copy of one would show then), or ``timeout_s``."""
+    deadline, dead = time.monotonic() + timeout_s, []
+    while time.monotonic() < deadline:
+        if len(dead) >= expected:
+            if linger_s <= 0:
+                break
+            deadline = min(deadline, time.monotonic() + linger_s)
+        try:
+            msg = dlq.receive(timeout_millis=500)
+        except pulsar.Timeout:
+            continue
+        dlq.acknowledge(msg)
+        if msg.properties().get("source_topic") == source_topic:
+            dead.append((msg.data(), msg.properties()["reason"]))
+    return dead
+
+
 def _fault(handle, seen: dict) -> None:
     topics = Topics(handle.run_id)
     client, _ = connect(handle.broker_url)
@@ -45,18 +64,7 @@ def _fault(handle, seen: dict) -> None:
         time.sleep(0.5)
         os.kill(pid, signal.SIGKILL)  # a reset connection: pulsar-lite keeps its consumer and what it held
         seen["after"] = user.result(user.submit(b"\x02" * 64), timeout_s=30).ok  # the restarted worker serves
-        deadline, dead = time.monotonic() + 10, []
-        while time.monotonic() < deadline:  # and a second more once all came: a second copy of one would show
-            if len(dead) == len(BAD):
-                deadline = min(deadline, time.monotonic() + 1.0)
-            try:
-                msg = dlq.receive(timeout_millis=500)
-            except pulsar.Timeout:
-                continue
-            dlq.acknowledge(msg)
-            if msg.properties().get("source_topic") == topics.batches("edge"):
-                dead.append((msg.data(), msg.properties()["reason"]))
-        seen["dead"] = dead
+        seen["dead"] = _dead_letters(dlq, topics.batches("edge"), expected=len(BAD), timeout_s=10, linger_s=1.0)
         seen["restarted"] = handle.pid("worker-edge-0") != pid
         user.close()
         ControlChannel(client, handle.run_id, source="run").stop()
@@ -64,16 +72,13 @@ def _fault(handle, seen: dict) -> None:
         client.close()
 
 
-def test_a_bad_batch_held_by_a_killed_worker_reaches_the_dead_letter_topic(broker, tmp_path):
+def test_a_bad_batch_held_by_a_killed_worker_reaches_the_dead_letter_topic(broker, tmp_path, monkeypatch):
     config = edge_config(num_requests=1, rate_rps=1.0)
     config["live"]["broker"] = {"url": broker.url}
     config["live"]["ingress"] = {"mode": "open", "clients": {"user": {}}, "drain_s": 2.0}
-    os.environ[KEY_ENV] = os.urandom(32).hex()
+    monkeypatch.setenv(KEY_ENV, os.urandom(32).hex())
     seen: dict = {}
-    try:
-        result = run_live(config, tmp_path / "run", on_start=lambda handle: _fault(handle, seen))
-    finally:
-        del os.environ[KEY_ENV]
+    result = run_live(config, tmp_path / "run", on_start=lambda handle: _fault(handle, seen))
     assert seen["before"] and seen["after"] and seen["restarted"]
     assert result.summary["restarts"] == 1
     dead = dict(seen["dead"])
@@ -95,16 +100,7 @@ def _freeze_and_kill_the_sink(handle, seen: dict) -> None:
         client.create_producer(topics.records, batching_enabled=False).send(BAD[1])
         handle.sleep_until(handle.now() + 0.5)
         os.kill(pid, signal.SIGKILL)
-        deadline, dead = time.monotonic() + 15, []
-        while time.monotonic() < deadline and not dead:
-            try:
-                msg = dlq.receive(timeout_millis=500)
-            except pulsar.Timeout:
-                continue
-            dlq.acknowledge(msg)
-            if msg.properties().get("source_topic") == topics.records:
-                dead.append(msg.data())
-        seen["dead"] = dead
+        seen["dead"] = [data for data, _ in _dead_letters(dlq, topics.records, expected=1, timeout_s=15, linger_s=0)]
     finally:
         client.close()
 

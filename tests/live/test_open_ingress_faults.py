@@ -43,16 +43,13 @@ def _clients(handle, seen: dict) -> None:
         client.close()
 
 
-def test_a_gateway_killed_while_clients_send_answers_every_request_once(broker, tmp_path):
+def test_a_gateway_killed_while_clients_send_answers_every_request_once(broker, tmp_path, monkeypatch):
     config = edge_config(num_requests=1, rate_rps=1.0)
     config["live"]["broker"] = {"url": broker.url}
     config["live"]["ingress"] = {"mode": "open", "clients": {"user": {"slo_s": 30.0}}, "drain_s": 3.0}
-    os.environ[KEY_ENV] = os.urandom(32).hex()
+    monkeypatch.setenv(KEY_ENV, os.urandom(32).hex())
     seen: dict = {}
-    try:
-        result = run_live(config, tmp_path / "run", on_start=lambda handle: _clients(handle, seen))
-    finally:
-        del os.environ[KEY_ENV]
+    result = run_live(config, tmp_path / "run", on_start=lambda handle: _clients(handle, seen))
     assert result.summary["restarts"] == 1 and result.extra["restarts"] == {"gateway-edge": 1}
     replies = seen["replies"]
     assert len(replies) == COUNT and all(r.ok for r in replies), [r for r in replies if not r.ok][:3]

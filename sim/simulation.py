@@ -117,7 +117,7 @@ class Simulation:
     def _place_on_hosts(self) -> dict[str, SimHost]:
         """Each host's shared cores, its executors' batches and its roles' CPU on them (none without hosts)."""
         cluster = self.cluster
-        hosts = {name: SimHost(self.env, host) for name, host in cluster.hosts.items()}
+        hosts = {name: SimHost(self.env, host, seed=self.seed) for name, host in cluster.hosts.items()}
         for name, executor in self.executors.items():
             host = cluster.host_of(name)
             if host is not None:

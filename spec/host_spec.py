@@ -8,6 +8,13 @@ parallelism), a serverless instance's cold start needs its duration at
 ``cold_start_cores`` cores, and each role spends CPU-seconds per request and per batch it handles.
 ``background_cores`` is work outside the model on the machine (other
 tenants, the orchestrator): one job demanding that many cores all run long.
+Two per-run random effects stand for what varies from one live run to the
+next and a single simulated run cannot show: ``run_cv``, the machine's speed
+(every CPU-second on the host takes a factor drawn once per run, lognormal
+with mean 1 and that coefficient of variation: calibration's spread of the
+service time between its rounds, less the within-round noise), and
+``background_cores_sd``, the other work's level (drawn once per run around
+``background_cores``: the spread between calibration's live runs).
 All of these are measured by ``experiments.calibrate`` in CPU-seconds and
 cores. Executors and roles on no host run unconstrained (the model without
 hosts).
@@ -81,6 +88,10 @@ class HostSpec:
     cold_start_cores: float = 1.0
     #: cores kept busy by work outside the model (other tenants, the orchestrator), as calibration measured it
     background_cores: float = 0.0
+    #: run-to-run coefficient of variation of the machine's speed (a per-run factor on every CPU-second)
+    run_cv: float = 0.0
+    #: run-to-run standard deviation of ``background_cores`` (a per-run draw, kept in [0, cores))
+    background_cores_sd: float = 0.0
 
     def __post_init__(self):
         field_name = f"cluster.hosts.{self.name}"
@@ -99,6 +110,9 @@ class HostSpec:
         if isinstance(self.background_cores, bool) or not isinstance(self.background_cores, (int, float)) \
                 or not 0 <= self.background_cores < self.cores:
             raise ConfigError(f"{field_name}.background_cores", self.background_cores, f"a number of cores in [0, cores={self.cores})")
+        for key, value, top in (("run_cv", self.run_cv, 1.0), ("background_cores_sd", self.background_cores_sd, float(self.cores))):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
+                raise ConfigError(f"{field_name}.{key}", value, f"a number in [0, {top:g})")
         for key, value in {**dict(self.batch_cores), "cold_start_cores": self.cold_start_cores}.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{field_name}.{'' if key == 'cold_start_cores' else 'batch_cores.'}{key}", value, "a number of cores > 0 (finite)")
@@ -119,7 +133,7 @@ class HostSpec:
             return raw
         if not isinstance(raw, Mapping):
             raise ConfigError(field_name, raw, "a mapping with cores, executors, roles, batch_cores")
-        keys = ("cores", "executors", "roles", "batch_cores", "cold_start_cores", "background_cores")
+        keys = ("cores", "executors", "roles", "batch_cores", "cold_start_cores", "background_cores", "run_cv", "background_cores_sd")
         unknown = sorted(set(raw) - set(keys))
         if unknown:
             raise ConfigError(f"{field_name}.{unknown[0]}", raw[unknown[0]], "one of " + ", ".join(keys))
@@ -139,4 +153,5 @@ class HostSpec:
         executors = raw.get("executors") or ()
         executors = executors if executors == ALL_EXECUTORS else list(executors) if isinstance(executors, Sequence) and not isinstance(executors, str) else executors
         return cls(name=name, cores=raw["cores"], executors=executors, roles=roles, batch_cores=dict(raw.get("batch_cores") or {}),
-                   cold_start_cores=raw.get("cold_start_cores", 1.0), background_cores=raw.get("background_cores", 0.0))  # fmt: skip
+                   cold_start_cores=raw.get("cold_start_cores", 1.0), background_cores=raw.get("background_cores", 0.0),
+                   run_cv=raw.get("run_cv", 0.0), background_cores_sd=raw.get("background_cores_sd", 0.0))  # fmt: skip

@@ -36,6 +36,7 @@ calibration with a one-line ``CalibrationError`` naming it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import socket
@@ -57,7 +58,7 @@ from experiments.paths import REPO_ROOT, RESULTS_DIR
 from experiments.stats import t_interval
 
 __all__ = ["CALIBRATED", "CalibrationError", "calibrate", "measure_service", "measure_cold_starts", "measure_hop",
-           "fit_role_cpu", "spread", "main"]  # fmt: skip
+           "fit_role_cpu", "spread", "run_to_run_cv", "main"]  # fmt: skip
 
 CALIBRATED = REPO_ROOT / "conf" / "profile" / "calibrated.yaml"
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
@@ -84,6 +85,36 @@ def spread(rounds: list[np.ndarray]) -> dict:
     return {"mean_s": round(mean, 7), "ci95_s": [round(interval.low, 7), round(interval.high, 7)],
             "cv": round(float(samples.std(ddof=1) / mean), 4) if len(samples) > 1 and mean > 0 else None,
             "rounds": len(rounds), "n": int(len(samples))}  # fmt: skip
+
+
+def run_to_run_cv(samples: dict[int, list[np.ndarray]]) -> float:
+    """The machine's speed from round to round: the coefficient of variation of a round's mean beyond its own noise.
+
+    A one-way random-effects estimate over the rounds, pooled over batch
+    sizes in relative terms: per batch size, the variance of the round means
+    (each over that size's mean) less the within-round variance over the
+    round's batches (what the round means would vary with no drift at all);
+    the mean over sizes, clipped at 0. The simulator draws the host's speed
+    once per run with this spread (``spec.host_spec.HostSpec.run_cv``).
+    Raises with fewer than 2 rounds of at least 2 batches each: no spread
+    between rounds can be told then.
+    """
+    excess = []
+    for size, rounds in samples.items():
+        if len(rounds) < 2 or min(len(r) for r in rounds) < 2:
+            raise CalibrationError(f"run_cv: batch size {size} has {len(rounds)} round(s) of {[len(r) for r in rounds]} batches; "
+                                   "at least 2 rounds of 2 are needed to tell drift between rounds (raise --rounds or --repeats)")
+        mean_s = float(np.concatenate(rounds).mean())
+        if not mean_s > 0:
+            raise CalibrationError(f"run_cv: batch size {size} measured a mean service of {mean_s} s")
+        means = np.array([r.mean() for r in rounds]) / mean_s
+        within = float(np.mean([(r / mean_s).var(ddof=1) / len(r) for r in rounds]))
+        excess.append(means.var(ddof=1) - within)
+    cv = math.sqrt(max(0.0, float(np.mean(excess))))
+    if cv >= 1:
+        raise CalibrationError(f"run_cv: round means vary by {cv:.2f} of the mean between rounds (>= 1): the machine changed "
+                               "under the calibration; calibrate on a quieter machine")
+    return round(cv, 4)
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -567,6 +598,10 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
         "hosts": {"local": {"cores": cores, "executors": "*", "roles": in_situ["roles"], "cold_start_cores": cold_cores,
                             # other work on the machine during the live runs (0 on a quiet one)
                             "background_cores": round(min(in_situ["background_cores"], 0.9 * cores), 3),
+                            # per-run random effects: the machine's speed between service rounds, the other work between live runs
+                            "run_cv": run_to_run_cv({b: s["wall"] for b, s in m["by_threads"][edge_threads].items()}),
+                            "background_cores_sd": round(min(float(np.std([r["background_cores"] for r in in_situ["role_runs"]], ddof=1)),
+                                                             0.5 * cores), 4),
                             "batch_cores": {"edge": batch_cores(m["by_threads"][edge_threads], edge_threads),
                                             "cloud": batch_cores(m["by_threads"][cloud_threads], cloud_threads),
                                             "serverless": batch_cores(m["by_threads"][default_threads], default_threads)}}},
@@ -717,6 +752,7 @@ def _report(profile: dict, args) -> None:
     print(f"hop p50 {1000 * profile['hop_s']:.2f} ms, p95 {1000 * calibration['in_situ']['return_hop_p95_s']:.2f} ms; "
           f"worker overhead {1000 * profile['overhead_s']:.2f} ms/batch; hop_MBps {profile['hop_MBps']}")
     host = profile["hosts"]["local"]
+    print(f"run to run: speed cv {host['run_cv']}, background sd {host['background_cores_sd']} cores")
     print(f"host: {host['cores']} cores ({host['background_cores']} busy with other work), batch_cores {host['batch_cores']}; role CPU (us per request / per batch / idle cores): "
           + ", ".join(f"{r} {1e6 * c['cpu_s_per_request']:.0f}/{1e6 * c['cpu_s_per_batch']:.0f}/{c['idle_cores']:.3f}"
                       for r, c in host["roles"].items()))

@@ -34,6 +34,7 @@ def test_calibration_composes_as_a_profile_and_the_simulator_runs_with_it(tmp_pa
     assert host["executors"] == "*" and set(host["roles"]) == {"broker", "gateway", "source", "sink", "worker"}
     assert sum(r["cpu_s_per_request"] for r in host["roles"].values()) > 0
     assert 0 <= host["background_cores"] < host["cores"] and host["cold_start_cores"] > 0
+    assert 0 <= host["run_cv"] < 1 and 0 <= host["background_cores_sd"] < host["cores"]  # the per-run random effects
     assert (tmp_path / "plots" / "fit.png").stat().st_size > 1000
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra.searchpath=[file://{search_dir}]", "profile=test_calibration",

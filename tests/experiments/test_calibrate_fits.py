@@ -82,3 +82,22 @@ class _Column:
 
     def to_numpy(self):
         return self.values
+
+
+def test_run_to_run_cv_recovers_the_drift_between_rounds_beyond_their_own_noise():
+    from experiments.calibrate import run_to_run_cv
+
+    rng = np.random.default_rng(1)
+
+    def rounds(drift_cv: float, count: int = 200) -> dict:
+        # per size, each round's batches share one speed factor (drift) and have their own 10% noise
+        return {size: [mean_s * rng.normal(1.0, drift_cv) * rng.normal(1.0, 0.10, 12) for _ in range(count)]
+                for size, mean_s in ((1, 0.003), (8, 0.012))}  # fmt: skip
+
+    assert run_to_run_cv(rounds(0.05)) == pytest.approx(0.05, rel=0.15)
+    # no drift at all: the round means vary only by their own noise (10% / sqrt(12) = 2.9%), which is not counted
+    assert run_to_run_cv(rounds(0.0)) < 0.01
+    with pytest.raises(CalibrationError, match="run_cv: batch size 1 has 1 round"):
+        run_to_run_cv({1: [np.array([0.003, 0.0031])]})
+    with pytest.raises(CalibrationError, match=r"run_cv: .*\(>= 1\)"):
+        run_to_run_cv({1: [np.array([0.001, 0.001]), np.array([0.01, 0.01]), np.array([0.0001, 0.0001])]})

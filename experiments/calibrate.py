@@ -312,7 +312,7 @@ def measure_hop_sizes(small_bytes: int = 1024, large_bytes: int = 8 * 200 * 1024
 
 
 def _live_run(model: str, threads: int, service_s: float, batching: dict, requests: int, load: float = 0.65):
-    """One short live run of the calibration model; returns its RunResult and the broker's CPU-seconds during it."""
+    """One short live run of the calibration model; returns its RunResult, the broker's CPU-seconds during it and its config."""
     from live.deploy.local import run_live
 
     # about two-thirds of what one worker serves one at a time: backlogs come and
@@ -345,7 +345,7 @@ def _live_run(model: str, threads: int, service_s: float, batching: dict, reques
     if broker_cpu_s <= 0:
         raise CalibrationError(f"broker CPU: 0 CPU-seconds measured over a live run of {requests} requests (the broker's process tree "
                                "from /proc); not its real cost")
-    return result, float(broker_cpu_s)
+    return result, float(broker_cpu_s), config
 
 
 def _background_cores(result, broker_cpu_s: float) -> float:
@@ -373,12 +373,15 @@ def _role_cpu(result, broker_cpu_s: float, model_cpu_s=None) -> dict:
         if not values:
             raise CalibrationError(f"{role} CPU: no cpu_s in the {role}'s stats (live.roles.role writes it); roles seen: {sorted(roles)}")
         found[role] = float(sum(values))
+    worker_process_cpu_s = found["worker"]
     if model_cpu_s is not None:
         found["worker"] = max(0.0, found["worker"] - float(sum(model_cpu_s(int(b)) for b in result.batches["size"])))
     completed = int((~result.requests["dropped"]).sum())
     duration_s = float(result.requests["completed_s"].max())  # from the clock's start, as the broker's CPU
+    sizes, counts = np.unique(result.batches["size"].to_numpy(dtype=int), return_counts=True)
     return {"requests": completed, "batches": int(len(result.batches)), "duration_s": round(duration_s, 3), "cpu_s": found,
-            "background_cores": round(_background_cores(result, broker_cpu_s), 4)}  # fmt: skip
+            "background_cores": round(_background_cores(result, broker_cpu_s), 4), "worker_process_cpu_s": round(worker_process_cpu_s, 6),
+            "batch_sizes": {int(b): int(c) for b, c in zip(sizes, counts)}}  # fmt: skip
 
 
 def fit_role_cpu(runs: list[dict]) -> dict[str, dict[str, float]]:
@@ -472,15 +475,18 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
     longer for as many requests) against each role's CPU give its CPU per
     request, per batch and its idle cores.
     """
-    runs, tables = [], {}
+    runs, tables, contended = [], {}, []
     single = {"_target_": "policies.batching.NoBatching"}
     for name, batching, load in (("single", single, 0.65), ("slow", single, 0.2),
                                  # fixed batches of 4: a timeout batcher on a busy machine sees requests already past their
                                  # wait (ingest lag) and sends them one by one, and the fit needs batches > 1
-                                 ("batched", {"_target_": "policies.batching.FixedBatching", "batch_size": 4, "max_wait_s": 0.1}, 0.65)):  # fmt: skip
-        result, broker_cpu_s = _live_run(model, threads, service_s, batching, requests, load)
+                                 ("batched", {"_target_": "policies.batching.FixedBatching", "batch_size": 4, "max_wait_s": 0.1}, 0.65),
+                                 # batches of 8 as well: the service per batch size under contention (calibrate_contention)
+                                 ("batched8", {"_target_": "policies.batching.FixedBatching", "batch_size": 8, "max_wait_s": 0.2}, 0.65)):  # fmt: skip
+        result, broker_cpu_s, config = _live_run(model, threads, service_s, batching, requests, load)
         tables[name] = _run_tables(result)
         runs.append(_role_cpu(result, broker_cpu_s, model_cpu_s))
+        contended.append((config, result.batches[["size", "start_s", "end_s"]].copy()))
     one, many = tables["single"], tables["batched"]
     gaps = np.concatenate([(r["start"][1:] - r["end"][:-1])[r["backlogged"]] for r in tables.values()])
     there_s, hop_MBps, hop_note = _hop_rate(many, idle_broker or measure_hop_sizes())
@@ -500,7 +506,7 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
                                                        for t in (one, tables["slow"])]), "ingest_samples_s"),  # fmt: skip
         "backlogged_batches": int(one["backlogged"].sum() + many["backlogged"].sum()),
         "service_p50_s": float(np.median(service)),
-        "roles": fit_role_cpu(runs), "role_runs": runs,
+        "roles": fit_role_cpu(runs), "role_runs": runs, "live_runs": contended,
         "background_cores": float(np.mean([r["background_cores"] for r in runs])),
         "return_hop_p95_s": float(np.percentile(return_hops, 95)),
     }  # fmt: skip
@@ -635,6 +641,7 @@ def calibrate(*, model: str, edge_threads: int, cloud_threads: int, mb_per_threa
     measured = _measure(model, edge_threads, cloud_threads, mb_per_thread, repeats, rounds, size_bytes, cold_starts, in_situ_requests)
     profile = _profile(measured, model=model, edge_threads=edge_threads, cloud_threads=cloud_threads, mb_per_thread=mb_per_thread,
                        repeats=repeats, size_bytes=size_bytes)  # fmt: skip
+    apply_contention(profile, measured["in_situ"]["live_runs"], edge_threads)
     profile["calibration"]["took_s"] = round(time.perf_counter() - started, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (
@@ -645,6 +652,46 @@ def calibrate(*, model: str, edge_threads: int, cloud_threads: int, mb_per_threa
     out.write_text(header + yaml.safe_dump(_plain(profile), sort_keys=False, default_flow_style=None, width=120))
     _plot(measured, profile, plot_dir)
     return profile
+
+
+def apply_contention(profile: dict, live_runs: list, threads: int) -> dict[int, float]:
+    """The edge table under contention: calibration's live runs against their simulated twins (``calibrate_contention``).
+
+    Sets ``edge`` to the contended table (the isolated one stays as
+    ``edge_isolated``, for ablations), refits the worker's CPU outside the
+    model with the contended model CPU (what the model took beyond its
+    isolated CPU is the model's, not the worker's), and records the factors.
+    Raises when no batch size has enough batches in both backends.
+    """
+    from experiments.calibrate_contention import contended_table, contention_by_size, simulated_twin
+    from sim import simulate
+
+    simulated = [simulate(simulated_twin(config, profile)).batches for config, _ in live_runs]
+    factors = contention_by_size([batches for _, batches in live_runs], simulated)
+    if not factors:
+        raise CalibrationError("edge contention: no batch size had enough batches in both the live runs and their simulation "
+                               "(raise --in-situ-requests)")
+    isolated = profile["edge"]
+    profile["edge_isolated"] = isolated
+    profile["edge"] = {**isolated, "latencies_s": contended_table(isolated["batch_sizes"], isolated["latencies_s"], factors)}
+    _refit_worker(profile, factors, threads)
+    profile["calibration"]["contention"] = {"by_batch_size": factors, "source": "calibration's live runs over their simulation"}
+    return factors
+
+
+def _refit_worker(profile: dict, factors: dict[int, float], threads: int) -> None:
+    """The worker's CPU outside the model, from its process CPU less the model's contended CPU per batch."""
+    from experiments.calibrate_contention import contended_table
+
+    host, isolated = profile["hosts"]["local"], profile["edge_isolated"]
+    sizes = isolated["batch_sizes"]
+    contended = dict(zip(sizes, contended_table(sizes, isolated["latencies_s"], factors)))
+    cores = host["batch_cores"]["edge"]
+    runs = profile["calibration"]["in_situ"]["role_runs"]
+    for run in runs:
+        model_s = sum(count * np.interp(size, sizes, [contended[s] for s in sizes]) * cores for size, count in run["batch_sizes"].items())
+        run["cpu_s"]["worker"] = max(0.0, run["worker_process_cpu_s"] - float(model_s))
+    host["roles"]["worker"] = fit_role_cpu(runs)["worker"]
 
 
 def _plain(value):
@@ -752,7 +799,8 @@ def _report(profile: dict, args) -> None:
     print(f"hop p50 {1000 * profile['hop_s']:.2f} ms, p95 {1000 * calibration['in_situ']['return_hop_p95_s']:.2f} ms; "
           f"worker overhead {1000 * profile['overhead_s']:.2f} ms/batch; hop_MBps {profile['hop_MBps']}")
     host = profile["hosts"]["local"]
-    print(f"run to run: speed cv {host['run_cv']}, background sd {host['background_cores_sd']} cores")
+    print(f"run to run: speed cv {host['run_cv']}, background sd {host['background_cores_sd']} cores; edge service under contention "
+          f"over the host model, by batch size: {calibration['contention']['by_batch_size']}")
     print(f"host: {host['cores']} cores ({host['background_cores']} busy with other work), batch_cores {host['batch_cores']}; role CPU (us per request / per batch / idle cores): "
           + ", ".join(f"{r} {1e6 * c['cpu_s_per_request']:.0f}/{1e6 * c['cpu_s_per_batch']:.0f}/{c['idle_cores']:.3f}"
                       for r, c in host["roles"].items()))

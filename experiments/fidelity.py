@@ -48,7 +48,7 @@ from scipy import stats
 
 from experiments.paths import REPO_ROOT, RESULTS_DIR
 
-__all__ = ["FidelityCase", "load_suite", "prediction_interval", "analyze", "headline", "TARGETS", "main"]
+__all__ = ["FidelityCase", "load_suite", "held_out_cases", "prediction_interval", "analyze", "headline", "split_headlines", "TARGETS", "main"]
 
 SUITE = REPO_ROOT / "conf" / "fidelity" / "default.yaml"
 #: metric -> summary key; SLO attainment's error is in points (absolute), the others relative
@@ -68,6 +68,16 @@ class FidelityCase:
     name: str
     what: str
     overrides: tuple[str, ...]
+
+
+def held_out_cases(path: Path = SUITE) -> list[str]:
+    """The suite's ``held_out`` cases: reported apart, as configurations the model was not changed by."""
+    suite = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    names = list(suite.get("held_out") or ())
+    unknown = sorted(set(names) - set(suite["cases"]))
+    if unknown:
+        raise SystemExit(f"error: held_out case {unknown[0]!r} is not in {path}: one of {', '.join(suite['cases'])}")
+    return names
 
 
 def load_suite(path: Path = SUITE, only: Sequence[str] = ()) -> tuple[list[str], list[FidelityCase]]:
@@ -279,15 +289,36 @@ def plot_p95(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
     return paths
 
 
-def report(runs: pd.DataFrame, out: Path, cases: dict[str, str], meta: dict) -> dict:
+def split_headlines(table: pd.DataFrame, held_out: Sequence[str]) -> dict:
+    """The headline over the development configurations and over the held-out ones (not looked at while changing the model)."""
+    if not held_out:
+        return {}
+    inside = table["case"].isin(list(held_out))
+    return {"held_out_cases": list(held_out), "development": headline(table[~inside]), "held_out": headline(table[inside])}
+
+
+def _print_splits(splits: dict) -> None:
+    keys = ("median_abs_error_p50", "median_abs_error_p95", "median_abs_error_p99", "median_abs_error_slo_attainment",
+            "median_abs_error_cost", "max_abs_error_p95", "kendall_tau_p95", "share_live_inside_sim_90pi_p95")  # fmt: skip
+    print(f"\nsplits (held out: {', '.join(splits['held_out_cases'])}):")
+    print("  " + " ".join(f"{k.replace('median_abs_error_', 'med_').replace('share_live_inside_sim_90pi_p95', 'inside90'):>12}" for k in keys))
+    for name in ("development", "held_out"):
+        part = splits[name]
+        print(f"  {name:<12}" + " ".join(f"{part[k]:12.3f}" for k in keys) + f"   ({part['configurations']} configurations)")
+
+
+def report(runs: pd.DataFrame, out: Path, cases: dict[str, str], meta: dict, held_out: Sequence[str] = ()) -> dict:
     """Write ``fidelity.csv``, ``fidelity.json`` and the plot; print the report; return the headline."""
     runs.to_csv(out / "runs.csv", index=False)
     table = analyze(runs)
     incomplete = runs.loc[~runs["complete"].fillna(True).astype(bool), ["case", "backend", "seed"]] if "complete" in runs else runs.iloc[:0]
-    head = {**headline(table), "incomplete_runs": incomplete.to_dict("records"), **meta}
+    splits = split_headlines(table, [c for c in held_out if c in set(table["case"])])
+    head = {**headline(table), "incomplete_runs": incomplete.to_dict("records"), **meta, **({"splits": splits} if splits else {})}
     table.to_csv(out / "fidelity.csv", index=False)
     (out / "fidelity.json").write_text(json.dumps(head, indent=2, default=str))
     print_report(table, head, cases)
+    if splits:
+        _print_splits(splits)
     live_n = int(runs[runs["backend"] == "live"].groupby("case").size().min())
     sim_n = int(runs[runs["backend"] == "sim"].groupby("case").size().min())
     title = f"Simulator fidelity: p95 of {head['configurations']} configurations\n({sim_n} sim and {live_n} live repeats each, {meta.get('machine', '')})"
@@ -328,8 +359,9 @@ def main(argv=None) -> dict:
         raise SystemExit("error: --sim-repeats must be >= 2 (for a prediction interval) and --live-repeats >= 1")
     base, cases = load_suite(args.suite, [c for c in args.cases.split(",") if c])
     described = {c.name: c.what for c in cases}
+    held_out = held_out_cases(args.suite)
     if args.analyze is not None:
-        return report(read_runs(args.analyze), args.analyze, described, _meta(args))
+        return report(read_runs(args.analyze), args.analyze, described, _meta(args), held_out)
     out = args.out or RESULTS_DIR / "fidelity" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     if args.live_from is not None:  # an ablation of the model: new simulated runs against live runs already made
@@ -339,7 +371,7 @@ def main(argv=None) -> dict:
     _check_cases(base, cases, args.overrides)
     backends = ("sim",) if args.live_from is not None else ("sim", "live")
     run_suite(base, cases, out, sim_repeats=args.sim_repeats, live_repeats=args.live_repeats, extra=args.overrides, backends=backends)
-    return report(read_runs(out), out, described, _meta(args))
+    return report(read_runs(out), out, described, _meta(args), held_out)
 
 
 def _copy_live_runs(source: Path, out: Path, names: list[str]) -> None:

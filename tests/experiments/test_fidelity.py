@@ -56,6 +56,23 @@ def test_errors_medians_ranks_and_coverage_by_hand():
     assert head["targets"]["median_abs_error_p95"]["met"] is False
 
 
+def test_held_out_configurations_are_reported_apart_from_the_development_ones(tmp_path):
+    sim = {"a": [0.9, 1.0, 1.1], "b": [1.9, 2.0, 2.1], "c": [3.9, 4.0, 4.1], "d": [1.0, 1.0, 1.0]}
+    live = {"a": [1.0, 1.0], "b": [2.4, 2.6], "c": [3.1, 3.3], "d": [2.0, 2.0]}
+    splits = fidelity.split_headlines(fidelity.analyze(_runs(sim, live)), ["c", "d"])
+    assert splits["development"]["configurations"] == 2 and splits["held_out"]["configurations"] == 2
+    assert splits["development"]["max_abs_error_p95"] == pytest.approx(0.2)  # a and b only
+    assert splits["held_out"]["max_abs_error_p95"] == pytest.approx(0.5) and splits["held_out"]["worst_p95"] == "d"
+    assert fidelity.split_headlines(fidelity.analyze(_runs(sim, live)), []) == {}
+    # the suite's own split names cases it has, and a wrong name is refused by name
+    held = fidelity.held_out_cases()
+    assert held and set(held) <= {c.name for c in fidelity.load_suite()[1]}
+    bad = tmp_path / "suite.yaml"
+    bad.write_text("held_out: [nope]\ncases: {a: {what: x, overrides: []}}\n")
+    with pytest.raises(SystemExit, match="held_out case 'nope'"):
+        fidelity.held_out_cases(bad)
+
+
 def test_reversed_ranks_give_tau_minus_one_and_slo_errors_are_points():
     sim = {"a": [3.0, 3.0], "b": [2.0, 2.0], "c": [1.0, 1.0]}
     live = {"a": [1.0], "b": [2.0], "c": [3.0]}

@@ -71,7 +71,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def child(devices: int, requests: int, in_memory: bool) -> dict:
+def child(devices: int, requests: int, in_memory: bool, bulk: bool = True) -> dict:
     """One measurement in this (fresh) process."""
     from policies.run_spec import build_run_spec
     from sim import build_simulation
@@ -81,9 +81,9 @@ def child(devices: int, requests: int, in_memory: bool) -> dict:
         started = time.perf_counter()
         spec = build_run_spec(fleet_config(devices, requests, stream_to=None if in_memory else folder))
         simulation = build_simulation(spec)
-        # the per-request path, the one every fleet takes (the bulk path, issue 17, needs a single gateway): so the
-        # 1-device baseline costs the same per request as a device of a fleet
-        simulation.bulk = False
+        # bulk: the path the simulator picks (a fleet of gateways that share nothing: sim.fleet_bulk_driver; one device:
+        # sim.bulk_driver); else the per-request path forced, for every row alike
+        simulation.bulk = bulk
         setup_s = time.perf_counter() - started
         cpu_started = time.process_time()
         result = simulation.run()
@@ -93,7 +93,8 @@ def child(devices: int, requests: int, in_memory: bool) -> dict:
     count = len(spec.arrivals)
     return {"devices": devices, "requests": count, "mode": "in memory" if in_memory else "streamed", "setup_s": setup_s,
             "run_s": run_s, "rps": count / run_s, "cpu_rps": count / cpu_s, "peak_mb": _rss_mb(), "imported_mb": imported_mb, "files_mb": files_mb,
-            "p99_s": result.summary["latency_p99_s"], "completed": result.summary["completed"]}  # fmt: skip
+            "p99_s": result.summary["latency_p99_s"], "completed": result.summary["completed"], "path": simulation.feed_path,
+            "cpu_s": cpu_s}  # fmt: skip
 
 
 def measure(devices: int, requests: int, in_memory: bool = False) -> dict:

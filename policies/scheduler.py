@@ -234,11 +234,17 @@ class Scheduler:
             raise DriverError("handle_arrivals: the bulk path does not apply to these policies (bulk_executor() is None)")
         arrival_s = np.asarray(arrival_s, dtype=np.float64)
         request_ids = np.asarray(request_ids, dtype=np.int64)
-        if not len(arrival_s):
-            return []
-        self._check_bulk_arrivals(executor, arrival_s, request_ids, until_s)
-        self._started = True
         batcher = self.batchers[executor]
+        if not len(arrival_s):
+            # no arrival, but the queue's batch may leave by its timer before until_s (a fleet's gateways, each fed
+            # only the arrivals of a shared chunk of time that are its own)
+            if not batcher.queue:
+                return []
+            if until_s < self._now_s:
+                raise DriverError(f"time went backwards: handle_arrivals until {until_s} after {self._now_s}")
+        else:
+            self._check_bulk_arrivals(executor, arrival_s, request_ids, until_s)
+        self._started = True
         queued = list(batcher.queue)
         times, ids = arrival_s, request_ids
         if queued:
@@ -250,7 +256,7 @@ class Scheduler:
         ends, dispatched_s = self._check_cuts(batcher, cuts, times, until_s)
         taken = int(ends[-1]) if len(ends) else 0
         self._requeue(batcher, queued, taken, request_ids, make_request)
-        self._now_s = max(float(arrival_s[-1]), float(dispatched_s[-1]) if len(ends) else -math.inf)
+        self._now_s = max(float(arrival_s[-1]) if len(arrival_s) else self._now_s, float(dispatched_s[-1]) if len(ends) else -math.inf)
         if not len(ends):
             return []
         sizes = np.diff(ends, prepend=0)

@@ -8,6 +8,7 @@ import numpy as np
 
 from policies.events import Request
 from sim.bulk_driver import BulkDriver
+from sim.fleet_bulk_driver import FleetBulkDriver
 from spec.noise import EmpiricalDelay
 
 __all__ = ["ArrivalFeed", "request_hops"]
@@ -55,7 +56,9 @@ class ArrivalFeed:
         """Hand the environment the first arrival's time and the feed that takes it from there.
 
         A run that the bulk path can take (``sim.bulk_driver.BulkDriver``)
-        takes it; ``sim.feed_path`` then says "bulk", else why not.
+        takes it; ``sim.feed_path`` then says "bulk", else why not. A fleet
+        of gateways that share nothing takes ``sim.fleet_bulk_driver``'s
+        ("bulk: N gateways ...").
         """
         if self.count == 0:
             self.sim.feed_path = "per request: no arrivals"
@@ -66,6 +69,14 @@ class ArrivalFeed:
         if reason is None:
             BulkDriver(self.sim, on_done=self.on_done, bar=self._bar).start()
             return
+        if reason == "several gateways receive requests":  # a fleet: its gateways may share nothing
+            split = FleetBulkDriver.unsupported(self.sim)
+            if split is None:
+                gateways = len({id(d) for d in self.drivers})
+                self.sim.feed_path = f"bulk: {gateways} gateways that share nothing, each on its own"
+                FleetBulkDriver(self.sim, on_done=self.on_done, bar=self._bar).start()
+                return
+            self.sim.feed_path = f"per request: several gateways receive requests, and {split}"
         replay = self._replay()
         self.env.feed(next(replay), replay.__next__)
 

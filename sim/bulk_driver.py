@@ -12,7 +12,7 @@ from policies.events import Request
 from sim.gateway import GatewayDriver
 from sim.server import SlotServer
 
-__all__ = ["BulkDriver"]
+__all__ = ["BulkDriver", "run_unsupported", "driver_unsupported", "arrivals_unsupported"]
 
 
 class BulkDriver:
@@ -42,28 +42,13 @@ class BulkDriver:
     @staticmethod
     def unsupported(sim) -> str | None:
         """Why ``sim`` cannot run on the bulk path (None: it can)."""
-        if not getattr(sim, "bulk", True):
-            return "turned off (Simulation.bulk = False)"
-        if sim.horizon_s is not None:
-            return "a horizon (sim.horizon_s)"
-        if sim._telemetry:
-            return "a planner (it observes every event; telemetry comes between arrivals)"
-        if sim._request_hops is not None or any(s.hop_s for s in sim.arrivals.sources):
-            return "source hops (the gateway sees requests later than they arrive)"
-        if sim.cluster.hosts:
-            return "hosts (shared cores)"
+        reason = run_unsupported(sim)
+        if reason is not None:
+            return reason
         drivers = {id(d): d for d in sim._source_gateway}
         if len(drivers) != 1:
             return "several gateways receive requests"
-        driver = next(iter(drivers.values()))
-        if type(driver) is not GatewayDriver or driver.handle_arrival != driver.scheduler.handle_arrival:
-            return "a stage in front of the scheduler (a driver of its own, or one that wraps handle_arrival)"
-        if not hasattr(sim.recorder, "batches_dispatched_bulk"):
-            return f"a recorder without bulk columns ({type(sim.recorder).__name__})"
-        executor = driver.scheduler.bulk_executor()
-        if executor is None:
-            return "policies that take requests one at a time (no bulk_choice / supports_bulk, or a planner)"
-        return _executor_unsupported(driver, executor) or _arrivals_unsupported(sim.arrivals.arrival_s)
+        return driver_unsupported(next(iter(drivers.values()))) or arrivals_unsupported(sim.arrivals.arrival_s)
 
     def __init__(self, sim, *, on_done, bar=None):
         self.sim = sim
@@ -154,6 +139,33 @@ class BulkDriver:
             self.sim.requests_ended(requests)
 
 
+def run_unsupported(sim) -> str | None:
+    """Why nothing of ``sim`` can take a bulk path, whatever its gateways (None: its gateways decide)."""
+    if not getattr(sim, "bulk", True):
+        return "turned off (Simulation.bulk = False)"
+    if sim.horizon_s is not None:
+        return "a horizon (sim.horizon_s)"
+    if sim._telemetry:
+        return "a planner (it observes every event; telemetry comes between arrivals)"
+    if sim._request_hops is not None or any(s.hop_s for s in sim.arrivals.sources):
+        return "source hops (the gateway sees requests later than they arrive)"
+    if sim.cluster.hosts:
+        return "hosts (shared cores)"
+    if not hasattr(sim.recorder, "batches_dispatched_bulk"):
+        return f"a recorder without bulk columns ({type(sim.recorder).__name__})"
+    return None
+
+
+def driver_unsupported(driver) -> str | None:
+    """Why one gateway's driver cannot take the bulk path (None: it can, to ``scheduler.bulk_executor()``)."""
+    if type(driver) is not GatewayDriver or driver.handle_arrival != driver.scheduler.handle_arrival:
+        return "a stage in front of the scheduler (a driver of its own, or one that wraps handle_arrival)"
+    executor = driver.scheduler.bulk_executor()
+    if executor is None:
+        return "policies that take requests one at a time (no bulk_choice / supports_bulk, or a planner)"
+    return _executor_unsupported(driver, executor)
+
+
 def _executor_unsupported(driver, executor: str) -> str | None:
     server = driver.executors[executor]
     spec = server.spec
@@ -168,7 +180,7 @@ def _executor_unsupported(driver, executor: str) -> str | None:
     return None
 
 
-def _arrivals_unsupported(arrival_s: np.ndarray) -> str | None:
+def arrivals_unsupported(arrival_s: np.ndarray) -> str | None:
     if not len(arrival_s):
         return "no arrivals"
     if len(arrival_s) > 1 and bool((np.diff(arrival_s) < 0).any()):

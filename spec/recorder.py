@@ -115,15 +115,16 @@ class Recorder:
         for request_id in request_ids:
             batch_of[request_id] = batch_id
 
-    def batches_dispatched_bulk(self, dispatched_s, executor_index: int, sizes, request_ids, memory_mb: int | None) -> int:
+    def batches_dispatched_bulk(self, dispatched_s, executor_index, sizes, request_ids, memory_mb) -> int:
         """``batch_dispatched`` for consecutive batches at once (first tries): batch k holds the next
-        ``sizes[k]`` of ``request_ids`` and left at ``dispatched_s[k]``. Returns the first one's id."""
+        ``sizes[k]`` of ``request_ids`` and left at ``dispatched_s[k]`` (``executor_index`` and ``memory_mb``: one
+        for all, or one per batch; memory None: 0). Returns the first one's id."""
         first = len(self.b_size)
         count = len(sizes)
         self.b_attempt.frombytes(bytes(self.b_attempt.itemsize * count))  # attempt 0
         self.b_executor.frombytes(np.full(count, executor_index, np.int16).tobytes())
         self.b_size.frombytes(np.asarray(sizes, np.int32).tobytes())
-        self.b_memory_mb.frombytes(np.full(count, memory_mb or 0, np.int32).tobytes())
+        self.b_memory_mb.frombytes(np.full(count, 0 if memory_mb is None else memory_mb, np.int32).tobytes())
         self.b_dispatched_s.frombytes(np.asarray(dispatched_s, np.float64).tobytes())
         self.batch_of[np.asarray(request_ids)] = np.repeat(np.arange(first, first + count, dtype=np.int32), sizes)
         return first

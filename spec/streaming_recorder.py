@@ -139,12 +139,12 @@ class StreamingRecorder:
         self._pending[key] = size
         return column
 
-    def batches_dispatched_bulk(self, dispatched_s, executor_index: int, sizes, request_ids, memory_mb: int | None) -> int:
+    def batches_dispatched_bulk(self, dispatched_s, executor_index, sizes, request_ids, memory_mb) -> int:
         """``Recorder.batches_dispatched_bulk``: consecutive first tries at once (the simulator's bulk path)."""
         first = self._base + len(self._columns["size"])
         sizes = np.asarray(sizes, np.int32)
         count = len(sizes)
-        given = {"executor": np.full(count, executor_index, np.int16), "size": sizes, "memory_mb": np.full(count, memory_mb or 0, np.int32),
+        given = {"executor": np.full(count, executor_index, np.int16), "size": sizes, "memory_mb": np.full(count, 0 if memory_mb is None else memory_mb, np.int32),
                  "dispatched_s": np.asarray(dispatched_s, np.float64), "attempt": np.zeros(count, np.int32)}  # fmt: skip
         for name, values in given.items():
             self._columns[name].frombytes(values.tobytes())

@@ -146,7 +146,9 @@ def fallback_configs() -> list[tuple[str, dict, str]]:
     case("horizon", "a horizon", sim__horizon_s=0.5)
     case("source_hop", "source hops", workload__sources=[dict(s, hop_s=0.001) for s in base["workload"]["sources"]])
     executor = base["cluster"]["executors"][0]
-    case("two_gateways", "several gateways", cluster__executors=[dict(executor, name="e0"), dict(executor, name="e1", gateway="far")],
+    # two gateways with an executor each take the fleet's bulk path (tests/sim/test_fleet_bulk_path.py); sharing one, not
+    shared = {k: v for k, v in executor.items() if k != "gateway"}
+    case("two_gateways_sharing", "share executor 'c'", cluster__executors=[dict(shared, name="c", kind="cloud")],
          policy__placement={"_target_": "policies.placement.StaticPlacement"},
          workload__sources=[{"name": "a", "arrivals": {"kind": "poisson", "rate_rps": 300.0}},
                             {"name": "b", "gateway": "far", "arrivals": {"kind": "poisson", "rate_rps": 300.0}}])  # fmt: skip

@@ -252,31 +252,40 @@ def _log_error_bars(centre: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return np.vstack([np.maximum(centre - low, 0), np.maximum(high - centre, 0)])
 
 
-def plot_p95(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
-    """Simulated against live p95 per configuration, log-log, with the diagonal and a +/-25% band."""
-    part = table[table["metric"] == "p95"].dropna(subset=["sim_mean", "live_mean"])
+#: label offsets (points) taken in turn along the configurations sorted by live p95: neighbours get different sides
+_LABEL_OFFSETS = ((5, 4), (-13, -11), (5, -11), (-13, 4))
+
+
+def plot_p95(table: pd.DataFrame, path: Path, title: str, held_out: Sequence[str] = ()) -> list[Path]:
+    """Simulated against live p95 per configuration, log-log, with the diagonal and a +/-25% band (held-out ones open)."""
+    part = table[table["metric"] == "p95"].dropna(subset=["sim_mean", "live_mean"]).sort_values("live_mean")
     if part.empty:
         return []
     from experiments.plot import plain_log_ticks
 
-    fig, (ax, key_ax) = plt.subplots(1, 2, figsize=(11.5, 6.8), gridspec_kw={"width_ratios": [2.1, 1]})
+    fig, (ax, key_ax) = plt.subplots(1, 2, figsize=(11.5, 6.4), gridspec_kw={"width_ratios": [2.1, 1]})
     live, sim = 1000 * part["live_mean"].to_numpy(), 1000 * part["sim_mean"].to_numpy()
     xerr = _log_error_bars(live, 1000 * part[["live_ci95_low", "live_ci95_high"]].to_numpy().T)
     yerr = _log_error_bars(sim, 1000 * part[["sim_pi90_low", "sim_pi90_high"]].to_numpy().T)
-    ax.errorbar(live, sim, xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o", ms=5, capsize=3,
-                color="tab:blue", ecolor="tab:gray", label="configuration (x: live 95% CI, y: sim 90% PI)")  # fmt: skip
+    held = part["case"].isin(list(held_out)).to_numpy()
+    for mask, face, label in ((~held, "tab:blue", "development configuration"), (held, "white", "held-out configuration")):
+        if mask.any():
+            ax.errorbar(live[mask], sim[mask], xerr=np.nan_to_num(xerr[:, mask]), yerr=np.nan_to_num(yerr[:, mask]), fmt="o", ms=5,
+                        capsize=2.5, mfc=face, mec="tab:blue", color="tab:blue", ecolor="0.6", elinewidth=1, label=label)  # fmt: skip
     for number, (x, y) in enumerate(zip(live, sim), 1):  # numbers, not names: clustered points stay readable
-        ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8, color="tab:blue")
-    key = [f"{n:>2}  {case:<27} {100 * e:+5.0f}%" for n, (case, e) in enumerate(zip(part["case"], part["error"]), 1)]
+        ax.annotate(str(number), (x, y), textcoords="offset points", xytext=_LABEL_OFFSETS[(number - 1) % len(_LABEL_OFFSETS)],
+                    fontsize=8, color="tab:blue")  # fmt: skip
+    key = [f"{n:>2}  {case:<27}{' *' if h else '  '} {100 * e:+5.0f}%" for n, (case, e, h) in enumerate(zip(part["case"], part["error"], held), 1)]
     key_ax.axis("off")
-    key_ax.text(0.0, 1.0, "configuration, p95 error (sim - live) / live\n\n" + "\n".join(key), va="top", ha="left",
+    note = "\n\n* held out: not looked at while the model changed" if held.any() else ""
+    key_ax.text(0.0, 1.0, "configuration (by live p95), p95 error\n(sim - live) / live\n\n" + "\n".join(key) + note, va="top", ha="left",
                 family="monospace", fontsize=8, transform=key_ax.transAxes)  # fmt: skip
     low, high = 0.7 * min(live.min(), sim.min()), 1.4 * max(live.max(), sim.max())
     grid = np.array([low, high])
     ax.plot(grid, grid, "k-", lw=1, label="simulated = live")
     ax.fill_between(grid, 0.75 * grid, 1.25 * grid, color="tab:green", alpha=0.12, label="within 25%")
-    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel="live p95 latency (ms)",
-           ylabel="simulated p95 latency (ms)", title=title)  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel="live p95 latency (ms): mean, 95% CI of the mean",
+           ylabel="simulated p95 latency (ms): mean, 90% prediction interval", title=title)  # fmt: skip
     for axis in (ax.xaxis, ax.yaxis):
         plain_log_ticks(axis)
     ax.grid(True, which="both", alpha=0.3)
@@ -321,8 +330,8 @@ def report(runs: pd.DataFrame, out: Path, cases: dict[str, str], meta: dict, hel
         _print_splits(splits)
     live_n = int(runs[runs["backend"] == "live"].groupby("case").size().min())
     sim_n = int(runs[runs["backend"] == "sim"].groupby("case").size().min())
-    title = f"Simulator fidelity: p95 of {head['configurations']} configurations\n({sim_n} sim and {live_n} live repeats each, {meta.get('machine', '')})"
-    figures = plot_p95(table, out / "p95_sim_vs_live", title)
+    title = f"Simulator against live: p95 latency of {head['configurations']} configurations\n({sim_n} simulated and {live_n} live runs each)"
+    figures = plot_p95(table, out / "p95_sim_vs_live", title, held_out)
     print(f"-> {out / 'fidelity.csv'}, {out / 'fidelity.json'}" + (f", {figures[0]}" if figures else ""))
     return head
 

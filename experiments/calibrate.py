@@ -657,7 +657,8 @@ def calibrate(*, model: str, edge_threads: int, cloud_threads: int, mb_per_threa
 def apply_contention(profile: dict, live_runs: list, threads: int) -> dict[int, float]:
     """The edge table under contention: calibration's live runs against their simulated twins (``calibrate_contention``).
 
-    Sets ``edge`` to the contended table (the isolated one stays as
+    Each twin has its run's own measured background load. Sets ``edge`` to
+    the contended table (the isolated one stays as
     ``edge_isolated``, for ablations), refits the worker's CPU outside the
     model with the contended model CPU (what the model took beyond its
     isolated CPU is the model's, not the worker's), and records the factors.
@@ -666,7 +667,9 @@ def apply_contention(profile: dict, live_runs: list, threads: int) -> dict[int, 
     from experiments.calibrate_contention import contended_table, contention_by_size, simulated_twin
     from sim import simulate
 
-    simulated = [simulate(simulated_twin(config, profile)).batches for config, _ in live_runs]
+    runs = profile["calibration"]["in_situ"]["role_runs"]
+    backgrounds = [run.get("background_cores") for run in runs] if len(runs) == len(live_runs) else [None] * len(live_runs)
+    simulated = [simulate(simulated_twin(config, profile, background)).batches for (config, _), background in zip(live_runs, backgrounds)]
     factors = contention_by_size([batches for _, batches in live_runs], simulated)
     if not factors:
         raise CalibrationError("edge contention: no batch size had enough batches in both the live runs and their simulation "

@@ -31,8 +31,13 @@ __all__ = ["MIN_BATCHES", "simulated_twin", "contention_by_size", "contended_tab
 MIN_BATCHES = 10
 
 
-def simulated_twin(live_config: Mapping, profile: Mapping) -> dict:
-    """The simulator's config of one of calibration's live runs, with everything calibration measured (isolated table)."""
+def simulated_twin(live_config: Mapping, profile: Mapping, background_cores: float | None = None) -> dict:
+    """The simulator's config of one of calibration's live runs, with everything calibration measured (isolated table).
+
+    The machine as that run found it: its own measured ``background_cores``
+    when given, and no per-run random effects (the factor is measured
+    against the expected machine, not one seed's draw of it).
+    """
     config = copy.deepcopy(dict(live_config))
     config.pop("live", None)
     for executor in config["cluster"]["executors"]:
@@ -41,7 +46,12 @@ def simulated_twin(live_config: Mapping, profile: Mapping) -> dict:
                         overhead_samples_s=profile["overhead_samples_s"])  # fmt: skip
     for source in config["workload"]["sources"]:
         source.update(hop_s=profile["ingest_s"], hop_samples_s=profile["ingest_samples_s"])
-    config["cluster"]["hosts"] = copy.deepcopy(profile["hosts"])
+    hosts = copy.deepcopy(dict(profile["hosts"]))
+    for host in hosts.values():
+        host.update(run_cv=0.0, background_cores_sd=0.0)
+        if background_cores is not None:
+            host["background_cores"] = min(float(background_cores), 0.9 * float(host["cores"]))
+    config["cluster"]["hosts"] = hosts
     return config
 
 

@@ -81,3 +81,13 @@ def test_apply_contention_replaces_the_edge_table_keeps_the_isolated_one_and_fai
     empty = pd.DataFrame({"size": [1] * 3, "start_s": 0.0, "end_s": 0.01})
     with pytest.raises(CalibrationError, match="edge contention: no batch size"):
         apply_contention(_profile(ISOLATED), [(_live_config(1), empty)], threads=1)
+
+
+def test_the_twin_is_the_machine_as_its_run_found_it_without_per_run_draws():
+    profile = _profile(ISOLATED, cores=2)
+    profile["hosts"]["local"].update(run_cv=0.2, background_cores_sd=0.5, background_cores=0.3)
+    twin = simulated_twin(_live_config(4), profile, background_cores=1.9)
+    host = twin["cluster"]["hosts"]["local"]
+    assert host["run_cv"] == 0.0 and host["background_cores_sd"] == 0.0 and host["background_cores"] == pytest.approx(1.8)  # capped
+    assert "live" not in twin and twin["cluster"]["executors"][0]["profile"]["latencies_s"] == ISOLATED
+    assert profile["hosts"]["local"]["run_cv"] == 0.2  # the profile itself is left as it was

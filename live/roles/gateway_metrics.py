@@ -12,7 +12,7 @@ __all__ = ["GatewayMetrics", "rss_mb"]
 class GatewayMetrics:
     def __init__(self) -> None:
         self.counts = {"duplicate_requests": 0, "duplicate_results": 0, "stale_results": 0, "dead_letters": 0, "batches": 0, "drops": 0, "retries": 0,
-                       "redelivered": 0}  # fmt: skip
+                       "redelivered": 0, "nudges": 0}  # fmt: skip
         #: how late each timer was delivered, each uplink transfer published, each request taken in (s)
         self.timer_late_s: list[float] = []
         self.uplink_late_s: list[float] = []
@@ -20,7 +20,7 @@ class GatewayMetrics:
         #: most requests held at once (queued in the scheduler or in flight): bounded by the batching policy's
         #: max_queue and max_inflight, whatever the offered load
         self.peak_pending = 0
-        #: most resident memory seen (sampled every 100 arrivals and at the end), MB
+        #: most resident memory seen (sampled every 1,000 arrivals and at the end), MB
         self.peak_rss_mb: float | None = None
 
     def pending(self, count: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from live.wire.broker import topic
 
@@ -16,7 +17,7 @@ class Topics:
     run_id: str
 
     def _t(self, name: str) -> str:
-        return topic(self.run_id, name)
+        return _topic(self.run_id, name)
 
     def requests(self, gateway: str) -> str:
         return self._t(f"requests-{gateway}")
@@ -46,3 +47,7 @@ class Topics:
     @property
     def dead_letter(self) -> str:
         return self._t("dead-letter")
+
+
+#: a topic name is asked for on every message (a gateway's per request); checked and built once
+_topic = lru_cache(maxsize=1024)(topic)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["AckedMark", "QuietSweep", "sweep_held", "position"]
+__all__ = ["AckedMark", "QuietSweep", "sweep_held", "position", "fresh_subscription"]
 
 log = logging.getLogger("edgebatch.live")
 
@@ -150,3 +150,19 @@ class QuietSweep:
         if now - self._heard >= self._wait_s:
             self.sweep()
             self._heard, self._wait_s = now, min(self.max_quiet_s, 2 * self._wait_s)
+
+
+def fresh_subscription(role, topic: str, subscription: str, **kwargs):
+    """Subscribe a restarted role to ``subscription`` of ``topic`` anew, from the topic's end: the old one is
+    deleted first, with the killed predecessor's consumer that pulsar-lite (0.2) keeps on it.
+
+    That kept consumer has the free permits of a large receiver queue, and pulsar-lite goes on offering it
+    messages: every message to its live successor on the same subscription then came ~5 ms late (measured:
+    p50 6.0 ms against 1.0 ms after a clean close), for the rest of the run. Only for a topic whose backlog
+    nobody needs (a gateway's results: the batches a replayed gateway has in flight are published again;
+    a gateway without replay ignores its predecessor's results).
+    """
+    import pulsar
+
+    role.subscribe(topic, subscription).unsubscribe()
+    return role.subscribe(topic, subscription, initial_position=pulsar.InitialPosition.Latest, **kwargs)

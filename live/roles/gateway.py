@@ -52,6 +52,7 @@ from spec.topology import ServerlessSpec
 from live.wire.messages import ControlOp, DecodeError, Kind, Message, dead_letter, decode, encode_batch, encode_control, wire_settings
 from live.roles.gateway_agenda import Agenda, Due
 from live.roles.gateway_flights import Flight, Flights
+from live.roles.held_sweep import subscribe_anew
 from live.roles.gateway_inbox import Inbox
 from live.roles.gateway_intake import RequestIntake
 from live.roles.gateway_ingress import OpenIngress
@@ -532,12 +533,8 @@ def main(argv=None) -> int:
         topics = role.topics
         role.skip_consumer_ids(2 * args.incarnation)  # past its killed predecessors' two consumers (pulsar-lite)
         role.subscribe(topics.requests(name), f"gateway-{name}", message_listener=listener("request"), receiver_queue_size=1000)
-        if args.incarnation:  # not the subscription a killed predecessor's consumer is kept on (live.roles.held_sweep)
-            from live.roles.held_sweep import fresh_subscription
-
-            fresh_subscription(role, topics.results(name), f"gateway-{name}", message_listener=listener("result"), receiver_queue_size=1000)
-        else:
-            role.subscribe(topics.results(name), f"gateway-{name}", message_listener=listener("result"), receiver_queue_size=1000)
+        subscribe_anew(role, topics.results(name), f"gateway-{name}", restarted=args.incarnation > 0,  # not a dead one's (held_sweep)
+                       message_listener=listener("result"), receiver_queue_size=1000)  # fmt: skip
         for executor in spec.cluster.reachable(name):
             role.producer(topics.batches(executor))
         role.producer(topics.records)

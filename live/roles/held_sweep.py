@@ -31,21 +31,29 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["AckedMark", "QuietSweep", "sweep_held", "position", "fresh_subscription"]
+__all__ = ["AckedMark", "QuietSweep", "sweep_held", "position", "subscribe_anew"]
 
 log = logging.getLogger("edgebatch.live")
 
 
 def position(msg) -> tuple[int, int, int]:
     """A message's place in its topic (ledger, entry, batch index): the same for a Reader and a Consumer."""
-    message_id = msg.message_id()
+    return _position_of(msg.message_id())
+
+
+def _position_of(message_id) -> tuple[int, int, int]:
     return (message_id.ledger_id(), message_id.entry_id(), message_id.batch_index())
 
 
 class AckedMark:
-    """The last acknowledged message's id, on disk; ``before`` holds a predecessor's (None: none, or a first start)."""
+    """The last acknowledged message's id, on disk; ``before`` holds a predecessor's (None: none, or a first start).
 
-    def __init__(self, path: str | os.PathLike, *, restarted: bool):
+    ``forward_only``: for a consumer that takes messages out of order (a serverless pool, whose batches are
+    acknowledged when they end; redeliveries after a broker restart come from behind): the mark is the
+    furthest message taken, so that everything after it is what the predecessor never looked at.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, restarted: bool, forward_only: bool = False):
         self.path = Path(path)
         self.before: bytes | None = None
         if restarted and self.path.is_file():
@@ -54,8 +62,19 @@ class AckedMark:
             self.path.unlink(missing_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         self._length = len(self.before or b"")
+        self._forward_only = forward_only
+        self._at: tuple[int, int, int] | None = None
+        if forward_only and self.before is not None:
+            import pulsar
+
+            self._at = _position_of(pulsar.MessageId.deserialize(self.before))
 
     def acked(self, msg) -> None:
+        if self._forward_only:
+            at = position(msg)
+            if self._at is not None and at <= self._at:
+                return  # from behind the mark (a redelivery): it stays where it is
+            self._at = at
         data = msg.message_id().serialize()
         os.pwrite(self._fd, data, 0)
         if len(data) < self._length:
@@ -152,9 +171,9 @@ class QuietSweep:
             self._heard, self._wait_s = now, min(self.max_quiet_s, 2 * self._wait_s)
 
 
-def fresh_subscription(role, topic: str, subscription: str, **kwargs):
-    """Subscribe a restarted role to ``subscription`` of ``topic`` anew, from the topic's end: the old one is
-    deleted first, with the killed predecessor's consumer that pulsar-lite (0.2) keeps on it.
+def subscribe_anew(role, topic: str, subscription: str, *, restarted: bool, **kwargs):
+    """``role.subscribe`` as usual; for a role ``restarted`` after a crash, anew from the topic's end: the old
+    subscription is deleted first, with the killed predecessor's consumer that pulsar-lite (0.2) keeps on it.
 
     That kept consumer has the free permits of a large receiver queue, and pulsar-lite goes on offering it
     messages: every message to its live successor on the same subscription then came ~5 ms late (measured:
@@ -162,6 +181,8 @@ def fresh_subscription(role, topic: str, subscription: str, **kwargs):
     nobody needs (a gateway's results: the batches a replayed gateway has in flight are published again;
     a gateway without replay ignores its predecessor's results).
     """
+    if not restarted:
+        return role.subscribe(topic, subscription, **kwargs)
     import pulsar
 
     role.subscribe(topic, subscription).unsubscribe()

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from live.config import ExecutorSettings, RunClock, RunSpec, Topics
 from live.wire.messages import ControlOp, DecodeError, Kind, Message, decode, encode_control, encode_result
+from live.roles.held_sweep import AckedMark, position, sweep_held
 from live.roles.role import percentiles
 from live.roles.worker import accept_batch, failure_result, read_frame, redeliveries, write_frame
 from spec.instance_pool import InstancePool, JobFailed, RetireInstance, RunOnInstance, StartInstance, WarmCountChanged
@@ -304,13 +305,18 @@ def main(argv=None) -> int:
         role.skip_consumer_ids(args.incarnation)  # not the id of a dead predecessor's consumer (pulsar-lite)
         consumer = role.subscribe(in_topic, "pool", receiver_queue_size=100,
                                   message_listener=lambda c, m: inbox.put(("batch", c, m)))  # fmt: skip
+        # what a killed predecessor held unread (its receiver queue, its inbox) may never come again (pulsar-lite):
+        # its bad messages are swept from the furthest batch it took (live.roles.held_sweep)
+        mark = AckedMark(Path(args.config).resolve().parent / f"{role.name}.acked", restarted=args.incarnation > 0, forward_only=True)
         dlq, clock = role.ready_to_serve()
         if clock is None:
             return 0
         pool = Pool(spec, args.executor, role.topics, clock, inbox,
                     send=lambda topic, data: role.producer(topic).send(data), ack=consumer.acknowledge, name=role.name)  # fmt: skip
         gateways = set(spec.gateways)
-        dead = 0
+        swept = sweep_held(role.client, in_topic, mark.before,
+                           lambda raw: accept_batch(raw, gateways, args.executor, dlq, in_topic) is None)[0] if args.incarnation else set()
+        dead = len(swept)
         while not role.should_stop():
             next_s = pool.expire()
             wait_s = 0.2 if next_s is None else min(0.2, max(0.001, next_s - clock.now()))
@@ -319,9 +325,10 @@ def main(argv=None) -> int:
             except queue.Empty:
                 continue
             if kind == "batch":
-                message = accept_batch(b.data(), gateways, args.executor, dlq, in_topic)
+                message = None if swept and position(b) in swept else accept_batch(b.data(), gateways, args.executor, dlq, in_topic)
+                mark.acked(b)  # taken: a bad one is on the dead-letter topic by now (a synchronous send)
                 if message is None:
-                    dead += 1
+                    dead += position(b) not in swept
                     a.acknowledge(b)
                     continue
                 pool.submit(b, message)
@@ -329,7 +336,8 @@ def main(argv=None) -> int:
                 pool.on_frame(a, b)
             else:
                 pool.on_exit(a, b)
-        role.stats.update(pool.stats(), dead_letters=dead)
+        mark.close(remove=True)
+        role.stats.update(pool.stats(), dead_letters=dead, swept_dead_letters=len(swept))
         return 0
     finally:
         if pool is not None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 
+import numpy as np
 import pulsar
 
 from live.client import EdgebatchClient
@@ -24,7 +26,7 @@ from live.deploy.processes import ControlChannel
 from live.wire.broker import connect
 from live.wire.messages import KEY_ENV
 from live.wire.topics import Topics
-from tests.live.test_harness import edge_config
+from tests.live.test_harness import edge_config, pool_config
 
 BAD = (b"EB\x02\x02" + b"\xff" * 12, b"not a batch at all")  # too short to hold a tag; bad magic
 
@@ -116,3 +118,61 @@ def test_records_held_by_a_killed_sink_are_kept_and_a_bad_one_dead_lettered(brok
     assert summary["complete"] is True and summary["completed"] == 240 and summary["dropped"] == 0, summary
     assert seen["dead"] == [BAD[1]]
     assert result.extra["roles"]["sink"]["swept_records"] >= 1
+
+
+def fuzz(count: int, seed: int) -> list[bytes]:
+    """``count`` random messages (0-300 bytes; some empty, some the same), and the two hand-made bad ones."""
+    rng = np.random.default_rng(seed)
+    return [rng.bytes(int(rng.integers(0, 300))) for _ in range(count)] + list(BAD)
+
+
+def _freeze_fuzz_kill(handle, client, name: str, topic: str, messages: list[bytes]) -> int:
+    """SIGSTOP role ``name``, publish ``messages`` on ``topic`` (dispatched to it, unread), SIGKILL it; its pid."""
+    pid = handle.pid(name)
+    os.kill(pid, signal.SIGSTOP)
+    producer = client.create_producer(topic, batching_enabled=False)
+    for data in messages:
+        producer.send(data)
+    producer.close()
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def _open_ingress(config: dict, broker) -> dict:
+    config["live"]["broker"] = {"url": broker.url}
+    config["live"]["ingress"] = {"mode": "open", "clients": {"user": {}}, "drain_s": 2.0}
+    return config
+
+
+def _pool_fault(handle, seen: dict) -> None:
+    topics = Topics(handle.run_id)
+    client, _ = connect(handle.broker_url)
+    try:
+        dlq = client.subscribe(topics.dead_letter, "test-dlq", consumer_type=pulsar.ConsumerType.Shared,
+                               initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+        user = EdgebatchClient(client, handle.run_id, "user", os.environ[KEY_ENV], gateway="edge")
+        seen["before"] = user.result(user.submit(b"\x01" * 64), timeout_s=60).ok  # the pool serves (a cold start)
+        seen["pid"] = _freeze_fuzz_kill(handle, client, "pool-lambda", topics.batches("lambda"), seen["sent"])
+        seen["after"] = user.result(user.submit(b"\x02" * 64), timeout_s=90).ok  # the restarted pool serves
+        seen["dead"] = _dead_letters(dlq, topics.batches("lambda"), expected=len(seen["sent"]), timeout_s=15, linger_s=1.5)
+        seen["restarted"] = handle.pid("pool-lambda") != seen["pid"]
+        user.close()
+        ControlChannel(client, handle.run_id, source="run").stop()
+    finally:
+        client.close()
+
+
+def test_bad_batches_held_by_a_killed_serverless_pool_are_dead_lettered_once(broker, tmp_path, monkeypatch):
+    config = _open_ingress(pool_config(), broker)
+    config["live"]["timeout_s"] = 150
+    monkeypatch.setenv(KEY_ENV, os.urandom(32).hex())
+    seen: dict = {"sent": fuzz(40, seed=5)}
+    result = run_live(config, tmp_path / "run", on_start=lambda handle: _pool_fault(handle, seen))
+    assert seen["before"] and seen["after"] and seen["restarted"]
+    assert result.extra["restarts"] == {"pool-lambda": 1}
+    # every bad message once, unchanged: none lost with the killed pool, none dead-lettered twice
+    assert Counter(data for data, _ in seen["dead"]) == Counter(seen["sent"]), (len(seen["dead"]), len(seen["sent"]))
+    pool = result.extra["roles"]["pool-lambda"]  # the restarted one: it swept what its predecessor held
+    assert pool["swept_dead_letters"] >= 1 and pool["dead_letters"] + pool["swept_dead_letters"] >= 1
+    assert result.summary["completed"] == 2 and result.summary["dropped"] == 0, result.summary

@@ -52,6 +52,7 @@ from spec.topology import ServerlessSpec
 from live.wire.messages import ControlOp, DecodeError, Kind, Message, dead_letter, decode, encode_batch, encode_control, wire_settings
 from live.roles.gateway_agenda import Agenda, Due
 from live.roles.gateway_flights import Flight, Flights
+from live.roles.gateway_marks import GatewayMarks
 from live.roles.held_sweep import subscribe_anew
 from live.roles.gateway_inbox import Inbox
 from live.roles.gateway_intake import RequestIntake
@@ -481,10 +482,13 @@ class _Acks:
 def _serve(gateway: Gateway, role, inbox: Inbox, clock, ended_log: EndedLog, restarted: bool) -> int:
     """The gateway's loop: messages in, timers due, acknowledgements once requests ended."""
     acks = _Acks(role.producer(role.topics.records), ended_log)
+    marks = GatewayMarks.of(gateway, role)  # a bad message a killed predecessor held: dead-lettered (gateway_marks)
+    flush_dead_letters, counts = role.producer(role.topics.dead_letter).flush, gateway.counts
     if restarted:
         gateway.restore_ended(ended_log.before)
     asks = ResendAsks(gateway, clock.now())
     while not role.should_stop():
+        marks.settle(counts["dead_letters"], clock.now(), flush_dead_letters)  # after a dead letter: flushed, then marked
         next_due = gateway.poll()
         acks.settle(gateway, clock.now())
         asks.poll(clock.now())
@@ -496,6 +500,9 @@ def _serve(gateway: Gateway, role, inbox: Inbox, clock, ended_log: EndedLog, res
             acks.settle(gateway, clock.now(), force=True)
             continue
         kind, consumer, msg = item
+        if marks.took(kind, msg):  # the sweep dead-lettered it
+            consumer.acknowledge(msg)
+            continue
         if kind == "request":
             taken = gateway.on_request(msg.data())
             if taken is not None:
@@ -505,6 +512,8 @@ def _serve(gateway: Gateway, role, inbox: Inbox, clock, ended_log: EndedLog, res
             gateway.on_result(msg.data())
         consumer.acknowledge(msg)
     acks.settle(gateway, clock.now(), force=True)
+    marks.close(remove=gateway.done)
+    role.stats["swept_dead_letters"] = marks.swept_dead_letters
     return asks.asked
 
 

@@ -53,7 +53,7 @@ class AckedMark:
     furthest message taken, so that everything after it is what the predecessor never looked at.
     """
 
-    def __init__(self, path: str | os.PathLike, *, restarted: bool, forward_only: bool = False):
+    def __init__(self, path: str | os.PathLike, *, restarted: bool, forward_only: bool = False, lazy: bool = False):
         self.path = Path(path)
         self.before: bytes | None = None
         if restarted and self.path.is_file():
@@ -64,18 +64,33 @@ class AckedMark:
         self._length = len(self.before or b"")
         self._forward_only = forward_only
         self._at: tuple[int, int, int] | None = None
+        #: lazy: ``acked`` only notes the id, ``save`` writes it (a consumer whose mark may lag, see gateway_marks)
+        self._lazy, self._unsaved = lazy, None
         if forward_only and self.before is not None:
             import pulsar
 
             self._at = _position_of(pulsar.MessageId.deserialize(self.before))
 
     def acked(self, msg) -> None:
+        message_id = msg.message_id()
         if self._forward_only:
-            at = position(msg)
+            at = _position_of(message_id)
             if self._at is not None and at <= self._at:
                 return  # from behind the mark (a redelivery): it stays where it is
             self._at = at
-        data = msg.message_id().serialize()
+        if self._lazy:
+            self._unsaved = message_id
+            return
+        self._write(message_id)
+
+    def save(self) -> None:
+        """A lazy mark: write the last id noted, if any since the last save."""
+        if self._unsaved is not None:
+            self._write(self._unsaved)
+            self._unsaved = None
+
+    def _write(self, message_id) -> None:
+        data = message_id.serialize()
         os.pwrite(self._fd, data, 0)
         if len(data) < self._length:
             os.ftruncate(self._fd, len(data))  # a shorter id than the last one leaves no tail behind

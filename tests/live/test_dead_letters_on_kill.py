@@ -176,3 +176,59 @@ def test_bad_batches_held_by_a_killed_serverless_pool_are_dead_lettered_once(bro
     pool = result.extra["roles"]["pool-lambda"]  # the restarted one: it swept what its predecessor held
     assert pool["swept_dead_letters"] >= 1 and pool["dead_letters"] + pool["swept_dead_letters"] >= 1
     assert result.summary["completed"] == 2 and result.summary["dropped"] == 0, result.summary
+
+
+def _gateway_fault(handle, seen: dict) -> None:
+    topics = Topics(handle.run_id)
+    client, _ = connect(handle.broker_url)
+    try:
+        dlq = client.subscribe(topics.dead_letter, "test-dlq", consumer_type=pulsar.ConsumerType.Shared,
+                               initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+        user = EdgebatchClient(client, handle.run_id, "user", os.environ[KEY_ENV], gateway="edge")
+        seen["before"] = user.result(user.submit(b"\x01" * 64), timeout_s=15).ok
+        pid = handle.pid("gateway-edge")
+        os.kill(pid, signal.SIGSTOP)  # what the broker sends it stays unread in its socket and queues
+        for name in ("requests", "results"):
+            producer = client.create_producer(getattr(topics, name)("edge"), batching_enabled=False)
+            for data in seen[name]:
+                producer.send(data)
+            producer.close()
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        seen["after"] = user.result(user.submit(b"\x02" * 64), timeout_s=30).ok  # the restarted gateway serves
+        expected = len(seen["requests"]) + len(seen["results"])
+        seen["dead"] = {name: [] for name in ("requests", "results")}
+        by_topic = {topics.requests("edge"): "requests", topics.results("edge"): "results"}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if sum(map(len, seen["dead"].values())) >= expected:
+                deadline = min(deadline, time.monotonic() + 1.5)  # a second copy of one would show by then
+            try:
+                msg = dlq.receive(timeout_millis=500)
+            except pulsar.Timeout:
+                continue
+            dlq.acknowledge(msg)
+            name = by_topic.get(msg.properties().get("source_topic"))
+            if name is not None:
+                seen["dead"][name].append(msg.data())
+        seen["restarted"] = handle.pid("gateway-edge") != pid
+        user.close()
+        ControlChannel(client, handle.run_id, source="run").stop()
+    finally:
+        client.close()
+
+
+def test_bad_requests_and_results_held_by_a_killed_gateway_are_dead_lettered_once(broker, tmp_path, monkeypatch):
+    config = _open_ingress(edge_config(num_requests=1, rate_rps=1.0), broker)
+    monkeypatch.setenv(KEY_ENV, os.urandom(32).hex())
+    seen: dict = {"requests": fuzz(30, seed=8), "results": fuzz(30, seed=9)}
+    result = run_live(config, tmp_path / "run", on_start=lambda handle: _gateway_fault(handle, seen))
+    assert seen["before"] and seen["after"] and seen["restarted"]
+    assert result.extra["restarts"] == {"gateway-edge": 1}
+    for name in ("requests", "results"):  # every bad message once, unchanged: none lost with the gateway, none twice
+        # (the client's own late copy of its request, rejected as a duplicate_id by design, is not one of them)
+        dead = [data for data in seen["dead"][name] if data in set(seen[name])]
+        assert Counter(dead) == Counter(seen[name]), (name, len(dead), len(seen[name]))
+    gateway = result.extra["roles"]["gateway-edge"]  # the restarted one: it swept what its predecessor held
+    assert gateway["swept_dead_letters"] >= 1, gateway
+    assert result.summary["completed"] == 2 and result.summary["dropped"] == 0, result.summary

@@ -293,6 +293,10 @@ def rate_run(url: str, out: Path, rate_rps: float, duration_s: float, *, event_l
         "source_lag_p99_s": float(source.get("send_lag_s", {}).get("p99", math.nan)),
         "ingest_lag_p99_s": float(gateway.get("ingest_lag_s", {}).get("p99", math.nan)),
         "timer_late_p99_s": float(gateway.get("timer_late_s", {}).get("p99", math.nan)),
+        # CPU-seconds per request of each role (all its threads; the gateway's loop thread alone too): robust
+        # to other work on the machine where wall-clock rates are not
+        "cpu_us": {name.split("-")[0]: float(stats["cpu_s"]) / count * 1e6 for name, stats in roles.items() if "cpu_s" in stats},
+        "loop_cpu_us": float(gateway.get("loop_cpu_s", math.nan)) / count * 1e6,
         "out": out,
     }
 
@@ -552,6 +556,10 @@ def _rate_rows(rows: _Rows, part: str, run: dict, echo_rps: float, p99_limit_s: 
              note=f"{run['completed']}/{run['count']} done; lag p99: source {run['source_lag_p99_s'] * 1e3:.1f} ms, "
                   f"ingest {run['ingest_lag_p99_s'] * 1e3:.1f} ms, timers {run['timer_late_p99_s'] * 1e3:.1f} ms"
                   + ("; event log on" if record else ""))  # fmt: skip
+    cpu = run["cpu_us"]
+    rows.add(part, "gateway CPU per request (us)", cpu.get("gateway", math.nan), scale=1.0,
+             note=f"its loop thread alone {run['loop_cpu_us']:.0f} us; " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items()) if k != "gateway")
+                  + " us (all threads, CPU time)")  # fmt: skip
 
 
 def _decision_part(args, rates: list[float], recorded_log: Path | None, rows: _Rows) -> None:

@@ -32,8 +32,9 @@ and its actions are carried out the way ``sim/gateway.py`` carries them out:
   (RESULT with the batch's timestamps), a drop record, a failed batch, and
   adopted plans.
 
-One thread runs the scheduler; the Pulsar client's listener threads only
-put messages on a queue, results taken before requests
+One thread runs the scheduler; a receiving thread (requests,
+``live.roles.gateway_receiver``) and the Pulsar client's listener (results)
+only put messages on a queue, results taken before requests
 (``live.roles.gateway_inbox``)::
 
     python -m live.roles.gateway --broker URL --run-id RUN --config run.json --gateway edge
@@ -58,6 +59,7 @@ from live.roles.gateway_inbox import Inbox
 from live.roles.gateway_intake import RequestIntake
 from live.roles.gateway_ingress import OpenIngress
 from live.roles.gateway_metrics import GatewayMetrics
+from live.roles.gateway_receiver import BATCH_POLICY, RequestReceiver
 from live.roles.gateway_records import RecordWriter, plain, record_meta
 from live.roles.gateway_recovery import EndedLog, ResendAsks
 from live.roles.gateway_telemetry import PlannerTelemetry
@@ -541,7 +543,10 @@ def main(argv=None) -> int:
 
         topics = role.topics
         role.skip_consumer_ids(2 * args.incarnation)  # past its killed predecessors' two consumers (pulsar-lite)
-        role.subscribe(topics.requests(name), f"gateway-{name}", message_listener=listener("request"), receiver_queue_size=1000)
+        import pulsar
+
+        requests = role.subscribe(topics.requests(name), f"gateway-{name}", receiver_queue_size=1000,
+                                  batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(*BATCH_POLICY))  # fmt: skip
         subscribe_anew(role, topics.results(name), f"gateway-{name}", restarted=args.incarnation > 0,  # not a dead one's (held_sweep)
                        message_listener=listener("result"), receiver_queue_size=1000)  # fmt: skip
         for executor in spec.cluster.reachable(name):
@@ -559,6 +564,7 @@ def main(argv=None) -> int:
             return 0
         from live.roles.pipeline_gateway import gateway_class  # with a pipeline block: its stage before the scheduler
 
+        intake = RequestReceiver(requests, inbox, name).start()  # a thread of its own, not a listener (live.roles.gateway_receiver)
         gateway = gateway_class(spec)(spec, name, topics, inline.route(role.send_async), clock.now, incarnation=args.incarnation)
         inline.start(clock.now)
         if spec.settings.ingress.open:
@@ -576,6 +582,8 @@ def main(argv=None) -> int:
         loop_cpu_s = time.thread_time()
         resend_asked = _serve(gateway, role, inbox, clock, ended_log, args.incarnation > 0 and gateway.replay is None)
         role.stats["loop_cpu_s"] = round(time.thread_time() - loop_cpu_s, 6)  # the loop's thread alone (cpu_s: every thread)
+        intake.stop()
+        role.stats["request_bunches"] = intake.bunches
         role.stats.update(inline.close())
         ended_log.close(remove=gateway.done)
         if not gateway.done:

@@ -22,6 +22,7 @@ the requests due while it was down are recorded as late as they were.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -39,6 +40,8 @@ _PAYLOAD_LEAD_S = 0.002
 #: alone is a quarter of a core, and the sends fall behind); the rest are made on the way, as above
 _PREMADE_BYTES = 64 * 1024 * 1024
 _PREMADE_COUNT = 50_000
+#: waits shorter than this sleep through a stop (it is seen right after)
+_SHORT_PAUSE_S = 0.02
 
 
 def payload_for(seed: int, request_id: int, size_bytes: int) -> bytes:
@@ -59,6 +62,15 @@ def _send(role, topic: str, name: str, request_id: int, arrival_s: float, payloa
     sent_s = clock.now()
     role.send_async(topic, encode_request(str(request_id), payload, source=name, sent_s=sent_s, ts={"arrival_s": arrival_s}))
     return sent_s
+
+
+def _pause(role, pause_s: float) -> None:
+    """Wait ``pause_s``; a short wait sleeps (an Event wait makes and times a lock each call: 6-10 us more CPU,
+    at 4,000 req/s a wait per request), a long one wakes at a stop."""
+    if pause_s < _SHORT_PAUSE_S:
+        time.sleep(pause_s)
+    else:
+        role.stop.wait(pause_s)
 
 
 def premade_payloads(seed: int, ids: list, size_bytes: int) -> list[bytes]:
@@ -139,7 +151,7 @@ def main(argv=None) -> int:
                 if payload is None and wait_s <= _PAYLOAD_LEAD_S:
                     payload = payload_for(spec.seed, request_id, source.size_bytes)
                     continue
-                role.stop.wait(min(wait_s - _PAYLOAD_LEAD_S if payload is None else wait_s, 0.5))
+                _pause(role, min(wait_s - _PAYLOAD_LEAD_S if payload is None else wait_s, 0.5))
             if role.should_stop():
                 break
             if payload is None:

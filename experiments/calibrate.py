@@ -658,11 +658,13 @@ def apply_contention(profile: dict, live_runs: list, threads: int) -> dict[int, 
     """The edge table under contention: calibration's live runs against their simulated twins (``calibrate_contention``).
 
     Each twin has its run's own measured background load. Sets ``edge`` to
-    the contended table (the isolated one stays as
-    ``edge_isolated``, for ablations), refits the worker's CPU outside the
-    model with the contended model CPU (what the model took beyond its
-    isolated CPU is the model's, not the worker's), and records the factors.
-    Raises when no batch size has enough batches in both backends.
+    the contended table (the isolated one stays as ``edge_isolated``, for
+    ablations) and records the factors. The worker's CPU outside the model
+    is left as fitted: on this machine the worker's process CPU in the live
+    runs was less than the contended table's time, so the excess is not CPU
+    the worker spent (it waited: memory, or other tenants' threads getting
+    more of the cores than their average). Raises when no batch size has
+    enough batches in both backends.
     """
     from experiments.calibrate_contention import contended_table, contention_by_size, simulated_twin
     from sim import simulate
@@ -677,24 +679,8 @@ def apply_contention(profile: dict, live_runs: list, threads: int) -> dict[int, 
     isolated = profile["edge"]
     profile["edge_isolated"] = isolated
     profile["edge"] = {**isolated, "latencies_s": contended_table(isolated["batch_sizes"], isolated["latencies_s"], factors)}
-    _refit_worker(profile, factors, threads)
     profile["calibration"]["contention"] = {"by_batch_size": factors, "source": "calibration's live runs over their simulation"}
     return factors
-
-
-def _refit_worker(profile: dict, factors: dict[int, float], threads: int) -> None:
-    """The worker's CPU outside the model, from its process CPU less the model's contended CPU per batch."""
-    from experiments.calibrate_contention import contended_table
-
-    host, isolated = profile["hosts"]["local"], profile["edge_isolated"]
-    sizes = isolated["batch_sizes"]
-    contended = dict(zip(sizes, contended_table(sizes, isolated["latencies_s"], factors)))
-    cores = host["batch_cores"]["edge"]
-    runs = profile["calibration"]["in_situ"]["role_runs"]
-    for run in runs:
-        model_s = sum(count * np.interp(size, sizes, [contended[s] for s in sizes]) * cores for size, count in run["batch_sizes"].items())
-        run["cpu_s"]["worker"] = max(0.0, run["worker_process_cpu_s"] - float(model_s))
-    host["roles"]["worker"] = fit_role_cpu(runs)["worker"]
 
 
 def _plain(value):

@@ -61,6 +61,8 @@ class FleetBulkDriver:
             if executor in used:
                 return f"gateways {used[executor]!r} and {driver.name!r} share executor {executor!r}"
             used[executor] = driver.name
+        if hasattr(sim.arrivals, "rolling"):
+            return None  # merged in time order by construction (spec.streamed_arrivals): not read in full to check it
         return arrivals_unsupported(sim.arrivals.arrival_s)
 
     def __init__(self, sim, *, on_done, bar=None):
@@ -78,6 +80,10 @@ class FleetBulkDriver:
         self.executor_index = np.array([sim.executor_number[n] for n in self.executor_names], dtype=np.int16)
         self.batchers = [s.batchers[n] for s, n in zip(self.schedulers, self.executor_names)]
         arrivals = sim.arrivals
+        self._rolling = None
+        if hasattr(arrivals, "rolling") and hasattr(sim.recorder, "oldest_unwritten_id"):
+            # a long run streamed: its arrivals generated as the chunks go, and forgotten once written (spec.streamed_arrivals)
+            arrivals = self._rolling = sim.recorder.arrivals = arrivals.rolling()
         self.arrival_s, self.source_index, self.count = arrivals.arrival_s, arrivals.source_index, len(arrivals)
         self._names = [s.name for s in arrivals.sources]
         self._sizes = [s.size_bytes for s in arrivals.sources]
@@ -98,6 +104,8 @@ class FleetBulkDriver:
             raise RuntimeError("the fleet bulk path found an event scheduled: something other than arrivals happens in this run")
         start = self._next
         stop = self._next = min(start + self.chunk, self.count)
+        if self._rolling is not None:
+            self._rolling.trim(self._oldest_needed(start))
         until_s = float(self.arrival_s[stop]) if stop < self.count else math.inf
         gateway = self.gateway_of_source[self.source_index[start:stop]]
         order = np.argsort(gateway, kind="stable")  # each gateway's arrivals, still in time order
@@ -118,6 +126,14 @@ class FleetBulkDriver:
             self.bar.close()
         self.on_done()
         return math.inf
+
+    def _oldest_needed(self, start: int) -> int:
+        """The oldest request id whose arrival is still read: by the recorder, or queued at a gateway."""
+        oldest = min(start, self.sim.recorder.oldest_unwritten_id)
+        for batcher in self.batchers:
+            if batcher.queue:
+                oldest = min(oldest, batcher.queue[0].request_id)
+        return oldest
 
     def _arrivals_at(self, g: int, start: int, order: np.ndarray, bound, until_s: float):
         """Gateway ``g``'s arrivals of the chunk to its scheduler, its batches served: (g, action, sizes, start_s, end_s, cost)."""

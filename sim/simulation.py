@@ -232,7 +232,9 @@ class Simulation:
             batches = pd.read_parquet(recorder.folder / BATCHES_FILE)
             result = summary(requests, batches, arrivals=self.arrivals, servers=servers, plans=plan_list, complete=complete)
             return RunResult(requests, batches, pd.DataFrame(plan_list), result, wall_s=time.perf_counter() - started, extra=extra)
-        first_s = float(self.arrivals.arrival_s[0]) if self.count else 0.0
+        first_s = getattr(recorder.arrivals, "first_s", None)  # a rolling view's (the fleet bulk path's), which holds no id 0
+        if first_s is None:
+            first_s = float(self.arrivals.arrival_s[0]) if self.count else 0.0
         result = recorder.summary.result(first_arrival_s=first_s, servers=servers, plans=plan_list, complete=complete)
         return RunResult(empty_requests(), empty_batches(), pd.DataFrame(plan_list), result, wall_s=time.perf_counter() - started,
                          extra=extra)  # fmt: skip

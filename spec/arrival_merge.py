@@ -35,6 +35,16 @@ class ArrivalMerge:
         """(arrival times, source index as int16), sorted by time, ties in source order."""
         arrival_s = np.empty(self.total, dtype=np.float64)
         source_index = np.empty(self.total, dtype=np.int16)
+        position = 0
+        for times, index in self.windows():
+            stop = position + len(times)
+            arrival_s[position:stop] = times
+            source_index[position:stop] = index
+            position = stop
+        return arrival_s, source_index
+
+    def windows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``merge``'s two arrays, a window at a time (consecutive pieces; an empty window is skipped)."""
         pending = {s: np.empty(0) for s in range(len(self.streams))}  # each live source's times not yet merged
         position, end_s = 0, self.window_s
         while pending:
@@ -43,16 +53,13 @@ class ArrivalMerge:
                 t = np.concatenate(times)
                 i = np.concatenate(index)
                 order = np.argsort(t, kind="stable")
-                stop = position + len(t)
-                if stop > self.total:
+                position += len(t)
+                if position > self.total:
                     raise ValueError(f"the sources gave more than the {self.total} times they were to give")
-                arrival_s[position:stop] = t[order]
-                source_index[position:stop] = i[order]
-                position = stop
+                yield t[order], i[order]
             end_s += self.window_s
         if position != self.total:
             raise ValueError(f"the sources gave {position} times, not {self.total}")
-        return arrival_s, source_index
 
     def _window(self, pending: dict[int, np.ndarray], end_s: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Each source's times before ``end_s``, in source order (a source drained and exhausted leaves ``pending``)."""

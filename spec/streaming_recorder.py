@@ -245,6 +245,11 @@ class StreamingRecorder:
 
     # -- writing -------------------------------------------------------------------
     @property
+    def oldest_unwritten_id(self) -> int:
+        """The first request id not yet written (the arrivals before it are read no more)."""
+        return self._next_slice << self._shift
+
+    @property
     def held_requests(self) -> int:
         """Request slots held in memory now (slices not yet written)."""
         return sum(len(column) for column in self._batch_of.values())

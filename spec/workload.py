@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from spec.arrival_merge import ArrivalMerge
+from spec.streamed_arrivals import StreamedArrivals
 from spec.traces import load_series
 from spec.validation import ConfigError, check_int_at_least, check_non_negative, check_positive
 
@@ -314,8 +315,8 @@ class Workload:
             if not all(isinstance(s.arrivals, TraceArrivals) for s in self.sources):
                 raise ConfigError("workload.num_requests", None, "an integer >= 1, or set workload.duration_s")
 
-    def generate(self, seed: int) -> Arrivals:
-        """Arrival times of every source merged in time order, for ``seed``.
+    def generate(self, seed: int) -> Arrivals | StreamedArrivals:
+        """Arrival times of every source merged in time order, for ``seed`` (a long run's generated when first read).
 
         Each source draws from a stream of its own: a random process from the
         seed's i-th child stream; a trace (its start offset) from one seeded by
@@ -347,8 +348,13 @@ class Workload:
     merge_window_requests = 1 << 20
     merge_block = 256
 
-    def _generate_in_windows(self, seed: int, children) -> Arrivals:
-        """``generate`` for a long run: the same arrays, merged a window of time at a time."""
+    def _generate_in_windows(self, seed: int, children) -> StreamedArrivals:
+        """``generate`` for a long run: the same arrays, merged a window of time at a time when first read
+        (``spec.streamed_arrivals``: or window by window, never all held, by a driver that reads them in order)."""
+        return StreamedArrivals(lambda: self._merge(seed, children), total=self.num_requests * len(self.sources), sources=self.sources)
+
+    def _merge(self, seed: int, children) -> ArrivalMerge:
+        """The window merge of every source's times, from fresh streams (the same draws each time)."""
         streams = []
         rate_rps = sum(s.arrivals.mean_rate_rps for s in self.sources)
         window_s = self.merge_window_requests / rate_rps
@@ -358,6 +364,4 @@ class Workload:
             # about a window's worth a block (the draws do not depend on it): few calls, and little drawn ahead
             block = int(min(max(self.merge_block, source.arrivals.mean_rate_rps * window_s), 1 << 16))
             streams.append(source.arrivals.blocks_s(np.random.default_rng(child), count=self.num_requests, block=block))
-        merge = ArrivalMerge(streams, total=self.num_requests * len(self.sources), window_s=window_s)
-        arrival_s, source_index = merge.merge()
-        return Arrivals(arrival_s=arrival_s, source_index=source_index, sources=self.sources)
+        return ArrivalMerge(streams, total=self.num_requests * len(self.sources), window_s=window_s)

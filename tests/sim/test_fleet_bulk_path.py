@@ -20,7 +20,9 @@ import pytest
 
 from policies.run_spec import build_run_spec
 from sim.fleet_bulk_driver import FleetBulkDriver
-from spec.workload import Arrivals
+from sim import build_simulation
+from spec.streamed_arrivals import RollingArrivals, StreamedArrivals
+from spec.workload import Arrivals, Workload
 from tests.sim.test_bulk_path import both_paths, on_grid, run
 
 
@@ -130,3 +132,29 @@ def test_devices_with_the_very_same_arrival_times_number_their_batches_as_the_pe
     path, result = both_paths(dataclasses.replace(spec, arrivals=arrivals))
     assert path.startswith("bulk: 7 gateways")
     assert result.batches["start_s"].duplicated().any()  # ties, indeed
+
+
+def test_a_long_streamed_fleet_generates_its_arrivals_as_it_goes_and_writes_the_same_files(tmp_path, monkeypatch):
+    # a "long" run (spec.streamed_arrivals) in small windows: the bulk path reads a rolling view, trimmed behind it
+    monkeypatch.setattr(Workload, "merge_in_windows_above", 1000)
+    monkeypatch.setattr(Workload, "merge_window_requests", 97)
+    monkeypatch.setattr(FleetBulkDriver, "min_chunk", 200)
+    monkeypatch.setattr(FleetBulkDriver, "per_gateway", 1)
+    monkeypatch.setattr("sim.simulation.RECORD_ROWS_PER_GROUP", 128)
+    config = fleet_config(np.random.default_rng(8), devices=12, per_device=400, noise=True)
+    results = {}
+    for bulk in (False, True):
+        config["sim"] = {"stream_records_to": str(tmp_path / str(bulk)), "max_records_in_memory": 0}
+        spec = build_run_spec(config)
+        assert isinstance(spec.arrivals, StreamedArrivals)
+        simulation = build_simulation(spec)
+        simulation.bulk = bulk
+        results[bulk] = (None, simulation.run(), simulation)
+    off, on = results[False][1], results[True][1]
+    rolling = results[True][2].recorder.arrivals
+    assert isinstance(rolling, RollingArrivals) and rolling.base > 0  # trimmed as it went
+    assert rolling.held < len(rolling) // 4
+    assert results[True][2].feed_path.startswith("bulk: 12 gateways")
+    assert on.summary == off.summary
+    for name in ("requests.parquet", "batches.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "True" / name), pd.read_parquet(tmp_path / "False" / name), check_exact=True)

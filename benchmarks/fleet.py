@@ -6,23 +6,29 @@ The scenario is issue 23's: one camera and one edge device per gateway
 (cv 0.2), timeout batching (up to 8, 5 ms), a linear profile (0.5 ms per
 item + 2 ms). Records stream to Parquet in a temporary folder with the
 running summary (``sim.max_records_in_memory: 0``: percentiles from the
-sketch), so nothing grows with the run but the arrival arrays.
+sketch); beyond 4,194,304 requests the arrivals are generated as the run
+reads them (``spec.streamed_arrivals``), so nothing grows with the run.
 
 Each measurement runs in a fresh process (peak RSS, ``ru_maxrss``, is then
 the run's own), one after the other, on one core each. Printed per row:
 set-up (building the run spec and the simulation: the fleet's expansion,
 arrivals, one scheduler per gateway), run (the clock to the last result,
-the tables written and the summary), simulated requests per second of run
-time, the same as a ratio to the baseline measured in the same invocation (1
-device, the same number of requests, on the same per-request path: the bulk
-path of issue 17 takes only single-gateway runs), peak RSS, and the RSS
-above the process's after imports, per request.
+the tables written and the summary), its CPU time, simulated requests per
+second of run time and per CPU-second, the latter as a ratio to the baseline
+measured in the same invocation (1 device, the same number of requests),
+peak RSS, the RSS above the process's after imports per request, and the
+path the run took (``sim.feed_path``): a fleet whose gateways share nothing
+takes the fleet's bulk path (``sim.fleet_bulk_driver``), one device the bulk
+path of issue 17 (``sim.bulk_driver``); ``--per-request`` forces the
+per-request path on every row (the comparison of the earlier table).
 
     python -m benchmarks.fleet                 # the sequence of BENCHMARKS.md (about 15 minutes of one core)
     python -m benchmarks.fleet --quick         # a smaller one (a minute)
     python -m benchmarks.fleet --rows 10000x1000000 1x1000000 --repeat 2
     python -m benchmarks.fleet --ray           # a sweep of fleet configurations on Ray, 1 worker then 2
+    python -m benchmarks.fleet --rows 10000x100000000 --no-baseline   # issue 23's full run (one core, ~10 CPU-min)
 
+``FLEET_BENCH_CORE=0`` pins the runs to core 0 (default: the last core).
 ``--in-memory`` adds rows of the in-memory recorder (every table kept until
 the end, as before streaming) for comparison.
 """
@@ -97,12 +103,13 @@ def child(devices: int, requests: int, in_memory: bool, bulk: bool = True) -> di
             "cpu_s": cpu_s}  # fmt: skip
 
 
-def measure(devices: int, requests: int, in_memory: bool = False) -> dict:
+def measure(devices: int, requests: int, in_memory: bool = False, bulk: bool = True) -> dict:
     """``child`` in a fresh interpreter (its own peak RSS), pinned to one core where the OS allows it."""
-    code = f"import json, benchmarks.fleet as f; print(json.dumps(f.child({devices}, {requests}, {in_memory})))"
+    code = f"import json, benchmarks.fleet as f; print(json.dumps(f.child({devices}, {requests}, {in_memory}, {bulk})))"
     command = [sys.executable, "-c", code]
     if hasattr(os, "sched_setaffinity"):
-        command = ["taskset", "-c", str(sorted(os.sched_getaffinity(0))[-1])] + command
+        core = os.environ.get("FLEET_BENCH_CORE", str(sorted(os.sched_getaffinity(0))[-1]))  # the last core by default
+        command = ["taskset", "-c", core] + command
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -112,19 +119,19 @@ def _parse(row: str) -> tuple[int, int]:
     return int(devices), int(float(requests))
 
 
-def run_table(rows: list[str], repeat: int, in_memory: bool) -> list[dict]:
+def run_table(rows: list[str], repeat: int, in_memory: bool, *, bulk: bool = True, baseline: bool = True) -> list[dict]:
     measured = []
     plan = [(d, r, False) for d, r in map(_parse, rows)]
     if in_memory:
         plan += [(d, r, True) for d, r in map(_parse, rows) if r <= 3_000_000]
     # the baseline of every request count: 1 device, the same requests, the same invocation
-    for requests in sorted({r for _, r, _ in plan}):
+    for requests in sorted({r for _, r, _ in plan}) if baseline else []:
         if (1, requests, False) not in plan:
             plan.insert(0, (1, requests, False))
     for devices, requests, memory in plan:
-        tries = [measure(devices, requests, memory) for _ in range(repeat)]
+        tries = [measure(devices, requests, memory, bulk) for _ in range(repeat)]
         row = dict(tries[0])
-        for key in ("setup_s", "run_s", "rps", "cpu_rps", "peak_mb"):
+        for key in ("setup_s", "run_s", "cpu_s", "rps", "cpu_rps", "peak_mb"):
             values = [t[key] for t in tries]
             row[key] = statistics.median(values)
             row[key + "_spread"] = (min(values), max(values))
@@ -133,16 +140,23 @@ def run_table(rows: list[str], repeat: int, in_memory: bool) -> list[dict]:
     return measured
 
 
+def _path(feed_path: str) -> str:
+    """``sim.feed_path`` in a word: fleet (the fleet's bulk path), bulk (one gateway's), per-req."""
+    return "fleet" if feed_path.startswith("bulk: ") else "bulk" if feed_path == "bulk" else "per-req"
+
+
 def print_row(row: dict, measured: list[dict]) -> None:
     if len(measured) == 1:
-        print(f"{'devices':>8} {'requests':>11} {'mode':>9} {'setup_s':>8} {'run_s':>8} {'req/s':>8} {'req/CPU-s':>9} {'vs 1 dev':>8} "
-              f"{'peak MB':>8} {'B/req':>6} {'files MB':>8} {'spread (run_s)':>16}")  # fmt: skip
+        print(f"{'devices':>8} {'requests':>11} {'path':>7} {'setup_s':>8} {'run_s':>8} {'cpu_s':>8} {'req/s':>8} {'req/CPU-s':>9} "
+              f"{'vs 1 dev':>8} {'peak MB':>8} {'B/req':>6} {'files MB':>8} {'spread (cpu_s)':>16} {'load':>5}")  # fmt: skip
     base = next((m for m in measured if m["devices"] == 1 and m["requests"] == row["requests"] and m["mode"] == "streamed"), None)
     ratio = row["cpu_rps"] / base["cpu_rps"] if base else float("nan")  # CPU time: robust to other work on the machine
     per_request = (row["peak_mb"] - row["imported_mb"]) * 2**20 / row["requests"]
-    low, high = row["run_s_spread"]
-    print(f"{row['devices']:>8} {row['requests']:>11,} {row['mode']:>9} {row['setup_s']:>8.2f} {row['run_s']:>8.1f} {row['rps']:>8,.0f} "
-          f"{row['cpu_rps']:>9,.0f} {ratio:>8.2f} {row['peak_mb']:>8.0f} {per_request:>6.1f} {row['files_mb']:>8.1f} {low:>7.1f}-{high:<8.1f}", flush=True)  # fmt: skip
+    low, high = row["cpu_s_spread"]
+    mode = _path(row["path"]) + ("/mem" if row["mode"] == "in memory" else "")
+    print(f"{row['devices']:>8} {row['requests']:>11,} {mode:>7} {row['setup_s']:>8.2f} {row['run_s']:>8.1f} {row['cpu_s']:>8.1f} "
+          f"{row['rps']:>8,.0f} {row['cpu_rps']:>9,.0f} {ratio:>8.2f} {row['peak_mb']:>8.0f} {per_request:>6.1f} {row['files_mb']:>8.1f} "
+          f"{low:>7.1f}-{high:<8.1f} {os.getloadavg()[0]:>5.1f}", flush=True)  # fmt: skip
 
 
 def extrapolate(measured: list[dict], devices: int = 10_000, target: int = 100_000_000) -> None:
@@ -188,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per row (median and spread)")
     parser.add_argument("--in-memory", action="store_true", help="also the in-memory recorder, up to 3,000,000 requests")
+    parser.add_argument("--per-request", action="store_true", help="force the per-request path on every row (Simulation.bulk = False)")
+    parser.add_argument("--no-baseline", action="store_true", help="no 1-device rows (for one long run)")
     parser.add_argument("--ray", action="store_true", help="only the Ray sweep")
     parser.add_argument("--ray-devices", type=int, default=1000)
     parser.add_argument("--ray-per-device", type=int, default=300)
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = args.rows or (QUICK if args.quick else SEQUENCE)
     print(f"fleet benchmark: {RATE_RPS:.0f} req/s per device, timeout batching, records streamed; one core per run, "
           f"{os.cpu_count()} cores on this machine")
-    measured = run_table(rows, args.repeat, args.in_memory)
+    measured = run_table(rows, args.repeat, args.in_memory, bulk=not args.per_request, baseline=not args.no_baseline)
     extrapolate(measured)
 
 

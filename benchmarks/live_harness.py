@@ -511,7 +511,7 @@ def _hop_rows(rows: _Rows, part: str, low: dict, rtt: np.ndarray, codec: dict, *
     rows.add(part, "leg p50: source->gateway (ms)", _pct(hops[0], 50), half, note="arrival to dispatch; baseline: half the round trip")
     rows.add(part, "  source sleep overshoot p50 (ms)", lag, note="sent_s - arrival_s (the source's send_lag_s)")
     rows.add(part, "  sent -> gateway took it p50 (ms)", ingest - lag, half,
-             note=f"encode+sign {enc['request'] * 1e3:.3f}, broker hop, listener->loop queue, decode+verify {dec['request'] * 1e3:.3f} "
+             note=f"encode+sign {enc['request'] * 1e3:.3f}, broker hop, receiving thread->loop queue, decode+verify {dec['request'] * 1e3:.3f} "
                   "(ingest_lag_s - send_lag_s, p50s)")  # fmt: skip
     rows.add(part, "  took it -> dispatched p50 (ms)", _pct(hops[0], 50) - ingest, note="scheduler and admission (p50 difference)")
     where = "inline thread" if inline else "worker"

@@ -515,7 +515,7 @@ def _serve(gateway: Gateway, role, inbox: Inbox, clock, ended_log: EndedLog, res
         consumer.acknowledge(msg)
     acks.settle(gateway, clock.now(), force=True)
     marks.close(remove=gateway.done)
-    role.stats["swept_dead_letters"] = marks.swept_dead_letters
+    role.stats.update(marks.stats())
     return asks.asked
 
 

@@ -25,6 +25,7 @@ letters that message twice.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from live.roles.held_sweep import AckedMark, position, sweep_held
@@ -72,6 +73,8 @@ class GatewayMarks:
         self.restarted = restarted
         self.swept: set[tuple[int, int, int]] = set()
         self.swept_dead_letters = 0
+        self.swept_read = 0  # messages the sweeps read
+        self.sweep_s = 0.0  # how long they took (the restarted gateway serves after them)
         self.period_s = period_s
         self._dead_letters = 0
         self._next_s = 0.0
@@ -88,9 +91,12 @@ class GatewayMarks:
                 dead_letter(raw, reason, topic)
             return reason is not None
 
+        started = time.perf_counter()
         swept, read, _ = sweep_held(client, topic, self.marks[kind].before, bad)
+        self.sweep_s += time.perf_counter() - started
         self.swept |= swept
         self.swept_dead_letters += len(swept)
+        self.swept_read += read
         return read
 
     @classmethod
@@ -119,6 +125,9 @@ class GatewayMarks:
         self._next_s = now_s + self.period_s
         for mark in self.marks.values():
             mark.save()
+
+    def stats(self) -> dict:
+        return {"swept_dead_letters": self.swept_dead_letters, "swept_read": self.swept_read, "sweep_s": round(self.sweep_s, 4)}
 
     def close(self, *, remove: bool) -> None:
         for mark in self.marks.values():

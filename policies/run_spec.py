@@ -147,8 +147,20 @@ def build_run_spec(config: Mapping) -> RunSpec:
             )
     factory = make_scheduler_factory(config.get("policy"))
     gateways = [Cluster.CENTRAL] if central else sorted({s.gateway for s in workload.sources})
-    for gateway in gateways:
-        factory(gateway, cluster)  # a trial build: placement names, batching maps
+    # a trial build (placement names, batching maps), kept: the first scheduler asked for each gateway is its trial one
+    # (a fleet's set-up built every scheduler twice), later ones are built afresh
+    trial = {gateway: factory(gateway, cluster) for gateway in gateways}
     arrivals = workload.generate(seed)
     return RunSpec(config=dict(config), seed=seed, workload=workload, cluster=cluster, arrivals=arrivals,
-                   make_scheduler=factory, gateways=gateways, sim=options)  # fmt: skip
+                   make_scheduler=_first_trial_then_fresh(factory, trial, cluster), gateways=gateways, sim=options)  # fmt: skip
+
+
+def _first_trial_then_fresh(factory: Callable[[str, Cluster], Scheduler], trial: dict[str, Scheduler],
+                            cluster: Cluster) -> Callable[[str, Cluster], Scheduler]:  # fmt: skip
+    """``factory``, but each gateway's first call for ``cluster`` gets its unused trial scheduler."""
+
+    def make_scheduler(gateway: str, on: Cluster) -> Scheduler:
+        scheduler = trial.pop(gateway, None) if on is cluster else None
+        return scheduler if scheduler is not None else factory(gateway, on)
+
+    return make_scheduler

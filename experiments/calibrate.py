@@ -16,7 +16,7 @@ the simulator's host model (``spec.host_cpu``) shares them:
   several at once (the check: the host model predicts them from the lone ones);
 - the message hop through an idle embedded broker, and the broker's CPU per
   message from its process CPU time (``/proc/<pid>/stat``);
-- three short live runs (unbatched, batched, unbatched at a lower rate): the return hop's distribution
+- four short live runs (unbatched, unbatched at a lower rate, fixed batches of 4 and of 8): the return hop's distribution
   (``hop_samples_s``, resampled per message by the simulator), the worker's
   per-batch overhead outside the model (``overhead_samples_s``), the ingest
   delay, the hop's payload rate, and each harness role's CPU per request and
@@ -462,7 +462,7 @@ def _hop_rate(batched: dict, idle_broker: dict) -> tuple[float, float | None, di
 
 def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 500, idle_broker: dict | None = None,
                     model_cpu_s=None) -> dict:  # fmt: skip
-    """Three short live runs: the worker's per-batch overhead, the hops, the roles' CPU.
+    """Four short live runs: the worker's per-batch overhead, the hops, the roles' CPU, the contended service.
 
     With a backlog the worker starts its next batch as soon as it is free, so
     the gap between one batch's end and the next one's start is what the
@@ -562,7 +562,7 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     print("broker hop and CPU per message ...", flush=True)
     hops, broker_cpu_per_message_s = measure_hop()
     idle_broker = measure_hop_sizes()
-    print("three short live runs: overhead, hops, the roles' CPU ...", flush=True)
+    print("four short live runs: overhead, hops, the roles' CPU, the contended service ...", flush=True)
     edge_mean_s = float(np.concatenate(by_threads[edge_threads][1]["wall"]).mean())
     in_situ = measure_in_situ(model, edge_threads, edge_mean_s, requests=in_situ_requests, idle_broker=idle_broker,
                               model_cpu_s=_model_cpu(by_threads[edge_threads], edge_threads))  # fmt: skip

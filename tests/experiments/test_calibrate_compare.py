@@ -46,7 +46,12 @@ def test_calibration_composes_as_a_profile_and_the_simulator_runs_with_it(tmp_pa
     assert result.summary["completed"] == 300
     assert result.summary["cold_starts"] >= 1  # the serverless pool's first batch, from the measured cold starts
     served = result.requests.loc[result.requests["executor"] == "edge", "service_s"]
-    assert served.median() < 0.01  # the measured mlp, not the seed's 50 ms ResNet-50
+    # the measured mlp, not the seed's 50 ms ResNet-50: its isolated table times the contention factors measured
+    # in calibration's live runs (on a loaded machine these are several times 1, so the bound is loose)
+    factors = profile["calibration"]["contention"]["by_batch_size"]
+    assert factors and all(f > 0 for f in factors.values())
+    assert profile["edge"]["latencies_s"][0] == pytest.approx(profile["edge_isolated"]["latencies_s"][0] * factors[min(factors)], rel=1e-2)
+    assert served.median() < 0.025
 
 
 def test_compare_gives_every_metric_for_both_backends(tmp_path):

@@ -90,15 +90,7 @@ class BulkDriver:
                 raise RuntimeError(f"the bulk path got {type(action).__name__} from handle_arrivals")
             self._dispatch(action)
         self._report(until_s)
-        if self.bar is not None:
-            self.bar.update(stop - self.bar.n)
-        if stop < self.count:
-            return until_s
-        self.env.now_s = max(self.env.now_s, self._last_end_s)  # the run ends when its last result is back
-        if self.bar is not None:
-            self.bar.close()
-        self.on_done()
-        return math.inf
+        return end_of_chunk(self, stop, until_s)
 
     def _make_request(self, k: int) -> Request:
         """The ``Request`` the per-request feed builds for the k-th arrival of the current chunk."""
@@ -137,6 +129,19 @@ class BulkDriver:
             now_s = until_s if math.isfinite(until_s) else self._last_end_s
             self.scheduler.handle_finished_bulk(self.executor_name, batches, now_s=now_s)
             self.sim.requests_ended(requests)
+
+
+def end_of_chunk(driver, stop: int, until_s: float) -> float:
+    """A bulk driver's chunk ended at arrival ``stop``: the next chunk's time, or ``inf`` once the run is done."""
+    if driver.bar is not None:
+        driver.bar.update(stop - driver.bar.n)
+    if stop < driver.count:
+        return until_s
+    driver.env.now_s = max(driver.env.now_s, driver._last_end_s)  # the run ends when its last result is back
+    if driver.bar is not None:
+        driver.bar.close()
+    driver.on_done()
+    return math.inf
 
 
 def run_unsupported(sim) -> str | None:

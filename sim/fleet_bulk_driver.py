@@ -8,7 +8,7 @@ import numpy as np
 
 from policies.dispatch_batches import DispatchBatches
 from policies.events import Request
-from sim.bulk_driver import arrivals_unsupported, driver_unsupported, run_unsupported
+from sim.bulk_driver import arrivals_unsupported, driver_unsupported, end_of_chunk, run_unsupported
 
 __all__ = ["FleetBulkDriver"]
 
@@ -117,15 +117,7 @@ class FleetBulkDriver:
         if batches:
             self._record(batches)
         self._report(until_s)
-        if self.bar is not None:
-            self.bar.update(stop - self.bar.n)
-        if stop < self.count:
-            return until_s
-        self.env.now_s = max(self.env.now_s, self._last_end_s)  # the run ends when its last result is back
-        if self.bar is not None:
-            self.bar.close()
-        self.on_done()
-        return math.inf
+        return end_of_chunk(self, stop, until_s)
 
     def _oldest_needed(self, start: int) -> int:
         """The oldest request id whose arrival is still read: by the recorder, or queued at a gateway."""

@@ -19,10 +19,24 @@ import numpy as np
 
 from spec.arrival_merge import ArrivalMerge
 
-__all__ = ["StreamedArrivals", "RollingArrivals", "RollingColumn"]
+__all__ = ["ArrivalColumns", "StreamedArrivals", "RollingArrivals", "RollingColumn"]
 
 
-class StreamedArrivals:
+class ArrivalColumns:
+    """Per-request columns derived from ``arrival_s``, ``source_index`` and ``sources`` (shared by both arrival types)."""
+
+    __slots__ = ()
+
+    @property
+    def size_bytes(self) -> np.ndarray:
+        return np.array([s.size_bytes for s in self.sources], dtype=np.int64)[self.source_index]
+
+    @property
+    def deadline_s(self) -> np.ndarray:
+        return self.arrival_s + np.array([s.slo_s for s in self.sources])[self.source_index]
+
+
+class StreamedArrivals(ArrivalColumns):
     """``Arrivals`` of ``total`` requests from ``sources``, merged by ``make_merge()`` when first read."""
 
     def __init__(self, make_merge: Callable[[], ArrivalMerge], *, total: int, sources: tuple):
@@ -48,14 +62,6 @@ class StreamedArrivals:
     def source_index(self) -> np.ndarray:
         """Every arrival's source (int16), in the same order."""
         return self._merged()[1]
-
-    @property
-    def size_bytes(self) -> np.ndarray:
-        return np.array([s.size_bytes for s in self.sources], dtype=np.int64)[self.source_index]
-
-    @property
-    def deadline_s(self) -> np.ndarray:
-        return self.arrival_s + np.array([s.slo_s for s in self.sources])[self.source_index]
 
     def rolling(self) -> RollingArrivals:
         """The same arrivals generated as read and forgotten when trimmed (``RollingArrivals``)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from spec.arrival_merge import ArrivalMerge
-from spec.streamed_arrivals import StreamedArrivals
+from spec.streamed_arrivals import ArrivalColumns, StreamedArrivals
 from spec.traces import load_series
 from spec.validation import ConfigError, check_int_at_least, check_non_negative, check_positive
 
@@ -259,7 +259,7 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Arrivals:
+class Arrivals(ArrivalColumns):
     """Merged arrivals of all sources, sorted by time: what a driver replays."""
 
     arrival_s: np.ndarray  # float64, increasing
@@ -268,14 +268,6 @@ class Arrivals:
 
     def __len__(self) -> int:
         return len(self.arrival_s)
-
-    @property
-    def size_bytes(self) -> np.ndarray:
-        return np.array([s.size_bytes for s in self.sources], dtype=np.int64)[self.source_index]
-
-    @property
-    def deadline_s(self) -> np.ndarray:
-        return self.arrival_s + np.array([s.slo_s for s in self.sources])[self.source_index]
 
 
 def _named_stream(seed: int, name: str) -> np.random.SeedSequence:

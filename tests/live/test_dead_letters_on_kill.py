@@ -31,12 +31,12 @@ from tests.live.test_harness import edge_config, pool_config
 BAD = (b"EB\x02\x02" + b"\xff" * 12, b"not a batch at all")  # too short to hold a tag; bad magic
 
 
-def _dead_letters(dlq, source_topic: str, *, expected: int, timeout_s: float, linger_s: float) -> list[tuple[bytes, str]]:
-    """(data, reason) of the dead letters from ``source_topic``: until ``expected`` came and ``linger_s`` more
-    (a second copy of one would show then), or ``timeout_s``."""
-    deadline, dead = time.monotonic() + timeout_s, []
+def _dead_letters(dlq, source_topics, *, expected: int, timeout_s: float, linger_s: float) -> dict[str, list[tuple[bytes, str]]]:
+    """(data, reason) of the dead letters from each of ``source_topics``: until ``expected`` came in all and
+    ``linger_s`` more (a second copy of one would show then), or ``timeout_s``."""
+    deadline, dead = time.monotonic() + timeout_s, {topic: [] for topic in source_topics}
     while time.monotonic() < deadline:
-        if len(dead) >= expected:
+        if sum(map(len, dead.values())) >= expected:
             if linger_s <= 0:
                 break
             deadline = min(deadline, time.monotonic() + linger_s)
@@ -45,28 +45,30 @@ def _dead_letters(dlq, source_topic: str, *, expected: int, timeout_s: float, li
         except pulsar.Timeout:
             continue
         dlq.acknowledge(msg)
-        if msg.properties().get("source_topic") == source_topic:
-            dead.append((msg.data(), msg.properties()["reason"]))
+        topic = msg.properties().get("source_topic")
+        if topic in dead:
+            dead[topic].append((msg.data(), msg.properties()["reason"]))
     return dead
+
+
+def _dlq_and_user(client, handle):
+    """The test's own dead-letter subscription (from the start) and an open-ingress client of the edge gateway."""
+    dlq = client.subscribe(Topics(handle.run_id).dead_letter, "test-dlq", consumer_type=pulsar.ConsumerType.Shared,
+                           initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+    return dlq, EdgebatchClient(client, handle.run_id, "user", os.environ[KEY_ENV], gateway="edge")
 
 
 def _fault(handle, seen: dict) -> None:
     topics = Topics(handle.run_id)
     client, _ = connect(handle.broker_url)
     try:
-        dlq = client.subscribe(topics.dead_letter, "test-dlq", consumer_type=pulsar.ConsumerType.Shared,
-                               initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
-        user = EdgebatchClient(client, handle.run_id, "user", os.environ[KEY_ENV], gateway="edge")
+        dlq, user = _dlq_and_user(client, handle)
         seen["before"] = user.result(user.submit(b"\x01" * 64), timeout_s=15).ok  # the worker serves
-        pid = handle.pid("worker-edge-0")
-        os.kill(pid, signal.SIGSTOP)  # frozen: what the broker sends it stays unread in its socket
-        bad = client.create_producer(topics.batches("edge"), batching_enabled=False)
-        for data in BAD:
-            bad.send(data)
-        time.sleep(0.5)
-        os.kill(pid, signal.SIGKILL)  # a reset connection: pulsar-lite keeps its consumer and what it held
+        # frozen, then killed: a reset connection, pulsar-lite keeps its consumer and what it held
+        pid = _freeze_fuzz_kill(handle, client, "worker-edge-0", {topics.batches("edge"): list(BAD)})
         seen["after"] = user.result(user.submit(b"\x02" * 64), timeout_s=30).ok  # the restarted worker serves
-        seen["dead"] = _dead_letters(dlq, topics.batches("edge"), expected=len(BAD), timeout_s=10, linger_s=1.0)
+        dead = _dead_letters(dlq, [topics.batches("edge")], expected=len(BAD), timeout_s=10, linger_s=1.0)
+        seen["dead"] = dead[topics.batches("edge")]
         seen["restarted"] = handle.pid("worker-edge-0") != pid
         user.close()
         ControlChannel(client, handle.run_id, source="run").stop()
@@ -102,7 +104,7 @@ def _freeze_and_kill_the_sink(handle, seen: dict) -> None:
         client.create_producer(topics.records, batching_enabled=False).send(BAD[1])
         handle.sleep_until(handle.now() + 0.5)
         os.kill(pid, signal.SIGKILL)
-        seen["dead"] = [data for data, _ in _dead_letters(dlq, topics.records, expected=1, timeout_s=15, linger_s=0)]
+        seen["dead"] = [data for data, _ in _dead_letters(dlq, [topics.records], expected=1, timeout_s=15, linger_s=0)[topics.records]]
     finally:
         client.close()
 
@@ -126,14 +128,15 @@ def fuzz(count: int, seed: int) -> list[bytes]:
     return [rng.bytes(int(rng.integers(0, 300))) for _ in range(count)] + list(BAD)
 
 
-def _freeze_fuzz_kill(handle, client, name: str, topic: str, messages: list[bytes]) -> int:
-    """SIGSTOP role ``name``, publish ``messages`` on ``topic`` (dispatched to it, unread), SIGKILL it; its pid."""
+def _freeze_fuzz_kill(handle, client, name: str, messages_by_topic: dict[str, list[bytes]]) -> int:
+    """SIGSTOP role ``name``, publish each topic's messages (dispatched to it, unread), SIGKILL it; its pid."""
     pid = handle.pid(name)
     os.kill(pid, signal.SIGSTOP)
-    producer = client.create_producer(topic, batching_enabled=False)
-    for data in messages:
-        producer.send(data)
-    producer.close()
+    for topic, messages in messages_by_topic.items():
+        producer = client.create_producer(topic, batching_enabled=False)
+        for data in messages:
+            producer.send(data)
+        producer.close()
     time.sleep(0.5)
     os.kill(pid, signal.SIGKILL)
     return pid
@@ -149,13 +152,12 @@ def _pool_fault(handle, seen: dict) -> None:
     topics = Topics(handle.run_id)
     client, _ = connect(handle.broker_url)
     try:
-        dlq = client.subscribe(topics.dead_letter, "test-dlq", consumer_type=pulsar.ConsumerType.Shared,
-                               initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
-        user = EdgebatchClient(client, handle.run_id, "user", os.environ[KEY_ENV], gateway="edge")
+        dlq, user = _dlq_and_user(client, handle)
         seen["before"] = user.result(user.submit(b"\x01" * 64), timeout_s=60).ok  # the pool serves (a cold start)
-        seen["pid"] = _freeze_fuzz_kill(handle, client, "pool-lambda", topics.batches("lambda"), seen["sent"])
+        seen["pid"] = _freeze_fuzz_kill(handle, client, "pool-lambda", {topics.batches("lambda"): seen["sent"]})
         seen["after"] = user.result(user.submit(b"\x02" * 64), timeout_s=90).ok  # the restarted pool serves
-        seen["dead"] = _dead_letters(dlq, topics.batches("lambda"), expected=len(seen["sent"]), timeout_s=15, linger_s=1.5)
+        dead = _dead_letters(dlq, [topics.batches("lambda")], expected=len(seen["sent"]), timeout_s=15, linger_s=1.5)
+        seen["dead"] = dead[topics.batches("lambda")]
         seen["restarted"] = handle.pid("pool-lambda") != seen["pid"]
         user.close()
         ControlChannel(client, handle.run_id, source="run").stop()
@@ -182,35 +184,15 @@ def _gateway_fault(handle, seen: dict) -> None:
     topics = Topics(handle.run_id)
     client, _ = connect(handle.broker_url)
     try:
-        dlq = client.subscribe(topics.dead_letter, "test-dlq", consumer_type=pulsar.ConsumerType.Shared,
-                               initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
-        user = EdgebatchClient(client, handle.run_id, "user", os.environ[KEY_ENV], gateway="edge")
+        dlq, user = _dlq_and_user(client, handle)
         seen["before"] = user.result(user.submit(b"\x01" * 64), timeout_s=15).ok
-        pid = handle.pid("gateway-edge")
-        os.kill(pid, signal.SIGSTOP)  # what the broker sends it stays unread in its socket and queues
-        for name in ("requests", "results"):
-            producer = client.create_producer(getattr(topics, name)("edge"), batching_enabled=False)
-            for data in seen[name]:
-                producer.send(data)
-            producer.close()
-        time.sleep(0.5)
-        os.kill(pid, signal.SIGKILL)
+        # frozen: what the broker sends it stays unread in its socket and queues
+        by_topic = {topics.requests("edge"): "requests", topics.results("edge"): "results"}
+        pid = _freeze_fuzz_kill(handle, client, "gateway-edge", {topic: seen[name] for topic, name in by_topic.items()})
         seen["after"] = user.result(user.submit(b"\x02" * 64), timeout_s=30).ok  # the restarted gateway serves
         expected = len(seen["requests"]) + len(seen["results"])
-        seen["dead"] = {name: [] for name in ("requests", "results")}
-        by_topic = {topics.requests("edge"): "requests", topics.results("edge"): "results"}
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if sum(map(len, seen["dead"].values())) >= expected:
-                deadline = min(deadline, time.monotonic() + 1.5)  # a second copy of one would show by then
-            try:
-                msg = dlq.receive(timeout_millis=500)
-            except pulsar.Timeout:
-                continue
-            dlq.acknowledge(msg)
-            name = by_topic.get(msg.properties().get("source_topic"))
-            if name is not None:
-                seen["dead"][name].append(msg.data())
+        dead = _dead_letters(dlq, list(by_topic), expected=expected, timeout_s=20, linger_s=1.5)
+        seen["dead"] = {name: [data for data, _ in dead[topic]] for topic, name in by_topic.items()}
         seen["restarted"] = handle.pid("gateway-edge") != pid
         user.close()
         ControlChannel(client, handle.run_id, source="run").stop()

@@ -297,6 +297,24 @@ class Scheduler:
         self.batchers[executor].finished_bulk(sizes)
         return []
 
+    def bulk_ran(self, executor: str, batches: int, *, now_s: float) -> None:
+        """``batches`` batches that this scheduler's policies cut for ``executor`` were sent, served and finished by
+        ``now_s`` on a driver that holds the queues itself (the simulator's fleet path: many gateways' queues in arrays,
+        cut as ``bulk_cuts`` cuts them): the accounting ``handle_arrivals`` and ``handle_finished_bulk`` would have left.
+
+        Nothing may be queued or in flight here, before or after (``DriverError``: keep to one path).
+        """
+        if executor != self.bulk_executor():
+            raise DriverError(f"bulk_ran names executor {executor!r}; the bulk path's is {self.bulk_executor()!r}")
+        batcher = self.batchers[executor]
+        if self.pending_requests or self._timers or batcher.queue or batcher.batches_in_flight:
+            raise DriverError(f"bulk_ran: requests queued or in flight at {executor!r} (requests came another way): keep to one path")
+        if batches < 0 or now_s < self._now_s:
+            raise DriverError(f"bulk_ran: {batches} batches by now_s={now_s}, after {self._now_s}")
+        self._now_s = now_s
+        self._started = self._started or batches > 0
+        self._next_batch_id += batches
+
     def _check_bulk_arrivals(self, executor: str, arrival_s: np.ndarray, request_ids: np.ndarray, until_s: float) -> None:
         if len(request_ids) != len(arrival_s):
             raise DriverError(f"handle_arrivals: {len(arrival_s)} arrival times for {len(request_ids)} request ids")

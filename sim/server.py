@@ -67,3 +67,16 @@ class SlotServer(SimExecutor):
         self.batches_run += len(starts)
         start, end = np.array(starts), np.array(ends)
         return start, end, self.batch_costs(end - start, memory_mb)
+
+    @property
+    def free_at_s(self) -> list[float]:
+        """When each slot is next free on the bulk path (a copy; ``served_bulk`` sets them)."""
+        return list(self._free_at_s)
+
+    def served_bulk(self, free_at_s: list[float], batches: int) -> None:
+        """``batches`` more of this server's were served as ``run_bulk`` serves them, by a driver that serves many
+        servers at once (``sim.fleet_service``); its slots are next free at ``free_at_s``."""
+        if len(free_at_s) != self.slots or batches < 0:
+            raise ValueError(f"served_bulk: {len(free_at_s)} free times for {self.slots} slots, {batches} batches")
+        self._free_at_s = sorted(free_at_s)  # sorted: a heap, as run_bulk keeps it
+        self.batches_run += batches

@@ -7,6 +7,8 @@ of a few arrivals up to thousands, arrival times on a dyadic grid for exact
 ties in half the cases) run once on the fleet's bulk path and once with it
 turned off (``Simulation.bulk = False``): request and batch tables and
 summaries must be equal, with no tolerance, in memory and streamed.
+Every case runs twice: all gateways' chunk in a few vectorized passes
+(``FleetBulkDriver.vectorized_from`` lowered to 2) and one call per gateway.
 Fleets whose gateways share something fall back and say why.
 """
 
@@ -24,6 +26,29 @@ from sim import build_simulation
 from spec.streamed_arrivals import RollingArrivals, StreamedArrivals
 from spec.workload import Arrivals, Workload
 from tests.sim.test_bulk_path import both_paths, on_grid, run
+
+
+@pytest.fixture(autouse=True, params=["vectorized", "per_gateway"])
+def fleet_mode(request, monkeypatch):
+    """Each test on both of the fleet path's ways, and a check that the vectorized one did the cutting."""
+    vectorized = request.param == "vectorized"
+    monkeypatch.setattr(FleetBulkDriver, "vectorized_from", 2 if vectorized else 10**9)
+    calls = {"all": 0, "each": 0}
+    cut_all, arrivals_at = FleetBulkDriver._cut_all, FleetBulkDriver._arrivals_at
+
+    def counted_all(self, *args):
+        calls["all"] += 1
+        return cut_all(self, *args)
+
+    def counted_each(self, *args):
+        calls["each"] += 1
+        return arrivals_at(self, *args)
+
+    monkeypatch.setattr(FleetBulkDriver, "_cut_all", counted_all)
+    monkeypatch.setattr(FleetBulkDriver, "_arrivals_at", counted_each)
+    yield request.param
+    if calls["all"] or calls["each"]:  # the fleet path ran: on the way asked for
+        assert (calls["all"] > 0, calls["each"] > 0) == (vectorized, not vectorized), calls
 
 
 def fleet_config(rng: np.random.Generator, *, devices: int, per_device: int, noise: bool) -> dict:

@@ -18,13 +18,16 @@ second of run time and per CPU-second, the latter as a ratio to the baseline
 measured in the same invocation (1 device, the same number of requests),
 peak RSS, the RSS above the process's after imports per request, and the
 path the run took (``sim.feed_path``): a fleet whose gateways share nothing
-takes the fleet's bulk path (``sim.fleet_bulk_driver``), one device the bulk
+takes the fleet's bulk path (``sim.fleet_bulk_driver``: ``fleet/v``, every
+gateway's chunk in a few vectorized passes from 64 gateways; ``fleet/g``, one
+call per gateway per chunk, forced by ``--per-gateway``), one device the bulk
 path of issue 17 (``sim.bulk_driver``); ``--per-request`` forces the
 per-request path on every row (the comparison of the earlier table).
 
     python -m benchmarks.fleet                 # the sequence of BENCHMARKS.md (about 15 minutes of one core)
     python -m benchmarks.fleet --quick         # a smaller one (a minute)
     python -m benchmarks.fleet --rows 10000x1000000 1x1000000 --repeat 2
+    python -m benchmarks.fleet --per-gateway   # the fleet rows one call per gateway per chunk (the earlier fleet path)
     python -m benchmarks.fleet --ray           # a sweep of fleet configurations on Ray, 1 worker then 2
     python -m benchmarks.fleet --rows 10000x100000000 --no-baseline   # issue 23's full run (one core, ~10 CPU-min)
 
@@ -77,10 +80,15 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def child(devices: int, requests: int, in_memory: bool, bulk: bool = True) -> dict:
+def child(devices: int, requests: int, in_memory: bool, bulk: bool = True, per_gateway: bool = False) -> dict:
     """One measurement in this (fresh) process."""
     from policies.run_spec import build_run_spec
     from sim import build_simulation
+    from sim.fleet_bulk_driver import FleetBulkDriver
+
+    if per_gateway:
+        FleetBulkDriver.vectorized_from = 2**31  # never: one call per gateway per chunk
+    vectorized = devices >= FleetBulkDriver.vectorized_from  # this fleet's batching (timeout) is one it vectorizes
 
     imported_mb = _rss_mb()
     with tempfile.TemporaryDirectory(prefix="fleet-") as folder:
@@ -100,12 +108,12 @@ def child(devices: int, requests: int, in_memory: bool, bulk: bool = True) -> di
     return {"devices": devices, "requests": count, "mode": "in memory" if in_memory else "streamed", "setup_s": setup_s,
             "run_s": run_s, "rps": count / run_s, "cpu_rps": count / cpu_s, "peak_mb": _rss_mb(), "imported_mb": imported_mb, "files_mb": files_mb,
             "p99_s": result.summary["latency_p99_s"], "completed": result.summary["completed"], "path": simulation.feed_path,
-            "cpu_s": cpu_s}  # fmt: skip
+            "cpu_s": cpu_s, "vectorized": vectorized}  # fmt: skip
 
 
-def measure(devices: int, requests: int, in_memory: bool = False, bulk: bool = True) -> dict:
+def measure(devices: int, requests: int, in_memory: bool = False, bulk: bool = True, per_gateway: bool = False) -> dict:
     """``child`` in a fresh interpreter (its own peak RSS), pinned to one core where the OS allows it."""
-    code = f"import json, benchmarks.fleet as f; print(json.dumps(f.child({devices}, {requests}, {in_memory}, {bulk})))"
+    code = f"import json, benchmarks.fleet as f; print(json.dumps(f.child({devices}, {requests}, {in_memory}, {bulk}, {per_gateway})))"
     command = [sys.executable, "-c", code]
     if hasattr(os, "sched_setaffinity"):
         core = os.environ.get("FLEET_BENCH_CORE", str(sorted(os.sched_getaffinity(0))[-1]))  # the last core by default
@@ -119,7 +127,8 @@ def _parse(row: str) -> tuple[int, int]:
     return int(devices), int(float(requests))
 
 
-def run_table(rows: list[str], repeat: int, in_memory: bool, *, bulk: bool = True, baseline: bool = True) -> list[dict]:
+def run_table(rows: list[str], repeat: int, in_memory: bool, *, bulk: bool = True, baseline: bool = True,
+              per_gateway: bool = False) -> list[dict]:  # fmt: skip
     measured = []
     plan = [(d, r, False) for d, r in map(_parse, rows)]
     if in_memory:
@@ -129,7 +138,7 @@ def run_table(rows: list[str], repeat: int, in_memory: bool, *, bulk: bool = Tru
         if (1, requests, False) not in plan:
             plan.insert(0, (1, requests, False))
     for devices, requests, memory in plan:
-        tries = [measure(devices, requests, memory, bulk) for _ in range(repeat)]
+        tries = [measure(devices, requests, memory, bulk, per_gateway) for _ in range(repeat)]
         row = dict(tries[0])
         for key in ("setup_s", "run_s", "cpu_s", "rps", "cpu_rps", "peak_mb"):
             values = [t[key] for t in tries]
@@ -140,9 +149,12 @@ def run_table(rows: list[str], repeat: int, in_memory: bool, *, bulk: bool = Tru
     return measured
 
 
-def _path(feed_path: str) -> str:
-    """``sim.feed_path`` in a word: fleet (the fleet's bulk path), bulk (one gateway's), per-req."""
-    return "fleet" if feed_path.startswith("bulk: ") else "bulk" if feed_path == "bulk" else "per-req"
+def _path(row: dict) -> str:
+    """``sim.feed_path`` in a word: fleet/v or fleet/g (the fleet's bulk path, vectorized or per gateway), bulk (one gateway's), per-req."""
+    feed_path = row["path"]
+    if feed_path.startswith("bulk: "):
+        return "fleet/v" if row.get("vectorized") else "fleet/g"
+    return "bulk" if feed_path == "bulk" else "per-req"
 
 
 def print_row(row: dict, measured: list[dict]) -> None:
@@ -153,7 +165,7 @@ def print_row(row: dict, measured: list[dict]) -> None:
     ratio = row["cpu_rps"] / base["cpu_rps"] if base else float("nan")  # CPU time: robust to other work on the machine
     per_request = (row["peak_mb"] - row["imported_mb"]) * 2**20 / row["requests"]
     low, high = row["cpu_s_spread"]
-    mode = _path(row["path"]) + ("/mem" if row["mode"] == "in memory" else "")
+    mode = _path(row) + ("/mem" if row["mode"] == "in memory" else "")
     print(f"{row['devices']:>8} {row['requests']:>11,} {mode:>7} {row['setup_s']:>8.2f} {row['run_s']:>8.1f} {row['cpu_s']:>8.1f} "
           f"{row['rps']:>8,.0f} {row['cpu_rps']:>9,.0f} {ratio:>8.2f} {row['peak_mb']:>8.0f} {per_request:>6.1f} {row['files_mb']:>8.1f} "
           f"{low:>7.1f}-{high:<8.1f} {os.getloadavg()[0]:>5.1f}", flush=True)  # fmt: skip
@@ -203,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per row (median and spread)")
     parser.add_argument("--in-memory", action="store_true", help="also the in-memory recorder, up to 3,000,000 requests")
     parser.add_argument("--per-request", action="store_true", help="force the per-request path on every row (Simulation.bulk = False)")
+    parser.add_argument("--per-gateway", action="store_true", help="fleet rows one call per gateway per chunk (not vectorized)")
     parser.add_argument("--no-baseline", action="store_true", help="no 1-device rows (for one long run)")
     parser.add_argument("--ray", action="store_true", help="only the Ray sweep")
     parser.add_argument("--ray-devices", type=int, default=1000)
@@ -214,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = args.rows or (QUICK if args.quick else SEQUENCE)
     print(f"fleet benchmark: {RATE_RPS:.0f} req/s per device, timeout batching, records streamed; one core per run, "
           f"{os.cpu_count()} cores on this machine")
-    measured = run_table(rows, args.repeat, args.in_memory, bulk=not args.per_request, baseline=not args.no_baseline)
+    measured = run_table(rows, args.repeat, args.in_memory, bulk=not args.per_request, baseline=not args.no_baseline,
+                         per_gateway=args.per_gateway)  # fmt: skip
     extrapolate(measured)
 
 

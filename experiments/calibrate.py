@@ -16,13 +16,15 @@ the simulator's host model (``spec.host_cpu``) shares them:
   several at once (the check: the host model predicts them from the lone ones);
 - the message hop through an idle embedded broker, and the broker's CPU per
   message from its process CPU time (``/proc/<pid>/stat``);
-- four short live runs (unbatched, unbatched at a lower rate, fixed batches of 4 and of 8): the return hop's distribution
+- five short live runs (unbatched, unbatched at a lower rate, fixed batches of 4 and of 8,
+  and fixed batches of 16 at a high rate for the roles' wake-ups only): the return hop's distribution
   (``hop_samples_s``, resampled per message by the simulator), the worker's
   per-batch overhead outside the model (``overhead_samples_s``), the ingest
-  delay, the hop's payload rate, and each harness role's CPU per request and
-  per batch and its idle cores (broker from ``/proc``, gateway, source and
-  sink from their own process CPU times in their stats), fitted from the
-  runs' counts and durations.
+  delay, the hop's payload rate, and each harness role's CPU per request,
+  per batch and per wake-up and its idle cores (broker from ``/proc``,
+  gateway, source and sink from their own process CPU times in their
+  stats), fitted from the runs' counts, message times and durations
+  (``experiments.role_cpu_fit``).
 
 Writes ``conf/profile/calibrated.yaml`` (use it with ``profile=calibrated``):
 the isolated profiles, the measured distributions, and ``hosts.local``: this
@@ -54,6 +56,7 @@ import matplotlib.ticker
 import numpy as np
 import yaml
 
+from experiments import role_cpu_fit
 from experiments.paths import REPO_ROOT, RESULTS_DIR
 from experiments.stats import t_interval
 
@@ -65,9 +68,7 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 MEMORY_MB = (1024, 2048, 3072, 4096)
 #: quantiles kept of a measured distribution (hops, overheads): 2.5% ... 97.5% and the extremes' neighbours
 QUANTILES = np.linspace(0.005, 0.995, 40)
-#: harness roles whose CPU is fitted per request and per batch (the source: per request only; the
-#: worker: its process CPU less the model's, from the isolated profile)
-ROLES = ("broker", "gateway", "source", "sink", "worker")
+ROLES = role_cpu_fit.ROLES
 
 
 class CalibrationError(RuntimeError):
@@ -311,14 +312,15 @@ def measure_hop_sizes(small_bytes: int = 1024, large_bytes: int = 8 * 200 * 1024
 # -- the live runs ----------------------------------------------------------------------------
 
 
-def _live_run(model: str, threads: int, service_s: float, batching: dict, requests: int, load: float = 0.65):
+def _live_run(model: str, threads: int, service_s: float, batching: dict, requests: int, load: float = 0.65,
+              max_rate_rps: float | None = None):  # fmt: skip
     """One short live run of the calibration model; returns its RunResult, the broker's CPU-seconds during it and its config."""
     from live.deploy.local import run_live
 
     # about two-thirds of what one worker serves one at a time: backlogs come and
     # go (for the overhead) while the gateway keeps up (for the hops)
     # (at most 300 req/s: beyond that a tiny model's run measures the harness's own limits)
-    rate_rps = min(load / service_s, 300.0 * load / 0.65)
+    rate_rps = min(load / service_s, 300.0 * load / 0.65, max_rate_rps or math.inf)
     config = {
         "seed": 0,
         "workload": {"num_requests": requests, "sources": [{"name": "cam", "size_bytes": 200 * 1024, "arrivals": {"kind": "poisson", "rate_rps": rate_rps}}]},
@@ -381,34 +383,17 @@ def _role_cpu(result, broker_cpu_s: float, model_cpu_s=None) -> dict:
     sizes, counts = np.unique(result.batches["size"].to_numpy(dtype=int), return_counts=True)
     return {"requests": completed, "batches": int(len(result.batches)), "duration_s": round(duration_s, 3), "cpu_s": found,
             "background_cores": round(_background_cores(result, broker_cpu_s), 4), "worker_process_cpu_s": round(worker_process_cpu_s, 6),
-            "batch_sizes": {int(b): int(c) for b, c in zip(sizes, counts)}}  # fmt: skip
+            "batch_sizes": {int(b): int(c) for b, c in zip(sizes, counts)},
+            # when each role handled each message (for the wake-ups; not saved: see measure_in_situ)
+            "request_times_s": result.requests["arrival_s"].to_numpy(dtype=float), "batch_times_s": result.batches["end_s"].to_numpy(dtype=float)}  # fmt: skip
 
 
-def fit_role_cpu(runs: list[dict]) -> dict[str, dict[str, float]]:
-    """Each role's CPU-seconds per request and per batch, and its idle cores, from runs in different proportions.
-
-    Non-negative least squares of ``cpu = a * requests + b * batches + c *
-    duration_s`` (scipy's ``nnls``); the source publishes requests only
-    (b = 0). Raises when the runs cannot separate the terms (the batched run
-    formed no batches larger than one, or every run lasted as long per request).
-    """
-    from scipy.optimize import nnls
-
-    counts = np.array([[r["requests"], r["batches"], r["duration_s"]] for r in runs], dtype=float)
-    scale = counts.max(axis=0)
-    if len(runs) < 3 or np.linalg.matrix_rank(counts / scale, tol=1e-3) < 3:
-        raise CalibrationError(f"role CPU: the runs' (requests, batches, duration_s) {counts.round(2).tolist()} cannot separate "
-                               "per-request, per-batch and idle CPU (the batched run formed no batches > 1? raise --in-situ-requests)")
-    fitted = {}
-    for role in ROLES:
-        cpu = np.array([r["cpu_s"][role] for r in runs])
-        columns = [0, 2] if role == "source" else [0, 1, 2]
-        solution, _ = nnls(counts[:, columns] / scale[columns], cpu)
-        coefficients = dict.fromkeys(range(3), 0.0)
-        coefficients.update({c: float(x / scale[c]) for c, x in zip(columns, solution)})
-        fitted[role] = {"cpu_s_per_request": round(coefficients[0], 9), "cpu_s_per_batch": round(coefficients[1], 9),
-                        "idle_cores": round(min(1.0, coefficients[2]), 4)}  # fmt: skip
-    return fitted
+def fit_role_cpu(runs: list[dict]) -> tuple[dict[str, dict[str, float]], dict]:
+    """``experiments.role_cpu_fit.fit_role_cpu``, its failure a ``CalibrationError``."""
+    try:
+        return role_cpu_fit.fit_role_cpu(runs)
+    except role_cpu_fit.RoleFitError as error:
+        raise CalibrationError(str(error)) from None
 
 
 def _quantiles(values: np.ndarray, field: str) -> list[float]:
@@ -462,7 +447,7 @@ def _hop_rate(batched: dict, idle_broker: dict) -> tuple[float, float | None, di
 
 def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 500, idle_broker: dict | None = None,
                     model_cpu_s=None) -> dict:  # fmt: skip
-    """Four short live runs: the worker's per-batch overhead, the hops, the roles' CPU, the contended service.
+    """Five short live runs: the worker's per-batch overhead, the hops, the roles' CPU, the contended service.
 
     With a backlog the worker starts its next batch as soon as it is free, so
     the gap between one batch's end and the next one's start is what the
@@ -473,7 +458,10 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
     bytes gives the hop's fixed part and its rate. The runs' request and
     batch counts and durations (a third run, unbatched at a lower rate, lasts
     longer for as many requests) against each role's CPU give its CPU per
-    request, per batch and its idle cores.
+    request, per batch and its idle cores; a fifth run at a high rate, where
+    messages often find their role busy, its CPU per wake-up. That run is
+    used for the roles' CPU only (the hops, overheads and contention come
+    from the four at the rates they were always measured at).
     """
     runs, tables, contended = [], {}, []
     single = {"_target_": "policies.batching.NoBatching"}
@@ -482,17 +470,24 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
                                  # wait (ingest lag) and sends them one by one, and the fit needs batches > 1
                                  ("batched", {"_target_": "policies.batching.FixedBatching", "batch_size": 4, "max_wait_s": 0.1}, 0.65),
                                  # batches of 8 as well: the service per batch size under contention (calibrate_contention)
-                                 ("batched8", {"_target_": "policies.batching.FixedBatching", "batch_size": 8, "max_wait_s": 0.2}, 0.65)):  # fmt: skip
-        result, broker_cpu_s, config = _live_run(model, threads, service_s, batching, requests, load)
-        tables[name] = _run_tables(result)
+                                 ("batched8", {"_target_": "policies.batching.FixedBatching", "batch_size": 8, "max_wait_s": 0.2}, 0.65),
+                                 # and fast: a role then often finds messages waiting (its wake-ups fewer than its messages);
+                                 # a long wait, so that a lagging gateway still forms full batches (at most 250 req/s: at 200 KB a
+                                 # request the roles' own CPU would otherwise saturate the machine)
+                                 ("fast", {"_target_": "policies.batching.FixedBatching", "batch_size": 16, "max_wait_s": 0.5}, 2.5)):  # fmt: skip
+        result, broker_cpu_s, config = _live_run(model, threads, service_s, batching, requests, load,
+                                                 max_rate_rps=250.0 if name == "fast" else None)
         runs.append(_role_cpu(result, broker_cpu_s, model_cpu_s))
-        contended.append((config, result.batches[["size", "start_s", "end_s"]].copy()))
+        if name != "fast":
+            tables[name] = _run_tables(result)
+            contended.append((config, result.batches[["size", "start_s", "end_s"]].copy()))
     one, many = tables["single"], tables["batched"]
     gaps = np.concatenate([(r["start"][1:] - r["end"][:-1])[r["backlogged"]] for r in tables.values()])
     there_s, hop_MBps, hop_note = _hop_rate(many, idle_broker or measure_hop_sizes())
     completed = [t["requests"].loc[~t["requests"]["dropped"]] for t in tables.values()]
     return_hops = np.concatenate([c["transfer_s"].to_numpy() for c in completed])
     service = one["end"] - one["start"]
+    roles, role_fit = fit_role_cpu(runs)
     return {
         # the mean, not the median: a queue's waits grow with the mean occupancy
         "overhead_s": float(np.mean(gaps)) if len(gaps) else 0.0,
@@ -506,7 +501,8 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
                                                        for t in (one, tables["slow"])]), "ingest_samples_s"),  # fmt: skip
         "backlogged_batches": int(one["backlogged"].sum() + many["backlogged"].sum()),
         "service_p50_s": float(np.median(service)),
-        "roles": fit_role_cpu(runs), "role_runs": runs, "live_runs": contended,
+        "roles": roles, "role_fit": role_fit, "live_runs": contended,
+        "role_runs": [{k: v for k, v in r.items() if not k.endswith("_times_s")} for r in runs],
         "background_cores": float(np.mean([r["background_cores"] for r in runs])),
         "return_hop_p95_s": float(np.percentile(return_hops, 95)),
     }  # fmt: skip
@@ -562,7 +558,7 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     print("broker hop and CPU per message ...", flush=True)
     hops, broker_cpu_per_message_s = measure_hop()
     idle_broker = measure_hop_sizes()
-    print("four short live runs: overhead, hops, the roles' CPU, the contended service ...", flush=True)
+    print("five short live runs: overhead, hops, the roles' CPU, the contended service ...", flush=True)
     edge_mean_s = float(np.concatenate(by_threads[edge_threads][1]["wall"]).mean())
     in_situ = measure_in_situ(model, edge_threads, edge_mean_s, requests=in_situ_requests, idle_broker=idle_broker,
                               model_cpu_s=_model_cpu(by_threads[edge_threads], edge_threads))  # fmt: skip
@@ -627,6 +623,7 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
             "in_situ": {"return_hop_p50_s": round(in_situ["return_hop_s"], 6), "return_hop_p95_s": round(in_situ["return_hop_p95_s"], 6),
                         "there_hop_s": round(in_situ["there_hop_s"], 6), "hop_fit": in_situ["hop_fit"],
                         "backlogged_batches": in_situ["backlogged_batches"], "role_runs": in_situ["role_runs"],
+                        "role_fit": in_situ["role_fit"],
                         # a diagnostic, not applied: the host model (hosts.local) is what makes a live run slower
                         "service_p50_s": round(in_situ["service_p50_s"], 7),
                         "slowdown_vs_isolated": round(in_situ["service_p50_s"] / isolated_edge_s, 4)},
@@ -670,7 +667,8 @@ def apply_contention(profile: dict, live_runs: list, threads: int) -> dict[int, 
     from sim import simulate
 
     runs = profile["calibration"]["in_situ"]["role_runs"]
-    backgrounds = [run.get("background_cores") for run in runs] if len(runs) == len(live_runs) else [None] * len(live_runs)
+    # the role runs start with the live runs' own (the fast one, for the roles' CPU only, comes last)
+    backgrounds = [run.get("background_cores") for run in runs[: len(live_runs)]] if len(runs) >= len(live_runs) else [None] * len(live_runs)
     simulated = [simulate(simulated_twin(config, profile, background)).batches for (config, _), background in zip(live_runs, backgrounds)]
     factors = contention_by_size([batches for _, batches in live_runs], simulated)
     if not factors:
@@ -790,9 +788,12 @@ def _report(profile: dict, args) -> None:
     host = profile["hosts"]["local"]
     print(f"run to run: speed cv {host['run_cv']}, background sd {host['background_cores_sd']} cores; edge service under contention "
           f"over the host model, by batch size: {calibration['contention']['by_batch_size']}")
-    print(f"host: {host['cores']} cores ({host['background_cores']} busy with other work), batch_cores {host['batch_cores']}; role CPU (us per request / per batch / idle cores): "
-          + ", ".join(f"{r} {1e6 * c['cpu_s_per_request']:.0f}/{1e6 * c['cpu_s_per_batch']:.0f}/{c['idle_cores']:.3f}"
-                      for r, c in host["roles"].items()))
+    print(f"host: {host['cores']} cores ({host['background_cores']} busy with other work), batch_cores {host['batch_cores']}; role CPU (us per request / per batch / per wake-up, "
+          "idle cores): " + ", ".join(f"{r} {1e6 * c['cpu_s_per_request']:.0f}/{1e6 * c['cpu_s_per_batch']:.0f}/"
+                                      f"{1e6 * c.get('cpu_s_per_wakeup', 0.0):.0f}/{c['idle_cores']:.3f}" for r, c in host["roles"].items()))
+    not_separable = calibration["in_situ"].get("role_fit", {}).get("wakeups_not_separable")
+    if not_separable:
+        print(f"warning: role CPU per wake-up not separable for {', '.join(not_separable)} (the runs' rates too alike): left 0")
     print(f"wrote {args.out} and {args.plots / 'fit.png'} in {calibration['took_s']} s")
 
 

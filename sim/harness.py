@@ -10,6 +10,9 @@ from spec.topology import Cluster
 
 __all__ = ["HarnessLoad"]
 
+#: arrivals read at a time (a streamed run's arrays are generated as read)
+_CHUNK = 1 << 14
+
 
 class HarnessLoad:
     """Puts each role's per-request and per-batch CPU on the host it runs on.
@@ -17,12 +20,15 @@ class HarnessLoad:
     A role instance (the broker, the sink, one gateway, one source) is one
     single-threaded process: its work is one job on its host at one core,
     to which every message adds ``RoleCpu`` CPU-seconds (a backlog it works
-    off while sharing the cores with the models). Per request (when a
-    gateway receives it): its source, the broker and the gateway. Per batch
-    (when its result is back): the gateway, the broker and the sink. A
-    role's ``idle_cores`` (its polling loops) is a second job on its host,
-    demanding that much of a core for the whole run. Roles on no host cost
-    nothing.
+    off while sharing the cores with the models), and a message that finds
+    the job idle ``cpu_s_per_wakeup`` more. Per request, when its source
+    publishes it (the arrival: the live ingest hop that follows already
+    includes this work as latency, so it contends with what runs during the
+    hop, not with the request's own execution): its source, the broker and
+    the gateway. Per batch (when its result is back): the gateway, the
+    broker and the sink. A role's ``idle_cores`` (its polling loops) is a
+    second job on its host, demanding that much of a core for the whole
+    run. Roles on no host cost nothing.
     """
 
     def __init__(self, cluster: Cluster, hosts: Mapping[str, SimHost], gateways, sources):
@@ -57,21 +63,38 @@ class HarnessLoad:
 
     @staticmethod
     def _charge(placed_roles, field: str) -> None:
-        """Each role's ``field`` CPU on its host, one submission per host."""
+        """Each role's ``field`` CPU (and a wake-up's, where its job is idle) on its host, one submission per host."""
         by_host: dict[int, tuple[SimHost, list]] = {}
         for placed in placed_roles:
-            if placed is not None and getattr(placed[2], field) > 0:
-                by_host.setdefault(id(placed[0]), (placed[0], []))[1].append((placed[1], getattr(placed[2], field), 1.0))
+            if placed is None:
+                continue
+            host, job, cpu = placed
+            cpu_s = getattr(cpu, field)
+            if cpu.cpu_s_per_wakeup > 0 and host.model.left_cpu_s(job) <= 0:
+                cpu_s += cpu.cpu_s_per_wakeup
+            if cpu_s > 0:
+                by_host.setdefault(id(host), (host, []))[1].append((job, cpu_s, 1.0))
         for host, work in by_host.values():
             host.run_all(work)
 
-    def arrivals_through(self, driver) -> None:
-        """Charge each request's CPU when ``driver``'s scheduler receives it (wraps ``driver.handle_arrival``)."""
-        inner, gateway, request_cpu = driver.handle_arrival, driver.name, self.request
+    def arrivals_from(self, env, arrivals, gateway_of_source) -> None:
+        """Charge each request's CPU when its source publishes it: a SimPy process over ``arrivals`` in time order.
 
-        def handle_arrival(now_s, request):
-            request_cpu(request.source, gateway)
-            return inner(now_s, request)
+        ``gateway_of_source[i]`` is the name of source ``i``'s gateway.
+        """
+        names = [s.name for s in arrivals.sources]
+        charge = self.request
 
-        driver.handle_arrival = handle_arrival
+        def publish():
+            for start in range(0, len(arrivals), _CHUNK):
+                chunk = slice(start, start + _CHUNK)
+                for at_s, source in zip(arrivals.arrival_s[chunk].tolist(), arrivals.source_index[chunk].tolist()):
+                    if at_s > env.now_s:
+                        yield env.timeout(at_s - env.now_s)
+                    charge(names[source], gateway_of_source[source])
+
+        env.process(publish())
+
+    def batches_through(self, driver) -> None:
+        """Charge each batch's CPU when ``driver`` has its result back (``SimGateway`` calls ``batch``)."""
         driver.harness = self

@@ -131,8 +131,9 @@ class Simulation:
                         hosts[host.name].run(("idle", "worker", name), cpu_s=BACKGROUND_CPU_S, cores=worker.idle_cores * executor.spec.slots)
         harness = HarnessLoad(cluster, hosts, list(self.gateways), [s.name for s in self.arrivals.sources])
         if harness.active:
+            harness.arrivals_from(self.env, self.arrivals, [d.name for d in self._source_gateway])
             for driver in self.gateways.values():
-                harness.arrivals_through(driver)
+                harness.batches_through(driver)
         return hosts
 
     # -- wiring used by the drivers and executors ------------------------------

@@ -55,20 +55,27 @@ class RoleCpu:
     Per request: the source publishes it, the broker routes it, the gateway
     receives and schedules it. Per batch: the gateway publishes it and
     receives its result, the broker routes both and the record, the sink
-    records it. Besides, ``idle_cores`` of a core for as long as the run
-    lasts. ``experiments.calibrate`` fits the three from the roles' process
-    CPU times in three short live runs (unbatched, batched, and unbatched at
-    a lower rate: requests, batches and duration in different proportions).
+    records it. A message that finds the process idle (its backlog empty)
+    costs ``cpu_s_per_wakeup`` more: the process is woken, returns from its
+    poll and is scheduled; messages that arrive while it works are handled
+    in the same pass. So a role's CPU per request falls as its rate rises.
+    Besides, ``idle_cores`` of a core for as long as the run lasts.
+    ``experiments.calibrate`` fits the four from the roles' process CPU
+    times in short live runs whose requests, batches, wake-ups and durations
+    come in different proportions (unbatched, batched, slower, faster).
     """
 
     cpu_s_per_request: float = 0.0
     cpu_s_per_batch: float = 0.0
+    #: CPU-seconds more for a message that finds the process idle (waking it)
+    cpu_s_per_wakeup: float = 0.0
     #: cores the process keeps busy whatever it handles (its polling and timer loops), for the whole run
     idle_cores: float = 0.0
 
     def __post_init__(self):
         check_non_negative("role.cpu_s_per_request", self.cpu_s_per_request)
         check_non_negative("role.cpu_s_per_batch", self.cpu_s_per_batch)
+        check_non_negative("role.cpu_s_per_wakeup", self.cpu_s_per_wakeup)
         check_non_negative("role.idle_cores", self.idle_cores)
         if self.idle_cores > 1:
             raise ConfigError("role.idle_cores", self.idle_cores, "a number of cores in [0, 1] (a role is one single-threaded process)")
@@ -144,8 +151,9 @@ class HostSpec:
             if isinstance(cpu, RoleCpu):
                 roles[role] = cpu
                 continue
-            if not isinstance(cpu, Mapping) or set(cpu) - {"cpu_s_per_request", "cpu_s_per_batch", "idle_cores"}:
-                raise ConfigError(f"{field_name}.roles.{role}", cpu, "a mapping with cpu_s_per_request, cpu_s_per_batch (CPU-seconds), idle_cores")
+            if not isinstance(cpu, Mapping) or set(cpu) - {"cpu_s_per_request", "cpu_s_per_batch", "cpu_s_per_wakeup", "idle_cores"}:
+                raise ConfigError(f"{field_name}.roles.{role}", cpu,
+                                  "a mapping with cpu_s_per_request, cpu_s_per_batch, cpu_s_per_wakeup (CPU-seconds), idle_cores")
             try:
                 roles[role] = RoleCpu(**dict(cpu))
             except ConfigError as error:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.calibrate import CalibrationError, _hop_rate, _quantiles, fit_role_cpu, spread
+from experiments.role_cpu_fit import count_wakeups
 
 
 def _runs(a: float, b: float, c: float, shape) -> list[dict]:
@@ -20,7 +21,7 @@ def _runs(a: float, b: float, c: float, shape) -> list[dict]:
 
 def test_role_cpu_per_request_per_batch_and_idle_cores_are_recovered():
     runs = _runs(3e-4, 5e-4, 0.05, [(500, 500, 2.0), (500, 500, 6.0), (500, 125, 2.1)])
-    fitted = fit_role_cpu(runs)
+    fitted, _ = fit_role_cpu(runs)
     assert fitted["broker"]["cpu_s_per_request"] == pytest.approx(3e-4, rel=1e-4)
     assert fitted["broker"]["cpu_s_per_batch"] == pytest.approx(5e-4, rel=1e-4)
     assert fitted["broker"]["idle_cores"] == pytest.approx(0.05, rel=1e-3)
@@ -38,8 +39,58 @@ def test_role_cpu_that_the_runs_cannot_separate_fails_naming_it():
 def test_role_cpu_never_negative():
     runs = _runs(3e-4, 0.0, 0.0, [(500, 500, 2.0), (500, 500, 6.0), (500, 125, 2.1)])
     runs[2]["cpu_s"]["broker"] *= 1.2  # noise that would make a free fit's per-batch term negative
-    fitted = fit_role_cpu(runs)
+    fitted, _ = fit_role_cpu(runs)
     assert all(v >= 0 for role in fitted.values() for v in role.values())
+
+
+def _timed_runs(truth: dict, shape, seed: int = 0) -> list[dict]:
+    """Poisson runs of (rate, batch size), each role's CPU from the wake-up model itself with ``truth``'s costs."""
+    from experiments.role_cpu_fit import _HANDLES, _events, count_wakeups
+
+    rng = np.random.default_rng(seed)
+    runs = []
+    for rate_rps, batch in shape:
+        times = np.cumsum(rng.exponential(1 / rate_rps, 500))
+        ends = times[batch - 1 :: batch] + 0.01
+        run = {"requests": 500, "batches": len(ends), "duration_s": float(times[-1] + 0.02), "request_times_s": times,
+               "batch_times_s": ends, "cpu_s": {}}  # fmt: skip
+        for role, (per_request_s, per_batch_s, wakeup_s, idle) in truth.items():
+            woken = count_wakeups(*_events(run, role, per_request_s, per_batch_s), wakeup_s) if any(_HANDLES[role]) else 0
+            run["cpu_s"][role] = per_request_s * 500 + per_batch_s * len(ends) + wakeup_s * woken + idle * run["duration_s"]
+        runs.append(run)
+    return runs
+
+
+TRUTH = {"broker": (2e-4, 1e-4, 1.2e-3, 0.02), "gateway": (1e-4, 2e-4, 1.5e-3, 0.01), "source": (1e-4, 0.0, 7e-4, 0.0),
+         "sink": (0.0, 1e-4, 5e-4, 0.0), "worker": (3e-4, 4e-4, 0.0, 0.05)}  # fmt: skip
+
+
+def test_count_wakeups_counts_messages_that_find_the_process_idle():
+    assert count_wakeups([0.0, 0.5, 1.0], [0.1] * 3, 0.1) == 3  # each done before the next
+    assert count_wakeups([0.0, 0.15, 0.25, 1.0], [0.1] * 4, 0.1) == 2  # busy until 0.2, then 0.3, then 0.4
+    assert count_wakeups([1.0, 0.0], [0.1, 0.1], 0.0) == 2  # any order
+
+
+def test_role_cpu_per_wakeup_is_recovered_from_runs_at_different_rates():
+    fitted, note = fit_role_cpu(_timed_runs(TRUTH, [(108, 1), (30, 1), (108, 4), (108, 8), (400, 16)]))
+    # the sink's batches (at most 25 a second here) nearly always find it idle: its wake-up goes with its batch
+    assert note["wakeups_not_separable"] == ["sink"]
+    assert fitted["sink"]["cpu_s_per_batch"] == pytest.approx(sum(TRUTH["sink"][1:3]), rel=0.1)
+    for role, (per_request_s, per_batch_s, wakeup_s, idle) in TRUTH.items():
+        if role == "sink":
+            continue
+        got = fitted[role]
+        assert got["cpu_s_per_wakeup"] == pytest.approx(wakeup_s, rel=0.1, abs=1e-5), role
+        assert got["cpu_s_per_request"] == pytest.approx(per_request_s, rel=0.25, abs=1e-5), role
+        assert got["idle_cores"] == pytest.approx(idle, rel=0.1, abs=1e-3), role
+
+
+def test_role_cpu_per_wakeup_that_the_rates_cannot_separate_is_left_0_and_said():
+    # every run slow: every message wakes its role, so wake-ups go exactly as messages
+    fitted, note = fit_role_cpu(_timed_runs(TRUTH, [(5, 1), (2, 1), (5, 4), (5, 8)]))
+    assert "broker" in note["wakeups_not_separable"] and fitted["broker"]["cpu_s_per_wakeup"] == 0.0
+    # the per-message term then carries the wake-up (as a one-term fit must)
+    assert fitted["broker"]["cpu_s_per_request"] > TRUTH["broker"][0] + 0.5 * TRUTH["broker"][2]
 
 
 def test_spread_gives_the_mean_an_interval_over_rounds_and_the_cv():

@@ -195,3 +195,38 @@ def test_bad_host_settings_name_the_field():
     hop["workload"]["sources"][0]["hop_samples_s"] = [0.001, -1.0]
     with pytest.raises(ConfigError, match=r"sources\[0\]\.hop_samples_s=-1\.0"):
         simulate(hop)
+
+
+def test_a_request_s_role_cpu_runs_during_its_hop_not_during_its_own_service(tmp_path):
+    # one core, the gateway's 0.2 s of CPU per request: charged when the source publishes, it is done
+    # inside the 0.5 s hop (as live, where the measured ingest hop already includes that work)
+    config = single_queue(rate_rps=1, service_s=1.0, num_requests=2, arrivals=_trace(tmp_path, [1.0, 10.0, 100.0]))
+    roles = {"gateway": {"cpu_s_per_request": 0.2}}
+    hopped = with_changes(config, **{"workload.sources.0.hop_s": 0.5})
+    assert simulate(_on_host(hopped, cores=1, roles=roles)).requests["service_s"].tolist() == pytest.approx([1.0, 1.0])
+    # with no hop the two share the core from the start: 0.4 s at half speed, then the rest alone
+    assert simulate(_on_host(config, cores=1, roles=roles)).requests["service_s"].tolist() == pytest.approx([1.2, 1.2])
+
+
+@pytest.mark.parametrize("wakeup_s", [0.0, 1e-3])
+def test_a_role_s_cpu_with_wakeups_is_that_of_a_queue_with_an_exceptional_first_service(wakeup_s):
+    # Poisson messages to a lone role: one that finds it idle costs wakeup + m, one that finds it busy m.
+    # By PASTA a share 1 - rho of arrivals find it idle, so rho = lam (m + w (1 - rho)) = lam (m + w) / (1 + lam w)
+    lam, per_message_s = 300.0, 5e-4
+    config = {
+        "seed": 5,
+        "workload": {"duration_s": 200.0, "sources": [{"name": "load", "arrivals": {"kind": "poisson", "rate_rps": lam}}]},
+        "cluster": {"executors": [{"name": "e", "kind": "edge", "slots": 100_000, "profile": {"kind": "linear", "per_item_s": 1e-4, "base_s": 0.0}}],
+                    "hosts": {"box": {"cores": 1, "executors": [],
+                                      "roles": {"gateway": {"cpu_s_per_request": per_message_s, "cpu_s_per_wakeup": wakeup_s}}}}},
+        "policy": {"placement": STATIC, "batching": NO_BATCHING},
+    }  # fmt: skip
+    from sim.config import build_simulation
+
+    sim = build_simulation(config)
+    result = sim.run()
+    busy = sim.hosts["box"].model.busy_cpu_s / float(result.requests["arrival_s"].max())
+    theory = lam * (per_message_s + wakeup_s) / (1 + lam * wakeup_s)
+    assert busy == pytest.approx(theory, rel=0.03), (busy, theory)
+    if wakeup_s:
+        assert busy < 0.9 * lam * (per_message_s + wakeup_s)  # far from a wake-up for every message

@@ -57,6 +57,9 @@ class FleetBulkDriver:
 
     #: arrivals per chunk per gateway (at least ``min_chunk`` a chunk): enough that each gateway's calls amortize
     per_gateway = 128
+    #: the same, vectorized: nothing per gateway to amortize, and a smaller chunk's arrays stay in cache (at 10,000
+    #: gateways 4 against 128: the same CPU time or less, peak RSS 420 MB against 790 MB at 3,000,000 requests)
+    vectorized_per_gateway = 4
     min_chunk = 1 << 15
     max_chunk = 1 << 21
     #: fewer gateways than this: one call per gateway per chunk (what the vectorized passes save is small there)
@@ -109,12 +112,13 @@ class FleetBulkDriver:
         self._names = [s.name for s in arrivals.sources]
         self._sizes = [s.size_bytes for s in arrivals.sources]
         self._slos = [s.slo_s for s in arrivals.sources]
-        self.chunk = int(min(max(self.min_chunk, self.per_gateway * len(self.drivers)), self.max_chunk))
         self._next = 0
         #: per gateway, its batches served and not yet reported to its scheduler: end times and sizes, oldest first
         self._unreported: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.drivers]
         self._last_end_s = -math.inf
         self._fleet = self._vectorized()
+        per_gateway = self.per_gateway if self._fleet is None else self.vectorized_per_gateway
+        self.chunk = int(min(max(self.min_chunk, per_gateway * len(self.drivers)), self.max_chunk))
 
     def _vectorized(self) -> FleetServers | None:
         """The fleet's queues as arrays and its servers as one (None: a call per gateway, see the class)."""

@@ -79,6 +79,7 @@ def test_random_fleets_give_identical_tables(case, monkeypatch):
     rng = np.random.default_rng(2300 + case)
     monkeypatch.setattr(FleetBulkDriver, "min_chunk", int(rng.choice([1, 5, 64, 1000, 1 << 15])))
     monkeypatch.setattr(FleetBulkDriver, "per_gateway", int(rng.choice([1, 8, 128])))
+    monkeypatch.setattr(FleetBulkDriver, "vectorized_per_gateway", int(rng.choice([1, 4, 128])))
     devices = int(rng.integers(2, 40))
     spec = build_run_spec(fleet_config(rng, devices=devices, per_device=int(rng.integers(20, 200)), noise=bool(case % 4 < 2)))
     if case % 2:
@@ -165,6 +166,7 @@ def test_a_long_streamed_fleet_generates_its_arrivals_as_it_goes_and_writes_the_
     monkeypatch.setattr(Workload, "merge_window_requests", 97)
     monkeypatch.setattr(FleetBulkDriver, "min_chunk", 200)
     monkeypatch.setattr(FleetBulkDriver, "per_gateway", 1)
+    monkeypatch.setattr(FleetBulkDriver, "vectorized_per_gateway", 1)
     monkeypatch.setattr("sim.simulation.RECORD_ROWS_PER_GROUP", 128)
     config = fleet_config(np.random.default_rng(8), devices=12, per_device=400, noise=True)
     results = {}

@@ -370,11 +370,18 @@ def _role_cpu(result, broker_cpu_s: float, model_cpu_s=None) -> dict:
     """
     roles = result.extra.get("roles", {})
     found = {"broker": broker_cpu_s}
+    # each role's window: the broker's from the clock's start to the run's end (on_start), the others' from the
+    # start to the stop on the control topic (run_cpu_s: without the wait for the other roles before, and the
+    # shutdown after, which would otherwise be a constant per run spread over its requests)
+    windows = {"broker": float(result.extra.get("faults", {}).get("window_s") or float(result.requests["completed_s"].max()))}
     for role in ("gateway", "source", "sink", "worker"):
-        values = [s["cpu_s"] for s in roles.values() if s.get("role") == role and "cpu_s" in s]
+        mine = [s for s in roles.values() if s.get("role") == role]
+        timed = all("run_cpu_s" in s for s in mine)
+        values = [s["run_cpu_s"] if timed else s["cpu_s"] for s in mine if "cpu_s" in s]
         if not values:
             raise CalibrationError(f"{role} CPU: no cpu_s in the {role}'s stats (live.roles.role writes it); roles seen: {sorted(roles)}")
         found[role] = float(sum(values))
+        windows[role] = max(s["run_window_s"] for s in mine) if timed else float(result.requests["completed_s"].max())
     worker_process_cpu_s = found["worker"]
     if model_cpu_s is not None:
         found["worker"] = max(0.0, found["worker"] - float(sum(model_cpu_s(int(b)) for b in result.batches["size"])))
@@ -382,6 +389,7 @@ def _role_cpu(result, broker_cpu_s: float, model_cpu_s=None) -> dict:
     duration_s = float(result.requests["completed_s"].max())  # from the clock's start, as the broker's CPU
     sizes, counts = np.unique(result.batches["size"].to_numpy(dtype=int), return_counts=True)
     return {"requests": completed, "batches": int(len(result.batches)), "duration_s": round(duration_s, 3), "cpu_s": found,
+            "window_s": {role: round(w, 3) for role, w in windows.items()},
             "background_cores": round(_background_cores(result, broker_cpu_s), 4), "worker_process_cpu_s": round(worker_process_cpu_s, 6),
             "batch_sizes": {int(b): int(c) for b, c in zip(sizes, counts)},
             # when each role handled each message (for the wake-ups; not saved: see measure_in_situ)
@@ -475,7 +483,9 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
                                  # a long wait, so that a lagging gateway still forms full batches (at most 250 req/s: at 200 KB a
                                  # request the roles' own CPU would otherwise saturate the machine)
                                  ("fast", {"_target_": "policies.batching.FixedBatching", "batch_size": 16, "max_wait_s": 0.5}, 2.5)):  # fmt: skip
-        result, broker_cpu_s, config = _live_run(model, threads, service_s, batching, requests, load,
+        # the slow run shorter, the fast one longer: requests in different proportions to the runs' other counts
+        count = {"slow": int(0.6 * requests), "fast": int(1.5 * requests)}.get(name, requests)
+        result, broker_cpu_s, config = _live_run(model, threads, service_s, batching, count, load,
                                                  max_rate_rps=250.0 if name == "fast" else None)
         runs.append(_role_cpu(result, broker_cpu_s, model_cpu_s))
         if name != "fast":
@@ -484,8 +494,12 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
     one, many = tables["single"], tables["batched"]
     gaps = np.concatenate([(r["start"][1:] - r["end"][:-1])[r["backlogged"]] for r in tables.values()])
     there_s, hop_MBps, hop_note = _hop_rate(many, idle_broker or measure_hop_sizes())
-    completed = [t["requests"].loc[~t["requests"]["dropped"]] for t in tables.values()]
-    return_hops = np.concatenate([c["transfer_s"].to_numpy() for c in completed])
+    completed = {name: t["requests"].loc[~t["requests"]["dropped"]] for name, t in tables.items()}
+    # the hops' distributions from the run at the lowest load: the others' tails hold the roles' CPU contention,
+    # which the host model (hosts.local) adds on its own; from every run they would count it twice
+    return_hops = completed["slow"]["transfer_s"].to_numpy()
+    every_return_hop = np.concatenate([c["transfer_s"].to_numpy() for c in completed.values()])
+    ingest = {name: (t["requests"]["dispatched_s"] - t["requests"]["arrival_s"]).to_numpy() for name, t in tables.items()}
     service = one["end"] - one["start"]
     roles, role_fit = fit_role_cpu(runs)
     return {
@@ -495,10 +509,12 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
         "return_hop_s": float(np.median(return_hops)),
         "hop_samples_s": _quantiles(return_hops, "hop_samples_s"),
         "there_hop_s": there_s, "hop_MBps": hop_MBps, "hop_fit": hop_note,
-        "ingest_s": float((one["requests"]["dispatched_s"] - one["requests"]["arrival_s"]).median()),
-        # unbatched, a request is dispatched as soon as its gateway has it: the source's hop, per request
-        "ingest_samples_s": _quantiles(np.concatenate([(t["requests"]["dispatched_s"] - t["requests"]["arrival_s"]).to_numpy()
-                                                       for t in (one, tables["slow"])]), "ingest_samples_s"),  # fmt: skip
+        "ingest_s": float(np.median(ingest["slow"])),
+        # unbatched, a request is dispatched as soon as its gateway has it: the source's hop, per request (low load)
+        "ingest_samples_s": _quantiles(ingest["slow"], "ingest_samples_s"),
+        # for ablations: the distributions from the runs at 0.65 load as well (the earlier calibration's)
+        "every_run_samples_s": {"hop_samples_s": _quantiles(every_return_hop, "hop_samples_s"),
+                                "ingest_samples_s": _quantiles(np.concatenate([ingest["single"], ingest["slow"]]), "ingest_samples_s")},
         "backlogged_batches": int(one["backlogged"].sum() + many["backlogged"].sum()),
         "service_p50_s": float(np.median(service)),
         "roles": roles, "role_fit": role_fit, "live_runs": contended,
@@ -623,7 +639,7 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
             "in_situ": {"return_hop_p50_s": round(in_situ["return_hop_s"], 6), "return_hop_p95_s": round(in_situ["return_hop_p95_s"], 6),
                         "there_hop_s": round(in_situ["there_hop_s"], 6), "hop_fit": in_situ["hop_fit"],
                         "backlogged_batches": in_situ["backlogged_batches"], "role_runs": in_situ["role_runs"],
-                        "role_fit": in_situ["role_fit"],
+                        "role_fit": in_situ["role_fit"], "every_run_samples_s": in_situ["every_run_samples_s"],
                         # a diagnostic, not applied: the host model (hosts.local) is what makes a live run slower
                         "service_p50_s": round(in_situ["service_p50_s"], 7),
                         "slowdown_vs_isolated": round(in_situ["service_p50_s"] / isolated_edge_s, 4)},

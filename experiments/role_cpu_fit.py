@@ -74,6 +74,9 @@ def _apart(columns: np.ndarray, wakeups: np.ndarray) -> bool:
 def _fit_one(runs: list[dict], role: str, counts: np.ndarray, with_wakeups: bool) -> tuple[dict, list[int] | None]:
     """One role's coefficients; with wake-ups, alternating counts and fits until the counts settle."""
     cpu = np.array([r["cpu_s"][role] for r in runs])
+    if all(role in r.get("window_s", {}) for r in runs):  # the role's own CPU window, where measured
+        counts = counts.copy()
+        counts[:, 2] = [r["window_s"][role] for r in runs]
     base = [0, 2] if role == "source" else [0, 1, 2]  # requests, batches, duration
     coefficients = np.zeros(3)
     coefficients[base] = _solve(counts[:, base], cpu)
@@ -99,7 +102,9 @@ def fit_role_cpu(runs: list[dict]) -> tuple[dict[str, dict[str, float]], dict]:
     """Each role's CPU per request, per batch, per wake-up, and its idle cores; and a note of how it was fitted.
 
     ``runs``: per live run its ``requests``, ``batches``, ``duration_s``, each
-    role's ``cpu_s``, and (for the wake-ups) ``request_times_s`` and
+    role's ``cpu_s`` (and, optionally, ``window_s``: the seconds over which
+    each role's CPU was measured, in place of ``duration_s`` for its idle
+    cores), and (for the wake-ups) ``request_times_s`` and
     ``batch_times_s``. Without those times, or when the runs' rates do not
     differ enough to tell wake-ups from messages, the wake-up term is 0 and
     the note says so. Raises ``RoleFitError`` when requests, batches and

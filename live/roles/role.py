@@ -147,7 +147,14 @@ class Role:
         )
 
     # -- control -----------------------------------------------------------------
+    def _close_run_cpu(self) -> None:
+        """The run's CPU window closes at the stop (what follows, writing tables and stats, is not the run's work)."""
+        window = getattr(self, "_run_cpu", None)
+        if window is not None and len(window) == 1:
+            window.append((time.process_time(), time.monotonic()))
+
     def _on_signal(self, signum, frame) -> None:
+        self._close_run_cpu()
         self.stop.set()
         self._started.set()
 
@@ -177,8 +184,10 @@ class Role:
                 self.dead_letter(raw, f"unexpected: a start without a finite epoch_unix ({epoch!r})", self.topics.control)
             elif self._epoch is None:
                 self._epoch = float(epoch)
+                self._run_cpu = [(time.process_time(), time.monotonic())]  # the run's CPU window opens (write_stats)
                 self._started.set()
         elif op is ControlOp.STOP:
+            self._close_run_cpu()
             self.stop.set()
             self._started.set()
         elif op is ControlOp.RESEND:
@@ -298,6 +307,12 @@ class Role:
         self.stats["dead_letters"] = self.stats.get("dead_letters", 0) + self.dead_letters
         # CPU-seconds of this process (all its threads) since it said ready: the harness's own CPU per message
         self.stats["cpu_s"] = round(time.process_time() - getattr(self, "_cpu_at_ready_s", 0.0), 6)
+        window = getattr(self, "_run_cpu", None)
+        if window is not None and len(window) == 2:
+            # from the start to the stop on the control topic: without the wait for the other roles and the shutdown
+            (cpu_start, wall_start), (cpu_stop, wall_stop) = window
+            self.stats["run_cpu_s"] = round(cpu_stop - cpu_start, 6)
+            self.stats["run_window_s"] = round(wall_stop - wall_start, 6)
         if self.args.stats:
             path = Path(self.args.stats)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m experiments.quickstart
 
+# two workers, a test file each at a time (a file's module fixtures, such as the testbed's namespaces, set up once)
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.sim_throughput

@@ -167,7 +167,7 @@ def test_a_single_worker_killed_with_default_settings_costs_seconds_not_the_rede
 
 
 def test_a_source_killed_mid_run_resumes_its_schedule_and_nothing_is_lost_or_duplicated(broker, tmp_path):
-    config = edge_config(num_requests=600, rate_rps=60)  # 10 s of arrivals
+    config = edge_config(num_requests=420, rate_rps=60)  # 7 s of arrivals
     config["live"]["broker"] = {"url": broker.url}
 
     def kill_the_source(handle):
@@ -176,7 +176,7 @@ def test_a_source_killed_mid_run_resumes_its_schedule_and_nothing_is_lost_or_dup
         handle.notes["killed_at_s"] = handle.now()
 
     result = run_live(config, tmp_path, on_start=kill_the_source)
-    check_ended_exactly_once(result, 600)  # each request once in the records: none lost, none twice
+    check_ended_exactly_once(result, 420)  # each request once in the records: none lost, none twice
     assert result.summary["complete"] is True and result.summary["dropped"] == 0
     assert result.extra["restarts"] == {"source-cam": 1}
     roles = result.extra["roles"]
@@ -191,7 +191,7 @@ def test_a_source_killed_mid_run_resumes_its_schedule_and_nothing_is_lost_or_dup
 
 
 def test_a_sink_killed_mid_run_is_restarted_from_its_log_and_keeps_every_record_once(broker, tmp_path):
-    config = edge_config(num_requests=600, rate_rps=60)  # 10 s of arrivals
+    config = edge_config(num_requests=420, rate_rps=60)  # 7 s of arrivals
     config["live"]["broker"] = {"url": broker.url}
 
     def kill_the_sink(handle):
@@ -200,7 +200,7 @@ def test_a_sink_killed_mid_run_is_restarted_from_its_log_and_keeps_every_record_
         handle.notes["killed_at_s"] = handle.now()
 
     result = run_live(config, tmp_path, on_start=kill_the_sink)
-    check_ended_exactly_once(result, 600)
+    check_ended_exactly_once(result, 420)
     assert result.summary["complete"] is True and result.summary["dropped"] == 0
     assert result.extra["restarts"] == {"sink": 1}
     sink = result.extra["roles"]["sink"]

@@ -377,7 +377,7 @@ def box_runs(box, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("box")
     started = time.perf_counter()
     assert "tbf" in box.qdisc()
-    limited = run_in_box(box, tmp, "tbf", box_config(100, 7.0), port=16650)
+    limited = run_in_box(box, tmp, "tbf", box_config(50, 7.0), port=16650)
     limited_s = time.perf_counter() - started
     box.unlimit()
     assert "tbf" not in box.qdisc()

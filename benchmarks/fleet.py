@@ -29,6 +29,7 @@ per-request path on every row (the comparison of the earlier table).
     python -m benchmarks.fleet --rows 10000x1000000 1x1000000 --repeat 2
     python -m benchmarks.fleet --per-gateway   # the fleet rows one call per gateway per chunk (the earlier fleet path)
     python -m benchmarks.fleet --ray           # a sweep of fleet configurations on Ray, 1 worker then 2
+    python -m benchmarks.fleet --ray --ray-per-device 3000 --ray-override policy.batching.max_inflight=null   # on the fleet path
     python -m benchmarks.fleet --rows 10000x100000000 --no-baseline   # issue 23's full run (one core, ~10 CPU-min)
 
 ``FLEET_BENCH_CORE=0`` pins the runs to core 0 (default: the last core).
@@ -187,9 +188,14 @@ def extrapolate(measured: list[dict], devices: int = 10_000, target: int = 100_0
           f"({per_request_s * 1e6:.1f} us per request), peak RSS {peak_mb:,.0f} MB ({per_request_mb * 2**20:.1f} B per request)")  # fmt: skip
 
 
-def ray_sweep(devices: int, per_device: int, seeds: int) -> None:
-    """The same fleet sweep (``fleet_seed`` x ``seed``) on a local Ray cluster of 1 CPU, then 2: wall time and speed-up."""
-    print(f"\nRay sweep: cluster=fleet cluster.devices={devices} num_requests={per_device}, {seeds} fleets x 2 seeds = {2 * seeds} jobs")
+def ray_sweep(devices: int, per_device: int, seeds: int, overrides: tuple[str, ...] = ()) -> None:
+    """The same fleet sweep (``fleet_seed`` x ``seed``) on a local Ray cluster of 1 CPU, then 2: wall time and speed-up.
+
+    ``overrides``: more Hydra overrides for every job (``policy.batching.max_inflight=null``: the fleet's bulk path;
+    the default timeout batching waits for a free slot, ``max_inflight: executor``, so the jobs take the per-request path).
+    """
+    print(f"\nRay sweep: cluster=fleet cluster.devices={devices} num_requests={per_device} {' '.join(overrides)}, "
+          f"{seeds} fleets x 2 seeds = {2 * seeds} jobs")
     print(f"{'workers':>8} {'jobs':>5} {'wall_s':>8} {'jobs/min':>9} {'speed-up':>9}")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     first = None
@@ -198,7 +204,7 @@ def ray_sweep(devices: int, per_device: int, seeds: int) -> None:
             command = [sys.executable, "-m", "experiments.run", "--multirun", "hydra/launcher=ray_local",
                        f"hydra.launcher.ray.init.num_cpus={workers}", "cluster=fleet", f"cluster.devices={devices}",
                        f"num_requests={per_device}", "cluster.fleet_seed=" + ",".join(map(str, range(seeds))), "seed=0,1",
-                       f"hydra.sweep.dir={folder}/sweep"]  # fmt: skip
+                       f"hydra.sweep.dir={folder}/sweep", *overrides]  # fmt: skip
             started = time.perf_counter()
             subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True)
             wall_s = time.perf_counter() - started
@@ -220,9 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ray", action="store_true", help="only the Ray sweep")
     parser.add_argument("--ray-devices", type=int, default=1000)
     parser.add_argument("--ray-per-device", type=int, default=300)
+    parser.add_argument("--ray-override", nargs="*", default=[], help="more Hydra overrides for the Ray jobs")
     args = parser.parse_args(argv)
     if args.ray:
-        ray_sweep(args.ray_devices, args.ray_per_device, seeds=2)
+        ray_sweep(args.ray_devices, args.ray_per_device, seeds=2, overrides=tuple(args.ray_override))
         return
     rows = args.rows or (QUICK if args.quick else SEQUENCE)
     print(f"fleet benchmark: {RATE_RPS:.0f} req/s per device, timeout batching, records streamed; one core per run, "

@@ -39,6 +39,7 @@ from experiments.sweeper import register_sweeper, with_seed
 from live.wire.broker import BrokerError  # stdlib only at import: no Pulsar needed to run the simulator
 from policies.run_spec import build_run_spec
 from spec.fleet import FLEET_KEYS
+from spec.record_files import write_records
 from spec.validation import ConfigError, check_choice, check_int_at_least
 
 __all__ = ["main", "run_config", "IncompleteRunError", "to_run_config", "write_results", "write_error", "check_config", "repeat_seeds",
@@ -101,8 +102,8 @@ def write_results(out_dir: Path, result, extra: Mapping) -> dict:
     records_dir = result.extra.get("records_dir")
     streamed = records_dir is not None and Path(records_dir).resolve() == out_dir.resolve()  # written as the run went
     if not streamed:
-        result.requests.to_parquet(out_dir / "requests.parquet", index=False)
-        result.batches.to_parquet(out_dir / "batches.parquet", index=False)
+        write_records(result.requests, out_dir / "requests.parquet")
+        write_records(result.batches, out_dir / "batches.parquet")
     plans = result.plans
     if len(plans):
         plans = plans.copy()

@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spec.record_files import open_writer
+
 from spec.recorder import _REASON_BY_CODE, FAILED, FINISHED, Recorder
 from spec.records import BATCH_COLUMNS, request_table
 from spec.running_summary import RunningSummary
@@ -371,7 +373,7 @@ class StreamingRecorder:
         arrow = pa.Table.from_pandas(table, preserve_index=False)
         writer = self._writers.get(name)
         if writer is None:
-            writer = self._writers[name] = pq.ParquetWriter(self.folder / name, arrow.schema)
+            writer = self._writers[name] = open_writer(self.folder / name, arrow.schema)
         writer.write_table(arrow.cast(writer.schema) if not arrow.schema.equals(writer.schema) else arrow)
 
     def close(self) -> None:

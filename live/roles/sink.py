@@ -46,6 +46,7 @@ from live.wire.messages import ControlOp, DecodeError, Kind, Message, decode
 from spec.recorder import FAILED, FINISHED, Recorder, hourly_servers, summary
 from live.roles.held_sweep import AckedMark, QuietSweep
 from live.roles.sink_log import RecordLog
+from spec.record_files import write_records
 from spec.records import DropReason
 
 __all__ = ["SinkState", "main"]
@@ -214,8 +215,8 @@ class SinkState:
     def write(self, out: Path, *, complete: bool) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         requests, batches = self.requests_table(), self.batches_table()
-        requests.to_parquet(out / "requests.parquet", index=False)
-        batches.to_parquet(out / "batches.parquet", index=False)
+        write_records(requests, out / "requests.parquet")
+        write_records(batches, out / "batches.parquet")
         # the summary first: it checks each plan's prediction against its window, into the plan
         summary = self.summary(requests, batches, complete=complete)
         with open(out / "plans.jsonl", "w") as fp:

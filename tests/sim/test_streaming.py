@@ -19,6 +19,7 @@ import pytest
 
 import sim.simulation
 from sim import build_simulation, simulate
+from spec.record_files import write_records
 from spec.streaming_recorder import BATCHES_FILE, REQUESTS_FILE, StreamingRecorder
 from tests.sim.configs import STATIC, timeout_batching
 
@@ -150,3 +151,21 @@ def test_the_bulk_path_streams_the_same_tables(tmp_path, small_row_groups):
     assert simulation.feed_path == "bulk"  # the recorder took whole columns at once
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "kept.parquet"), pd.read_parquet(tmp_path / "streamed" / REQUESTS_FILE))
     assert not same_summary(kept.summary, streamed.summary)
+
+
+def test_dictionary_pages_and_no_statistics_on_the_categorical_columns(tmp_path):
+    """Parquet's default dictionary on every column is most of a write's time on the float columns, string statistics most
+    of the categorical columns' (BENCHMARKS: Fleets)."""
+    config = fleet_config(devices=3, per_device=200)
+    streamed = simulate(with_sim(config, stream_records_to=str(tmp_path / "streamed")))
+    kept = simulate(config)
+    write_records(kept.requests, tmp_path / "kept.parquet")
+    for path in (tmp_path / "streamed" / REQUESTS_FILE, tmp_path / "kept.parquet"):
+        metadata = pq.ParquetFile(path).metadata
+        encodings = {metadata.schema.column(i).name: metadata.row_group(0).column(i).encodings for i in range(metadata.num_columns)}
+        dictionary = {name for name, used in encodings.items() if any("DICTIONARY" in e for e in used)}
+        assert dictionary == {"source", "executor", "executor_kind", "drop_reason"}, (path.name, dictionary)
+        with_statistics = {metadata.schema.column(i).name for i in range(metadata.num_columns) if metadata.row_group(0).column(i).is_stats_set}
+        assert with_statistics == set(encodings) - dictionary, (path.name, with_statistics)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "kept.parquet"), kept.requests)  # categoricals read back as such
+    assert len(streamed.requests) == len(kept.requests)

@@ -18,7 +18,18 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["ArrivalMerge"]
+__all__ = ["ArrivalMerge", "in_time_order"]
+
+
+def in_time_order(times_s: np.ndarray, source_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays sorted by time, ties in source order, then in their given order (as a stable sort by time of arrays
+    given in source order; within a source, times are given in their order)."""
+    order = np.argsort(times_s)  # numpy's fastest sort, not a stable one: without ties any sort gives the one order
+    sorted_s = times_s[order]
+    if bool((sorted_s[1:] == sorted_s[:-1]).any()):  # a tie: by source, then as given (lexsort is stable)
+        order = np.lexsort((source_index, times_s))
+        sorted_s = times_s[order]
+    return sorted_s, source_index[order]
 
 
 class ArrivalMerge:
@@ -44,44 +55,48 @@ class ArrivalMerge:
         return arrival_s, source_index
 
     def windows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``merge``'s two arrays, a window at a time (consecutive pieces; an empty window is skipped)."""
-        pending = {s: np.empty(0) for s in range(len(self.streams))}  # each live source's times not yet merged
+        """``merge``'s two arrays, a window at a time (consecutive pieces; an empty window is skipped).
+
+        Every source's drawn-but-not-merged times are one pool (each source's
+        in its time order), so a window is a few passes over the pool; Python
+        runs only per block drawn, for the sources whose draws end before the
+        window does (a fleet of 10,000 sources: BENCHMARKS.md, Fleets).
+        """
+        count = len(self.streams)
+        pool_s, pool_source = np.empty(0), np.empty(0, dtype=np.int16)
+        last_s = np.full(count, -np.inf)  # each source's last time drawn
+        exhausted = np.zeros(count, dtype=bool)
         position, end_s = 0, self.window_s
-        while pending:
-            times, index = self._window(pending, end_s)
-            if times:
-                t = np.concatenate(times)
-                i = np.concatenate(index)
-                order = np.argsort(t, kind="stable")
-                position += len(t)
-                if position > self.total:
-                    raise ValueError(f"the sources gave more than the {self.total} times they were to give")
-                yield t[order], i[order]
+        while len(pool_s) or not exhausted.all():
+            drawn_s, drawn_source = self._draw(np.flatnonzero(~exhausted & (last_s < end_s)), end_s, last_s, exhausted)
+            pool_s, pool_source = np.concatenate([pool_s, *drawn_s]), np.concatenate([pool_source, *drawn_source])
+            inside = pool_s < end_s
+            t, i = pool_s[inside], pool_source[inside]
+            pool_s, pool_source = pool_s[~inside], pool_source[~inside]
             end_s += self.window_s
+            if not len(t):
+                continue
+            position += len(t)
+            if position > self.total:
+                raise ValueError(f"the sources gave more than the {self.total} times they were to give")
+            yield in_time_order(t, i)
         if position != self.total:
             raise ValueError(f"the sources gave {position} times, not {self.total}")
 
-    def _window(self, pending: dict[int, np.ndarray], end_s: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Each source's times before ``end_s``, in source order (a source drained and exhausted leaves ``pending``)."""
+    def _draw(self, needy: np.ndarray, end_s: float, last_s: np.ndarray, exhausted: np.ndarray):
+        """Blocks of the ``needy`` sources until each has drawn past ``end_s`` or has no more (``last_s``, ``exhausted``
+        updated): the blocks' times and source indices."""
         times, index = [], []
-        for source in list(pending):
-            buffer = pending[source]
-            exhausted = False
-            if not len(buffer) or buffer[-1] < end_s:
-                blocks = [buffer]  # joined once: joining block by block would copy a long window over and over
-                while not len(blocks[-1]) or blocks[-1][-1] < end_s:
-                    block = next(self.streams[source], None)
-                    if block is None:
-                        exhausted = True
-                        break
-                    blocks.append(block)
-                buffer = np.concatenate(blocks) if len(blocks) > 1 else buffer
-            cut = int(np.searchsorted(buffer, end_s, side="left"))
-            if cut:
-                times.append(buffer[:cut])
-                index.append(np.full(cut, source, dtype=np.int16))
-            if exhausted and cut == len(buffer):
-                del pending[source]
-            else:
-                pending[source] = buffer[cut:]
+        for source in needy.tolist():
+            stream = self.streams[source]
+            while last_s[source] < end_s:
+                block = next(stream, None)
+                if block is None:
+                    exhausted[source] = True
+                    break
+                if len(block):
+                    times.append(block)
+                    index.append(np.full(len(block), source, dtype=np.int16))
+                    last_s[source] = block[-1]
         return times, index
+

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spec.arrival_merge import ArrivalMerge
+from spec.arrival_merge import ArrivalMerge, in_time_order
 from spec.streamed_arrivals import ArrivalColumns, StreamedArrivals
 from spec.traces import load_series
 from spec.validation import ConfigError, check_int_at_least, check_non_negative, check_positive
@@ -330,8 +330,8 @@ class Workload:
             index.append(np.full(len(t), i, dtype=np.int16))
         arrival_s = np.concatenate(times)
         source_index = np.concatenate(index)
-        order = np.argsort(arrival_s, kind="stable")
-        return Arrivals(arrival_s=arrival_s[order], source_index=source_index[order], sources=self.sources)
+        arrival_s, source_index = in_time_order(arrival_s, source_index)
+        return Arrivals(arrival_s=arrival_s, source_index=source_index, sources=self.sources)
 
     #: a run of more requests than this (``num_requests`` in all) is merged window by window (``spec.arrival_merge``):
     #: the same arrays, without holding every source's times twice and a sort's index at once

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from spec.arrival_merge import ArrivalMerge
+from spec.arrival_merge import ArrivalMerge, in_time_order
 from spec.workload import GammaArrivals, MMPPArrivals, PoissonArrivals, Source, TraceArrivals, Workload
 
 
@@ -46,3 +46,19 @@ def test_a_merge_that_gets_the_wrong_count_says_so():
         ArrivalMerge([iter([np.array([1.0, 2.0])])], total=5, window_s=1.0).merge()
     with pytest.raises(ValueError, match="more than"):
         ArrivalMerge([iter([np.array([1.0, 2.0, 3.0])])], total=2, window_s=10.0).merge()
+
+
+@pytest.mark.parametrize("grid", [0.0, 0.25])
+def test_the_time_order_is_the_stable_sort_by_time(grid):
+    """``in_time_order`` (an unstable sort, lexsort at a tie) against numpy's stable sort of arrays in source order."""
+    rng = np.random.default_rng(3)
+    per_source = [np.sort(rng.uniform(0, 50, 300)) for _ in range(20)]
+    if grid:
+        per_source = [np.round(t / grid) * grid for t in per_source]  # ties within and across sources
+    times = np.concatenate(per_source)
+    index = np.repeat(np.arange(20, dtype=np.int16), 300)
+    stable = np.argsort(times, kind="stable")
+    sorted_s, sorted_index = in_time_order(times, index)
+    np.testing.assert_array_equal(sorted_s, times[stable])
+    np.testing.assert_array_equal(sorted_index, index[stable])
+    assert (len(np.unique(times)) < len(times)) == bool(grid)

@@ -48,7 +48,10 @@ class BulkDriver:
         drivers = {id(d): d for d in sim._source_gateway}
         if len(drivers) != 1:
             return "several gateways receive requests"
-        return driver_unsupported(next(iter(drivers.values()))) or arrivals_unsupported(sim.arrivals.arrival_s)
+        reason = driver_unsupported(next(iter(drivers.values())))
+        if reason is not None or hasattr(sim.arrivals, "rolling"):
+            return reason  # a long run's are merged in time order by construction (spec.streamed_arrivals): not read in full
+        return arrivals_unsupported(sim.arrivals.arrival_s)
 
     def __init__(self, sim, *, on_done, bar=None):
         self.sim = sim
@@ -58,12 +61,17 @@ class BulkDriver:
         self.executor_name = self.scheduler.bulk_executor()
         self.executor = driver.executors[self.executor_name]
         self.executor_index = sim.executor_names.index(self.executor_name)
-        self.arrival_s = sim.arrivals.arrival_s
-        self.count = len(self.arrival_s)
+        arrivals = sim.arrivals
+        self._rolling = None
+        if hasattr(arrivals, "rolling") and hasattr(sim.recorder, "oldest_unwritten_id"):
+            # a long run streamed: its arrivals generated as the chunks go, and forgotten once written (spec.streamed_arrivals)
+            arrivals = self._rolling = sim.recorder.arrivals = arrivals.rolling()
+        self.arrival_s = arrivals.arrival_s
+        self.count = len(arrivals)
         self.on_done = on_done
         self.bar = bar
-        sources = sim.arrivals.sources
-        self._source_index = sim.arrivals.source_index
+        sources = arrivals.sources
+        self._source_index = arrivals.source_index
         self._names = [s.name for s in sources]
         self._sizes = [s.size_bytes for s in sources]
         self._slos = [s.slo_s for s in sources]
@@ -83,6 +91,8 @@ class BulkDriver:
             raise RuntimeError("the bulk path found an event scheduled: something other than arrivals happens in this run")
         start = self._chunk_start = self._next
         stop = self._next = min(start + self.chunk, self.count)
+        if self._rolling is not None:
+            self._rolling.trim(self._oldest_needed(start))
         until_s = float(self.arrival_s[stop]) if stop < self.count else math.inf
         ids = np.arange(start, stop, dtype=np.int64)
         for action in self.scheduler.handle_arrivals(self.arrival_s[start:stop], ids, until_s=until_s, make_request=self._make_request):
@@ -91,6 +101,12 @@ class BulkDriver:
             self._dispatch(action)
         self._report(until_s)
         return end_of_chunk(self, stop, until_s)
+
+    def _oldest_needed(self, start: int) -> int:
+        """The oldest request id whose arrival is still read: by the recorder, or queued at the gateway."""
+        oldest = min(start, self.sim.recorder.oldest_unwritten_id)
+        queue = self.scheduler.batchers[self.executor_name].queue
+        return min(oldest, min(r.request_id for r in queue)) if queue else oldest
 
     def _make_request(self, k: int) -> Request:
         """The ``Request`` the per-request feed builds for the k-th arrival of the current chunk."""

@@ -24,13 +24,13 @@ call per gateway per chunk, forced by ``--per-gateway``), one device the bulk
 path of issue 17 (``sim.bulk_driver``); ``--per-request`` forces the
 per-request path on every row (the comparison of the earlier table).
 
-    python -m benchmarks.fleet                 # the sequence of BENCHMARKS.md (about 15 minutes of one core)
+    python -m benchmarks.fleet                 # the sequence of BENCHMARKS.md (about a minute of one core)
     python -m benchmarks.fleet --quick         # a smaller one (a minute)
     python -m benchmarks.fleet --rows 10000x1000000 1x1000000 --repeat 2
     python -m benchmarks.fleet --per-gateway   # the fleet rows one call per gateway per chunk (the earlier fleet path)
     python -m benchmarks.fleet --ray           # a sweep of fleet configurations on Ray, 1 worker then 2
     python -m benchmarks.fleet --ray --ray-per-device 3000 --ray-override policy.batching.max_inflight=null   # on the fleet path
-    python -m benchmarks.fleet --rows 10000x100000000 --no-baseline   # issue 23's full run (one core, ~10 CPU-min)
+    python -m benchmarks.fleet --rows 10000x100000000 --no-baseline   # issue 23's full run (one core, about 2 CPU-min)
 
 ``FLEET_BENCH_CORE=0`` pins the runs to core 0 (default: the last core).
 ``--in-memory`` adds rows of the in-memory recorder (every table kept until

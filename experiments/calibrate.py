@@ -12,8 +12,9 @@ the simulator's host model (``spec.host_cpu``) shares them:
 - its noise (each measurement over the mean of its batch size: residual ratios);
 - cold starts: serverless instance processes (``python -m live.roles.worker
   --stdio``) from spawn to their ``ready`` frame, one at a time (with their
-  CPU time: the cores a cold start keeps busy, ``cold_start_cores``) and
-  several at once (the check: the host model predicts them from the lone ones);
+  CPU time to ``ready``: the cores a cold start keeps busy,
+  ``cold_start_cores``) and several at once (the check: the host model
+  predicts them from the lone ones);
 - the message hop through an idle embedded broker, and the broker's CPU per
   message from its process CPU time (``/proc/<pid>/stat``);
 - five short live runs (unbatched, unbatched at a lower rate, fixed batches of 4 and of 8,
@@ -237,39 +238,45 @@ def _wait_ready(proc: subprocess.Popen) -> None:
 def measure_cold_starts(model: str, threads: int, count: int, *, together: bool = False, cpu: list | None = None) -> list[float]:
     """Spawn-to-ready seconds of ``count`` serverless instance processes, one at a time (or all at once).
 
-    ``cpu``, when given, receives each group's CPU-seconds per instance
-    (children's user and system time, from spawn to exit: the cold start
-    and the exit, which does no work after ``ready``).
+    ``cpu``, when given, receives each instance's CPU-seconds from spawn to
+    its ``ready`` frame (``/proc/<pid>/stat``, all its threads), not to its
+    exit: an instance's exit (torch's teardown) costs about 0.5 CPU-s more
+    on this machine, which a live pool pays when an instance is reaped, not
+    while it starts (counted to the exit, a lone start read 1.41 cores
+    instead of 1.13, and the host model made 4 at once on 2 cores 4.3 s
+    against 3.2-3.3 s measured).
     """
-    import resource
     from concurrent.futures import ThreadPoolExecutor
 
-    def ready_after_s(proc: subprocess.Popen, started: float) -> float:
+    def ready_after(proc: subprocess.Popen, started: float) -> tuple[float, float]:
         _wait_ready(proc)
-        return time.perf_counter() - started
+        wall_s = time.perf_counter() - started
+        fields = _stat(proc.pid)
+        if fields is None:
+            raise CalibrationError(f"cold start: cannot read /proc/{proc.pid}/stat (the instance's process); needs Linux /proc")
+        return wall_s, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     results: list[float] = []
     for group in [list(range(count))] if together else [[i] for i in range(count)]:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         procs = [_spawn_instance(model, threads) for _ in group]
         try:
             with ThreadPoolExecutor(len(procs)) as pool:  # each instance's ready frame read as it comes
-                results.extend(pool.map(lambda proc: ready_after_s(proc, started), procs))
+                measured = list(pool.map(lambda proc: ready_after(proc, started), procs))
         finally:
             for proc in procs:
                 proc.stdin.close()
                 proc.wait(timeout=30)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        results.extend(wall_s for wall_s, _ in measured)
         if cpu is not None:
-            cpu.append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / len(group))
+            cpu.extend(cpu_s for _, cpu_s in measured)
     return results
 
 
 def cold_start_cores(walls_s: list[float], cpu_s: list[float], cores: int) -> float:
-    """Cores a lone cold start keeps busy: its CPU-seconds over its wall seconds (at most the machine's cores)."""
+    """Cores a lone cold start keeps busy: its CPU-seconds to ``ready`` over its wall seconds (at most the machine's cores)."""
     if not cpu_s or sum(cpu_s) <= 0:
-        raise CalibrationError("cold_start_cores: no CPU time measured for the instance processes (RUSAGE_CHILDREN did not advance)")
+        raise CalibrationError("cold_start_cores: no CPU time measured for the instance processes (/proc/<pid>/stat did not advance)")
     return round(min(float(cores), max(0.05, sum(cpu_s) / sum(walls_s))), 3)
 
 
@@ -569,8 +576,9 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     by_threads = {t: measure_service(model, t, repeats=repeats, rounds=rounds, size_bytes=size_bytes) for t in thread_counts}
     print("cold starts, one at a time and all at once ...", flush=True)
     cold_cpu: list[float] = []
+    together_cpu: list[float] = []
     colds = measure_cold_starts(model, edge_threads, cold_starts, cpu=cold_cpu)
-    together = measure_cold_starts(model, edge_threads, max(2, 2 * cores), together=True)
+    together = measure_cold_starts(model, edge_threads, max(2, 2 * cores), together=True, cpu=together_cpu)
     print("broker hop and CPU per message ...", flush=True)
     hops, broker_cpu_per_message_s = measure_hop()
     idle_broker = measure_hop_sizes()
@@ -580,6 +588,7 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
                               model_cpu_s=_model_cpu(by_threads[edge_threads], edge_threads))  # fmt: skip
     return {"cores": cores, "memory_threads": memory_threads, "by_threads": by_threads, "colds": colds, "together": together,
             "cold_start_cores": cold_start_cores(colds, cold_cpu, cores),
+            "cold_cpu_s": {"alone": [round(c, 4) for c in cold_cpu], "together": [round(c, 4) for c in together_cpu]},
             "load_average": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]},
             "hops": hops, "broker_cpu_per_message_s": broker_cpu_per_message_s, "in_situ": in_situ}  # fmt: skip
 
@@ -630,7 +639,10 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
             # 1, 5 and 15 minute load averages before and after: a busy machine makes every figure here noisier
             "load_average": m["load_average"],
             "service": {f"{t}_threads": {int(b): spread(s["wall"]) for b, s in samples.items()} for t, samples in m["by_threads"].items()},
-            "cold_start": {"alone": spread([np.asarray([c]) for c in m["colds"]]), "together": {"count": len(together_s),
+            "cold_start": {"alone": spread([np.asarray([c]) for c in m["colds"]]),
+                           # CPU-seconds per instance to its ready frame, alone and together (cold_start_cores: the lone ones)
+                           "cpu_s_per_instance": m["cold_cpu_s"],
+                           "together": {"count": len(together_s),
                            "mean_s": round(float(np.mean(together_s)), 4), "max_s": round(float(np.max(together_s)), 4),
                            # the host model's prediction from the lone ones: count jobs of lone_s at cold_start_cores on `cores`
                            "host_model_s": round(lone_s * max(1.0, len(together_s) * cold_cores / cores), 4)}},

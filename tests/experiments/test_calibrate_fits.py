@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.calibrate import CalibrationError, _hop_rate, _quantiles, fit_role_cpu, spread
+from experiments.calibrate import CalibrationError, _hop_rate, _quantiles, cold_start_cores, fit_role_cpu, spread
 from experiments.role_cpu_fit import count_wakeups
 
 
@@ -152,3 +152,29 @@ def test_run_to_run_cv_recovers_the_drift_between_rounds_beyond_their_own_noise(
         run_to_run_cv({1: [np.array([0.003, 0.0031])]})
     with pytest.raises(CalibrationError, match=r"run_cv: .*\(>= 1\)"):
         run_to_run_cv({1: [np.array([0.001, 0.001]), np.array([0.01, 0.01]), np.array([0.0001, 0.0001])]})
+
+
+
+def test_cold_start_cores_are_cpu_over_wall_to_ready():
+    lone_walls_s = [1.5, 1.6, 1.55]
+    assert cold_start_cores(lone_walls_s, [1.7, 1.75, 1.8], cores=2) == pytest.approx(5.25 / 4.65, abs=1e-3)
+    assert cold_start_cores(lone_walls_s, [9.0, 9.0, 9.0], cores=2) == 2.0  # at most the machine's cores
+    with pytest.raises(CalibrationError, match="no CPU time"):
+        cold_start_cores(lone_walls_s, [0.0, 0.0], cores=2)
+
+
+def test_a_cold_starts_cpu_is_counted_to_its_ready_frame_not_to_its_exit():
+    """Counted to the exit (torch's teardown, about 0.5 CPU-s here), a lone start read 1.41 cores instead of 1.13."""
+    import resource
+
+    from experiments.calibrate import measure_cold_starts
+
+    def children_cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    before_s = children_cpu_s()
+    cpu_s: list[float] = []
+    (wall_s,) = measure_cold_starts("mlp", 1, 1, cpu=cpu_s)
+    to_exit_s = children_cpu_s() - before_s
+    assert len(cpu_s) == 1 and 0 < cpu_s[0] < to_exit_s and wall_s > 0

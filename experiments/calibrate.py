@@ -428,25 +428,30 @@ def _run_tables(result) -> dict:
             "backlogged": dispatched[1:] < end[:-1]}  # the next batch was already waiting  # fmt: skip
 
 
-def _hop_rate(batched: dict, idle_broker: dict) -> tuple[float, float | None, dict]:
-    """The hop's fixed part and its payload rate (MB/s) from idle batches of several sizes in the live run.
+def _hop_rate(runs: list[dict], idle_broker: dict) -> tuple[float, float | None, dict]:
+    """The hop's fixed part and its payload rate (MB/s) from idle batches of several sizes in the live runs.
 
-    Where the live run has too few (a fast model keeps the worker backlogged),
-    the rate comes from the idle broker's small and large messages instead,
-    and the calibration says so (``hop_fit.source``); where neither gives a
-    positive slope it is left null with a warning, never silently.
+    Every run's idle batches count (the unbatched runs' and the fixed
+    batches of 4 and of 8: three sizes); one run of fixed batches alone has
+    one size, so the fit fell back to the idle broker every time, whose
+    small and large messages hold none of the gateway's encoding and the
+    worker's decoding of a batch's payload (2026-12-02: 3.2 ms/MB there,
+    against batches live that took 3-8 ms/MB more). Where the runs have too
+    few (a fast model keeps the worker backlogged), the rate comes from the
+    idle broker instead, and the calibration says so (``hop_fit.source``);
+    where neither gives a positive slope it is left null with a warning,
+    never silently.
     """
-    idle = ~batched["backlogged"]
-    size_mb = batched["batches"]["size"].to_numpy()[1:][idle] * 200 * 1024 / 2**20
-    there_s = (batched["start"][1:] - batched["dispatched"][1:])[idle]
+    size_mb = np.concatenate([r["batches"]["size"].to_numpy()[1:][~r["backlogged"]] for r in runs]) * 200 * 1024 / 2**20
+    there_s = np.concatenate([(r["start"][1:] - r["dispatched"][1:])[~r["backlogged"]] for r in runs])
     sizes, per_size = np.unique(size_mb, return_counts=True)
     if (per_size >= 5).sum() < 2:
-        print(f"note: hop_MBps: idle batches of {len(sizes)} size(s) in the batched run ({per_size.tolist()}; at least 5 of each of "
+        print(f"note: hop_MBps: idle batches of {len(sizes)} size(s) in the live runs ({per_size.tolist()}; at least 5 of each of "
               "2 sizes needed); fitted from the idle broker's small and large messages instead", flush=True)
         size_mb, there_s = idle_broker["size_mb"], idle_broker["hop_s"]
         source = "idle broker, two message sizes"
     else:
-        source = "live run, idle batches of several sizes"
+        source = "live runs, idle batches of several sizes"
     slope_s_per_mb, intercept_s = np.polyfit(size_mb, there_s, 1)
     residual = there_s - (intercept_s + slope_s_per_mb * size_mb)
     slope_se = float(np.sqrt(residual.var(ddof=2) / max(1e-12, ((size_mb - size_mb.mean()) ** 2).sum())))
@@ -500,7 +505,7 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
             contended.append((config, result.batches[["size", "start_s", "end_s"]].copy()))
     one, many = tables["single"], tables["batched"]
     gaps = np.concatenate([(r["start"][1:] - r["end"][:-1])[r["backlogged"]] for r in tables.values()])
-    there_s, hop_MBps, hop_note = _hop_rate(many, idle_broker or measure_hop_sizes())
+    there_s, hop_MBps, hop_note = _hop_rate(list(tables.values()), idle_broker or measure_hop_sizes())
     completed = {name: t["requests"].loc[~t["requests"]["dropped"]] for name, t in tables.items()}
     # the hops' distributions from the run at the lowest load: the others' tails hold the roles' CPU contention,
     # which the host model (hosts.local) adds on its own; from every run they would count it twice

@@ -117,11 +117,17 @@ def test_the_hop_rate_comes_from_the_live_run_or_says_where_else_it_came_from(ca
     start[1:] += 0.001 + 0.01 * size_mb
     batched = {"backlogged": np.zeros(len(sizes), bool), "batches": {"size": _Column(np.concatenate([[1], sizes]))},
                "start": start, "dispatched": dispatched}  # fmt: skip
-    there_s, rate, note = _hop_rate(batched, idle_broker={"size_mb": np.array([0.001, 1.6]), "hop_s": np.array([0.001, 0.002])})
+    there_s, rate, note = _hop_rate([batched], idle_broker={"size_mb": np.array([0.001, 1.6]), "hop_s": np.array([0.001, 0.002])})
     assert rate == pytest.approx(100.0, rel=1e-6) and there_s == pytest.approx(0.001)
-    assert note["source"].startswith("live run")
+    assert note["source"].startswith("live runs")
+    # one size per run (fixed batches), two runs: the runs' idle batches together give the rate
+    ones, fours = ({**batched, "backlogged": batched["backlogged"] | (np.concatenate([[1], sizes])[1:] != size)} for size in (1, 4))
+    there_s, rate, note = _hop_rate([ones, fours], idle_broker={"size_mb": np.array([0.001, 1.6]), "hop_s": np.array([0.001, 0.002])})
+    assert rate == pytest.approx(100.0, rel=1e-6) and note["source"].startswith("live runs") and note["points"] == 40
+    _, _, note = _hop_rate([fours], idle_broker={"size_mb": np.array([0.001, 1.6]), "hop_s": np.array([0.001, 0.002])})
+    assert note["source"].startswith("idle broker")  # one size alone cannot give a slope
     batched["backlogged"][:] = True  # no idle batches: from the idle broker, and it says so
-    _, rate, note = _hop_rate(batched, idle_broker={"size_mb": np.array([0.001, 0.001, 1.6, 1.6]),
+    _, rate, note = _hop_rate([batched], idle_broker={"size_mb": np.array([0.001, 0.001, 1.6, 1.6]),
                                                     "hop_s": np.array([0.001, 0.001, 0.002, 0.002])})  # fmt: skip
     assert note["source"].startswith("idle broker") and "fitted from the idle broker" in capsys.readouterr().out
     assert rate == pytest.approx(1.599 / 0.001, rel=1e-6)

@@ -99,4 +99,3 @@ class ArrivalMerge:
                     index.append(np.full(len(block), source, dtype=np.int16))
                     last_s[source] = block[-1]
         return times, index
-

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spec.record_files import open_writer
-
 from spec.recorder import _REASON_BY_CODE, FAILED, FINISHED, Recorder
 from spec.records import BATCH_COLUMNS, request_table
 from spec.running_summary import RunningSummary

@@ -160,7 +160,6 @@ def test_run_to_run_cv_recovers_the_drift_between_rounds_beyond_their_own_noise(
         run_to_run_cv({1: [np.array([0.001, 0.001]), np.array([0.01, 0.01]), np.array([0.0001, 0.0001])]})
 
 
-
 def test_cold_start_cores_are_cpu_over_wall_to_ready():
     lone_walls_s = [1.5, 1.6, 1.55]
     assert cold_start_cores(lone_walls_s, [1.7, 1.75, 1.8], cores=2) == pytest.approx(5.25 / 4.65, abs=1e-3)

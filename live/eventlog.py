@@ -170,6 +170,8 @@ def event_from_dict(data: dict) -> _events.Event:
         request = dict(data["request"])
         request.pop("type", None)
         data["request"] = _events.Request(**request)
+    if "requests" in data:  # RequestsArrived
+        data["requests"] = tuple(_events.Request(**{k: v for k, v in r.items() if k != "type"}) for r in data["requests"])
     return cls(**data)
 
 

@@ -18,6 +18,7 @@ from policies.events import (
     InstanceStateChanged,
     Request,
     RequestArrived,
+    RequestsArrived,
     TimerFired,
 )
 from policies.placement.base import ClusterView, PlacementPolicy
@@ -38,7 +39,7 @@ class Policy(Protocol):
 __all__ = [
     "Policy", "Scheduler", "Action", "CancelTimer", "DispatchBatch", "DropRequest", "NotePlan", "StartTimer",
     "BatchingPolicy", "Decision", "NOTHING", "PlacementPolicy", "ClusterView", "Planner", "Plan",
-    "DriverError", "ConfigError", "PolicyError", "Request", "Event", "RequestArrived", "TimerFired",
+    "DriverError", "ConfigError", "PolicyError", "Request", "Event", "RequestArrived", "RequestsArrived", "TimerFired",
     "BatchFinished", "BatchFailed", "BandwidthMeasured", "ArrivalRateMeasured", "InstanceStateChanged",
     "TimerId", "TimerPurpose",
 ]  # fmt: skip

@@ -17,6 +17,7 @@ __all__ = [
     "Request",
     "Event",
     "RequestArrived",
+    "RequestsArrived",
     "TimerFired",
     "BatchFinished",
     "BatchFailed",
@@ -55,6 +56,21 @@ class RequestArrived(Event):
     """A request reached the scheduler."""
 
     request: Request
+
+
+@positional_make
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestsArrived(Event):
+    """Several requests reached the scheduler together: a driver read a backlog in one go.
+
+    The same as one ``RequestArrived`` per request at ``now_s``, in order,
+    except that each batching policy decides once, after all of them are
+    queued: a gateway that fell behind its input sees what it already holds
+    (requests already past their wait would each leave alone otherwise).
+    ``requests`` is a non-empty tuple.
+    """
+
+    requests: tuple[Request, ...]
 
 
 @positional_make

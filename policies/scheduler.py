@@ -23,6 +23,7 @@ from policies.events import (
     InstanceStateChanged,
     Request,
     RequestArrived,
+    RequestsArrived,
     TimerFired,
 )
 from policies.placement.base import ClusterView, PlacementPolicy
@@ -152,6 +153,7 @@ class Scheduler:
         self._started = False
         self._handlers = {
             RequestArrived: self._on_arrived,
+            RequestsArrived: self._on_arrived_together,
             TimerFired: self._on_timer,
             BatchFinished: self._on_finished,
             BatchFailed: self._on_failed,
@@ -388,21 +390,39 @@ class Scheduler:
         self._arrive(event.now_s, event.request, actions)
 
     def _arrive(self, now_s: float, request: Request, actions: list[Action]) -> None:
+        executor = self._enqueue(now_s, request, actions)
+        if executor is not None:
+            self._decide(executor, self.batchers[executor], now_s, actions)
+
+    def _on_arrived_together(self, event: RequestsArrived, actions: list[Action]) -> None:
+        requests = event.requests
+        if not isinstance(requests, tuple) or not requests or not all(isinstance(r, Request) for r in requests):
+            raise DriverError(f"RequestsArrived.requests must be a non-empty tuple of Request, got {requests!r}")
+        touched: dict[str, None] = {}  # executors in the order first queued on
+        for request in requests:
+            executor = self._enqueue(event.now_s, request, actions)
+            if executor is not None:
+                touched[executor] = None
+        for executor in touched:
+            self._decide(executor, self.batchers[executor], event.now_s, actions)
+
+    def _enqueue(self, now_s: float, request: Request, actions: list[Action]) -> str | None:
+        """Place and queue ``request``; its executor, or None when it was dropped (the action says why)."""
         request_id = request.request_id
         if request_id in self._requests:
             raise DriverError(f"request {request_id} arrived twice (still pending)")
         executor = self.placement.choose(now_s, request)
         if executor is None:
             actions.append(DropRequest(request_id=request_id, reason=DropReason.NO_EXECUTOR))
-            return
+            return None
         batcher = self.batchers.get(executor)
         if batcher is None:
             raise PolicyError(f"{type(self.placement).__name__} chose {executor!r}, not one of {list(self.batchers)}")
         if not batcher.admit(request):
             actions.append(DropRequest(request_id=request_id, reason=DropReason.QUEUE_FULL))
-            return
+            return None
         self._requests[request_id] = request
-        self._decide(executor, batcher, now_s, actions)
+        return executor
 
     def _on_timer(self, event: TimerFired, actions: list[Action]) -> None:
         timer_id = event.timer_id

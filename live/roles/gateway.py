@@ -71,6 +71,7 @@ from policies.events import (
     InstanceStateChanged,
     Request,
     RequestArrived,
+    RequestsArrived,
     TimerFired,
 )
 from spec.link_queue import LinkQueue
@@ -102,6 +103,10 @@ def _busy_s(result: Message) -> float | None:
     return float(service_s) + (float(cold_s) if isinstance(cold_s, (int, float)) and not isinstance(cold_s, bool) else 0.0)
 
 
+#: at most this many queued requests go to the scheduler together (as many as the intake takes at once)
+_BUNCH_MAX = 64
+
+
 class Gateway:
     """One gateway's scheduler in real time; the broker is outside (``send(topic, data, properties=None)``).
 
@@ -113,6 +118,9 @@ class Gateway:
     ``records`` (what the sink hears), ``telemetry`` (what the planner
     hears), ``metrics`` (what it measures about itself).
     """
+
+    #: ``on_requests`` hands a backlog to the scheduler as one ``RequestsArrived``
+    bunches_arrivals = True
 
     def __init__(self, spec: RunSpec, name: str, topics: Topics, send: Callable[..., None], now: Callable[[], float],
                  incarnation: int = 0):  # fmt: skip
@@ -150,6 +158,7 @@ class Gateway:
         self.ingress = None
         #: a gateway restarted after a crash that replayed its predecessor's event log (live.roles.gateway_replay), or None
         self.replay = None
+        self._bunch: list | None = None  # (now_s, Request) of the requests on_requests is taking
         self._act = {
             DispatchBatch: self._dispatch,
             StartTimer: lambda action: self.agenda.start_timer(action.timer_id, action.at_s),
@@ -262,6 +271,28 @@ class Gateway:
         arrival_s = float(message.ts.get("arrival_s", now_s))
         return self.admit(request_id, source.name, arrival_s, source.slo_s, message.payload, now_s)
 
+    def on_requests(self, raws: list[bytes]) -> list[int | None]:
+        """Take request messages read together (a backlog): ``on_request`` each, one ``RequestsArrived`` for those taken.
+
+        Handed one at a time, a backlog's requests already past their wait
+        would each leave as a batch of one while the rest sit unread in the
+        gateway's own inbox. An open ingress, or a subclass that takes
+        requests its own way (``bunches_arrivals`` False), takes them one by one.
+        """
+        if len(raws) == 1 or self.ingress is not None or not self.bunches_arrivals:
+            return [self.on_request(raw) for raw in raws]
+        self._bunch = []
+        try:
+            taken = [self.on_request(raw) for raw in raws]
+            bunch = self._bunch
+        finally:
+            self._bunch = None
+        if len(bunch) == 1:
+            self.handle(RequestArrived(now_s=bunch[0][0], request=bunch[0][1]))
+        elif bunch:
+            self.handle(RequestsArrived(now_s=bunch[-1][0], requests=tuple(r for _, r in bunch)))
+        return taken
+
     def admit(self, request_id: int, source: str, arrival_s: float, slo_s: float, payload: bytes, now_s: float) -> int:
         """A request taken (replayed, or an open-ingress client's): to the scheduler; returns its id."""
         self.arrivals_seen += 1
@@ -269,6 +300,9 @@ class Gateway:
         self.metrics.ingest_lag_s.append(now_s - arrival_s)
         self.payloads[request_id] = payload
         request = Request(request_id=request_id, source=source, arrival_s=arrival_s, size_bytes=len(payload), deadline_s=arrival_s + slo_s)
+        if self._bunch is not None:  # on_requests hands the bunch over at once
+            self._bunch.append((now_s, request))
+            return request_id
         self.handle(RequestArrived(now_s=now_s, request=request))
         self.metrics.pending(len(self.payloads))
         if self.arrivals_seen % 1000 == 0:  # a read of /proc: it lets the listener threads take the GIL (~2 ms at 4,000 req/s)
@@ -481,6 +515,21 @@ class _Acks:
         gateway.ended_requests.clear()
 
 
+def _take_requests(gateway: Gateway, items: list[tuple], marks, acks) -> None:
+    """The requests queued now, to the gateway together (``Gateway.on_requests``); each acknowledged once it ended."""
+    kept = []
+    for kind, consumer, msg in items:
+        if marks.took(kind, msg):  # the sweep dead-lettered it
+            consumer.acknowledge(msg)
+        else:
+            kept.append((consumer, msg))
+    for (consumer, msg), taken in zip(kept, gateway.on_requests([msg.data() for _, msg in kept])):
+        if taken is None:
+            consumer.acknowledge(msg)
+        else:
+            acks.pending[taken] = (consumer, msg)
+
+
 def _serve(gateway: Gateway, role, inbox: Inbox, clock, ended_log: EndedLog, restarted: bool) -> int:
     """The gateway's loop: messages in, timers due, acknowledgements once requests ended."""
     acks = _Acks(role.producer(role.topics.records), ended_log)
@@ -502,16 +551,13 @@ def _serve(gateway: Gateway, role, inbox: Inbox, clock, ended_log: EndedLog, res
             acks.settle(gateway, clock.now(), force=True)
             continue
         kind, consumer, msg = item
+        if kind == "request":
+            _take_requests(gateway, [item, *inbox.requests_queued(_BUNCH_MAX - 1)], marks, acks)
+            continue
         if marks.took(kind, msg):  # the sweep dead-lettered it
             consumer.acknowledge(msg)
             continue
-        if kind == "request":
-            taken = gateway.on_request(msg.data())
-            if taken is not None:
-                acks.pending[taken] = (consumer, msg)
-                continue
-        else:
-            gateway.on_result(msg.data())
+        gateway.on_result(msg.data())
         consumer.acknowledge(msg)
     acks.settle(gateway, clock.now(), force=True)
     marks.close(remove=gateway.done)

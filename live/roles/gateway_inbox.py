@@ -51,6 +51,20 @@ class Inbox:
                 return item
             # a wake-up: its result is next, unless it was taken already ahead of its token (then wait on)
 
+    def requests_queued(self, limit: int) -> list[tuple]:
+        """Up to ``limit`` more requests queued right now (no wait); it stops at a result (taken first)."""
+        taken: list[tuple] = []
+        main, results = self._main, self._results
+        while len(taken) < limit and results.empty():
+            try:
+                item = main.get_nowait()
+            except queue.Empty:
+                break
+            if item is _WAKE:
+                break  # its result is on the results queue: get() returns it next
+            taken.append(item)
+        return taken
+
     def result_waiting(self) -> bool:
         """A result is queued (the loop takes it before the next request)."""
         return not self._results.empty()

@@ -36,7 +36,7 @@ from live.eventlog import EventLog, RecoveredLog, action_to_dict, canonical, rec
 from live.roles.gateway_agenda import Agenda, Due
 from live.roles.gateway_records import plain
 from policies.actions import CancelTimer, DispatchBatch, DropRequest, NotePlan, StartTimer
-from policies.events import ArrivalRateMeasured, BatchFailed, BatchFinished, RequestArrived, TimerFired
+from policies.events import ArrivalRateMeasured, BatchFailed, BatchFinished, RequestArrived, RequestsArrived, TimerFired
 
 __all__ = ["GatewayReplay", "ReplayedState", "open_event_log", "MAX_LOG_BYTES"]
 
@@ -64,6 +64,10 @@ class ReplayedState:
         if isinstance(event, RequestArrived):
             self.arrived[event.request.request_id] = event.request
             self.arrived_since_tick += 1
+        elif isinstance(event, RequestsArrived):
+            for request in event.requests:
+                self.arrived[request.request_id] = request
+            self.arrived_since_tick += len(event.requests)
         elif isinstance(event, TimerFired):
             self.timers.pop(event.timer_id, None)
         elif isinstance(event, BatchFinished):

@@ -51,6 +51,9 @@ class _FetchingLink:
 class PipelineGateway(Gateway):
     """``Gateway`` whose request messages are inputs of a ``PipelineStage``."""
 
+    #: each input goes through the stage as it is taken (``handle``), not in a bunch
+    bunches_arrivals = False
+
     def __init__(self, spec, name, topics, send, now, incarnation: int = 0):
         super().__init__(spec, name, topics, send, now, incarnation=incarnation)
         self.stage = PipelineStage(PipelineSpec.from_config(spec.config["pipeline"], seed=spec.seed), spec.arrivals)

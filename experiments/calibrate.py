@@ -25,7 +25,10 @@ the simulator's host model (``spec.host_cpu``) shares them:
   per batch and per wake-up and its idle cores (broker from ``/proc``,
   gateway, source and sink from their own process CPU times in their
   stats), fitted from the runs' counts, message times and durations
-  (``experiments.role_cpu_fit``).
+  (``experiments.role_cpu_fit``);
+- one long live run at a high rate (8x the short runs' requests, fixed batches of 16):
+  the broker's CPU sampled over it, for its storage step (``experiments.storage_step``:
+  its CPU per request rises once a run has stored enough; ``RoleCpu.step_after_MB``).
 
 Writes ``conf/profile/calibrated.yaml`` (use it with ``profile=calibrated``):
 the isolated profiles, the measured distributions, and ``hosts.local``: this
@@ -57,7 +60,7 @@ import matplotlib.ticker
 import numpy as np
 import yaml
 
-from experiments import role_cpu_fit
+from experiments import role_cpu_fit, storage_step
 from experiments.paths import REPO_ROOT, RESULTS_DIR
 from experiments.stats import t_interval
 
@@ -133,8 +136,20 @@ def _machine_busy_cpu_s() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """User plus system CPU-seconds of process ``pid`` and its descendants (``/proc``: the broker runs under a wrapper)."""
+def _proc_cpu_s(pid: int, tree: set[int] | None = None) -> float:
+    """User plus system CPU-seconds of process ``pid`` and its descendants (``/proc``: the broker runs under a wrapper);
+    ``tree``: those processes, found once (``_proc_tree``), for reads many times a second."""
+    tree = _proc_tree(pid) if tree is None else tree
+    ticks = 0
+    for member in tree:
+        fields = _stat(member)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_tree(pid: int) -> set[int]:
+    """Process ``pid`` and its descendants now."""
     if _stat(pid) is None:
         raise CalibrationError(f"broker CPU: cannot read /proc/{pid}/stat (the broker's process); needs Linux /proc")
     parents: dict[int, int] = {}
@@ -146,12 +161,7 @@ def _proc_cpu_s(pid: int) -> float:
         children = {child for child, parent in parents.items() if parent in tree} - tree
         tree |= children
         grew = bool(children)
-    ticks = 0
-    for member in tree:
-        fields = _stat(member)
-        if fields is not None:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return tree
 
 
 # -- service ----------------------------------------------------------------------------------
@@ -320,7 +330,7 @@ def measure_hop_sizes(small_bytes: int = 1024, large_bytes: int = 8 * 200 * 1024
 
 
 def _live_run(model: str, threads: int, service_s: float, batching: dict, requests: int, load: float = 0.65,
-              max_rate_rps: float | None = None):  # fmt: skip
+              max_rate_rps: float | None = None, series_period_s: float | None = None):  # fmt: skip
     """One short live run of the calibration model; returns its RunResult, the broker's CPU-seconds during it and its config."""
     from live.deploy.local import run_live
 
@@ -340,9 +350,15 @@ def _live_run(model: str, threads: int, service_s: float, batching: dict, reques
     def broker_cpu(handle) -> None:
         if handle.broker is None or handle.broker.pid is None:
             return
-        start, busy, started = _proc_cpu_s(handle.broker.pid), _machine_busy_cpu_s(), time.monotonic()
-        handle.ending.wait()
-        handle.notes["broker_cpu_s"] = _proc_cpu_s(handle.broker.pid) - start
+        tree = _proc_tree(handle.broker.pid)
+        start, busy, started = _proc_cpu_s(handle.broker.pid, tree), _machine_busy_cpu_s(), time.monotonic()
+        if series_period_s is None:
+            handle.ending.wait()
+        else:  # the broker's CPU over the run's clock (storage_step)
+            series = handle.notes["broker_cpu_series"] = []
+            while not handle.ending.wait(series_period_s):
+                series.append((handle.now(), _proc_cpu_s(handle.broker.pid, tree) - start))
+        handle.notes["broker_cpu_s"] = _proc_cpu_s(handle.broker.pid, tree) - start
         handle.notes["machine_busy_cpu_s"] = _machine_busy_cpu_s() - busy
         handle.notes["window_s"] = time.monotonic() - started
 
@@ -514,7 +530,11 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
     ingest = {name: (t["requests"]["dispatched_s"] - t["requests"]["arrival_s"]).to_numpy() for name, t in tables.items()}
     service = one["end"] - one["start"]
     roles, role_fit = fit_role_cpu(runs)
+    storage = measure_storage_step(model, threads, service_s, requests=8 * requests, idle_cores=roles.get("broker", {}).get("idle_cores", 0.0))
+    if storage["found"] and "broker" in roles:
+        roles["broker"] = {**roles["broker"], "step_after_MB": storage["step_after_MB"], "step_factor": storage["step_factor"]}
     return {
+        "storage_step": storage,
         # the mean, not the median: a queue's waits grow with the mean occupancy
         "overhead_s": float(np.mean(gaps)) if len(gaps) else 0.0,
         "overhead_samples_s": _quantiles(gaps, "overhead_samples_s"),
@@ -534,6 +554,21 @@ def measure_in_situ(model: str, threads: int, service_s: float, requests: int = 
         "background_cores": float(np.mean([r["background_cores"] for r in runs])),
         "return_hop_p95_s": float(np.percentile(return_hops, 95)),
     }  # fmt: skip
+
+
+def measure_storage_step(model: str, threads: int, service_s: float, requests: int, idle_cores: float = 0.0) -> dict:
+    """The broker's CPU over one long run at a high rate (``experiments.storage_step``); its step, if it has one."""
+    batching = {"_target_": "policies.batching.FixedBatching", "batch_size": 16, "max_wait_s": 0.5}
+    result, _, config = _live_run(model, threads, service_s, batching, requests, 2.5, max_rate_rps=250.0, series_period_s=0.25)
+    series = result.extra.get("faults", {}).get("broker_cpu_series") or []
+    size_bytes = config["workload"]["sources"][0]["size_bytes"]
+    # the broker stores each request twice: on its way to the gateway, and in its batch to the worker
+    fit = storage_step.fit_storage_step(series, result.requests["arrival_s"].to_numpy(), stored_bytes_per_request=2 * size_bytes,
+                                        idle_cores=idle_cores)  # fmt: skip
+    fit["requests"], fit["rate_rps"] = requests, config["workload"]["sources"][0]["arrivals"]["rate_rps"]
+    print(f"  broker storage: {'x%.2f after %.0f MB' % (fit['step_factor'], fit['step_after_MB']) if fit['found'] else fit['note']}",
+          flush=True)  # fmt: skip
+    return fit
 
 
 # -- the calibration --------------------------------------------------------------------------
@@ -587,7 +622,8 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     print("broker hop and CPU per message ...", flush=True)
     hops, broker_cpu_per_message_s = measure_hop()
     idle_broker = measure_hop_sizes()
-    print("five short live runs: overhead, hops, the roles' CPU, the contended service ...", flush=True)
+    print("five short live runs: overhead, hops, the roles' CPU, the contended service; one long one: the broker's storage ...",
+          flush=True)  # fmt: skip
     edge_mean_s = float(np.concatenate(by_threads[edge_threads][1]["wall"]).mean())
     in_situ = measure_in_situ(model, edge_threads, edge_mean_s, requests=in_situ_requests, idle_broker=idle_broker,
                               model_cpu_s=_model_cpu(by_threads[edge_threads], edge_threads))  # fmt: skip
@@ -656,6 +692,7 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
             "in_situ": {"return_hop_p50_s": round(in_situ["return_hop_s"], 6), "return_hop_p95_s": round(in_situ["return_hop_p95_s"], 6),
                         "there_hop_s": round(in_situ["there_hop_s"], 6), "hop_fit": in_situ["hop_fit"],
                         "backlogged_batches": in_situ["backlogged_batches"], "role_runs": in_situ["role_runs"],
+                        "storage_step": in_situ["storage_step"],
                         "role_fit": in_situ["role_fit"], "every_run_samples_s": in_situ["every_run_samples_s"],
                         # a diagnostic, not applied: the host model (hosts.local) is what makes a live run slower
                         "service_p50_s": round(in_situ["service_p50_s"], 7),

@@ -77,7 +77,7 @@ class GatewayDriver:
         ids = action.request_ids
         batch_id = sim.recorder.batch_dispatched(now_s, self.executor_index[executor], ids, action.memory_mb, action.attempt)
         channel = self.channels[executor]
-        size_bytes = sim.payload_bytes(ids) if channel is not None or self.hop_rates[executor] else 0
+        size_bytes = sim.payload_bytes(ids) if channel is not None or self.hop_rates[executor] or self.harness is not None else 0
         draw = self.hop_draws[executor]
         hop_s = self.hops_s[executor] if draw is None else draw()  # the hop back
         return_delay_s = (channel.link.delay_s if channel is not None else 0.0) + hop_s
@@ -136,7 +136,7 @@ class GatewayDriver:
                                     FINISHED, batch.hop_there_s + hop_back_s, hop_back_s)  # fmt: skip
         self.handle(BatchFinished.make(now_s, batch.local_id, batch.executor, batch.end_s - batch.start_s))
         if self.harness is not None:
-            self.harness.batch(self.name)
+            self.harness.batch(self.name, batch.size_bytes)
         sim.requests_ended(batch.size)
 
     def _start_timer(self, action: StartTimer) -> None:

@@ -28,10 +28,13 @@ class HarnessLoad:
     the gateway. Per batch (when its result is back): the gateway, the
     broker and the sink. A role's ``idle_cores`` (its polling loops) is a
     second job on its host, demanding that much of a core for the whole
-    run. Roles on no host cost nothing.
+    run. Roles on no host cost nothing. A role with a storage step
+    (``RoleCpu.step_after_MB``) costs ``step_factor`` times as much per
+    message once the run has stored that much: every request's payload
+    (``size_bytes`` of its source), and every finished batch's.
     """
 
-    def __init__(self, cluster: Cluster, hosts: Mapping[str, SimHost], gateways, sources):
+    def __init__(self, cluster: Cluster, hosts: Mapping[str, SimHost], gateways, sources, size_bytes: Mapping[str, int] | None = None):
         def place(role: str, name: str | None) -> tuple[SimHost, tuple, RoleCpu] | None:
             found = cluster.host_of_role(role, name)
             if found is None:
@@ -43,6 +46,8 @@ class HarnessLoad:
         self._sink = place("sink", None)
         self._gateways = {g: place("gateway", g) for g in gateways}
         self._sources = {s: place("source", s) for s in sources}
+        self._size_bytes = dict(size_bytes or {})
+        self.stored_MB = 0.0  # payloads through the broker so far
         for placed in (self._broker, self._sink, *self._gateways.values(), *self._sources.values()):
             if placed is not None and placed[2].idle_cores > 0:
                 # the process's polling and timer loops: a demand of idle_cores for the whole run
@@ -55,21 +60,25 @@ class HarnessLoad:
 
     def request(self, source: str, gateway: str) -> None:
         """A request from ``source`` reached ``gateway``."""
+        self.stored_MB += self._size_bytes.get(source, 0) / 1e6
         self._charge((self._sources.get(source), self._broker, self._gateways.get(gateway)), "cpu_s_per_request")
 
-    def batch(self, gateway: str) -> None:
-        """A batch's result came back to ``gateway`` (and its records go on to the sink)."""
+    def batch(self, gateway: str, size_bytes: int = 0) -> None:
+        """A batch (of ``size_bytes``) came back to ``gateway`` (and its records go on to the sink)."""
+        self.stored_MB += size_bytes / 1e6
         self._charge((self._gateways.get(gateway), self._broker, self._sink), "cpu_s_per_batch")
 
-    @staticmethod
-    def _charge(placed_roles, field: str) -> None:
+    def _charge(self, placed_roles, field: str) -> None:
         """Each role's ``field`` CPU (and a wake-up's, where its job is idle) on its host, one submission per host."""
         by_host: dict[int, tuple[SimHost, list]] = {}
+        stored_MB = self.stored_MB
         for placed in placed_roles:
             if placed is None:
                 continue
             host, job, cpu = placed
             cpu_s = getattr(cpu, field)
+            if stored_MB > cpu.step_after_MB:
+                cpu_s *= cpu.step_factor
             if cpu.cpu_s_per_wakeup > 0 and host.model.left_cpu_s(job) <= 0:
                 cpu_s += cpu.cpu_s_per_wakeup
             if cpu_s > 0:

@@ -129,7 +129,8 @@ class Simulation:
                     if worker.idle_cores > 0 and not isinstance(executor.spec, ServerlessSpec):
                         # each replica's idle loop
                         hosts[host.name].run(("idle", "worker", name), cpu_s=BACKGROUND_CPU_S, cores=worker.idle_cores * executor.spec.slots)
-        harness = HarnessLoad(cluster, hosts, list(self.gateways), [s.name for s in self.arrivals.sources])
+        harness = HarnessLoad(cluster, hosts, list(self.gateways), [s.name for s in self.arrivals.sources],
+                              {s.name: s.size_bytes for s in self.arrivals.sources})  # fmt: skip
         if harness.active:
             harness.arrivals_from(self.env, self.arrivals, [d.name for d in self._source_gateway])
             for driver in self.gateways.values():

@@ -63,6 +63,13 @@ class RoleCpu:
     ``experiments.calibrate`` fits the four from the roles' process CPU
     times in short live runs whose requests, batches, wake-ups and durations
     come in different proportions (unbatched, batched, slower, faster).
+
+    A role that stores what passes through it (the broker persists every
+    message) may cost more per message once the run has stored
+    ``step_after_MB`` megabytes (requests' and batches' payloads): then every
+    message costs ``step_factor`` times its CPU. Measured for the embedded
+    broker by calibration's storage run (its CPU per request steps up about
+    1.6-1.9x after about 2,000 requests of 200 KB); none by default.
     """
 
     cpu_s_per_request: float = 0.0
@@ -71,8 +78,14 @@ class RoleCpu:
     cpu_s_per_wakeup: float = 0.0
     #: cores the process keeps busy whatever it handles (its polling and timer loops), for the whole run
     idle_cores: float = 0.0
+    #: megabytes stored in the run after which every message costs ``step_factor`` times as much (inf: never)
+    step_after_MB: float = math.inf
+    step_factor: float = 1.0
 
     def __post_init__(self):
+        check_non_negative("role.step_after_MB", self.step_after_MB, finite=False)
+        if isinstance(self.step_factor, bool) or not isinstance(self.step_factor, (int, float)) or not 1 <= self.step_factor < 10:
+            raise ConfigError("role.step_factor", self.step_factor, "a factor in [1, 10) (1: no step)")
         check_non_negative("role.cpu_s_per_request", self.cpu_s_per_request)
         check_non_negative("role.cpu_s_per_batch", self.cpu_s_per_batch)
         check_non_negative("role.cpu_s_per_wakeup", self.cpu_s_per_wakeup)
@@ -151,9 +164,10 @@ class HostSpec:
             if isinstance(cpu, RoleCpu):
                 roles[role] = cpu
                 continue
-            if not isinstance(cpu, Mapping) or set(cpu) - {"cpu_s_per_request", "cpu_s_per_batch", "cpu_s_per_wakeup", "idle_cores"}:
-                raise ConfigError(f"{field_name}.roles.{role}", cpu,
-                                  "a mapping with cpu_s_per_request, cpu_s_per_batch, cpu_s_per_wakeup (CPU-seconds), idle_cores")
+            if not isinstance(cpu, Mapping) or set(cpu) - {"cpu_s_per_request", "cpu_s_per_batch", "cpu_s_per_wakeup", "idle_cores",
+                                                          "step_after_MB", "step_factor"}:  # fmt: skip
+                raise ConfigError(f"{field_name}.roles.{role}", cpu, "a mapping with cpu_s_per_request, cpu_s_per_batch, "
+                                  "cpu_s_per_wakeup (CPU-seconds), idle_cores, step_after_MB, step_factor")  # fmt: skip
             try:
                 roles[role] = RoleCpu(**dict(cpu))
             except ConfigError as error:

@@ -230,3 +230,17 @@ def test_a_role_s_cpu_with_wakeups_is_that_of_a_queue_with_an_exceptional_first_
     assert busy == pytest.approx(theory, rel=0.03), (busy, theory)
     if wakeup_s:
         assert busy < 0.9 * lam * (per_message_s + wakeup_s)  # far from a wake-up for every message
+
+
+def test_a_broker_past_its_storage_step_costs_step_factor_times_as_much_per_message(tmp_path):
+    # one core, 1 MB requests, the broker's 0.2 s per request; the first request stores 1 MB (under the 1.5 MB step),
+    # the second finds 3 MB stored (the first request and its batch): 0.4 s of broker CPU beside its 1 s model
+    # job, so 0.8 s at half speed and the model's last 0.6 s alone
+    config = with_changes(single_queue(rate_rps=1, service_s=1.0, num_requests=2, arrivals=_trace(tmp_path, [1.0, 10.0, 100.0])),
+                          **{"workload.sources.0.size_bytes": 1_000_000})  # fmt: skip
+    flat = {"broker": {"cpu_s_per_request": 0.2}}
+    assert simulate(_on_host(config, cores=1, roles=flat)).requests["service_s"].tolist() == pytest.approx([1.2, 1.2])
+    stepped = {"broker": {"cpu_s_per_request": 0.2, "step_after_MB": 1.5, "step_factor": 2.0}}
+    assert simulate(_on_host(config, cores=1, roles=stepped)).requests["service_s"].tolist() == pytest.approx([1.2, 1.4])
+    with pytest.raises(ConfigError, match=r"cluster\.hosts\.box\.roles\.broker\.step_factor"):
+        simulate(_on_host(config, cores=1, roles={"broker": {"step_factor": 0.5}}))

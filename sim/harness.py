@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 
 from sim.host import BACKGROUND_CPU_S, SimHost
 from spec.host_spec import RoleCpu
 from spec.topology import Cluster
 
-__all__ = ["HarnessLoad"]
+__all__ = ["HarnessLoad", "RoleProcess"]
 
 #: arrivals read at a time (a streamed run's arrays are generated as read)
 _CHUNK = 1 << 14
@@ -18,16 +19,17 @@ class HarnessLoad:
     """Puts each role's per-request and per-batch CPU on the host it runs on.
 
     A role instance (the broker, the sink, one gateway, one source) is one
-    single-threaded process: its work is one job on its host at one core,
-    to which every message adds ``RoleCpu`` CPU-seconds (a backlog it works
-    off while sharing the cores with the models), and a message that finds
-    the job idle ``cpu_s_per_wakeup`` more. Per request, when its source
-    publishes it (the arrival: the live ingest hop that follows already
-    includes this work as latency, so it contends with what runs during the
-    hop, not with the request's own execution): its source, the broker and
-    the gateway. Per batch (when its result is back): the gateway, the
-    broker and the sink. A role's ``idle_cores`` (its polling loops) is a
-    second job on its host, demanding that much of a core for the whole
+    single-threaded process (``RoleProcess``): it works off its messages one
+    at a time, in order, at the rate its host gives it, and a message that
+    finds it idle costs ``cpu_s_per_wakeup`` more. A message passes through
+    its roles in turn, as it does live: a request (when its source publishes
+    it: the live ingest hop that follows already includes this work as
+    latency, so it contends with what runs during the hop, not with the
+    request's own execution) through its source, the broker and its gateway;
+    a batch's result (when it is back) through the gateway, the broker and
+    the sink. So one request keeps at most one role busy at a time, beside
+    whatever the models run. A role's ``idle_cores`` (its polling loops) is
+    a second job on its host, demanding that much of a core for the whole
     run. Roles on no host cost nothing. A role with a storage step
     (``RoleCpu.step_after_MB``) costs ``step_factor`` times as much per
     message once the run has stored that much: every request's payload
@@ -35,12 +37,12 @@ class HarnessLoad:
     """
 
     def __init__(self, cluster: Cluster, hosts: Mapping[str, SimHost], gateways, sources, size_bytes: Mapping[str, int] | None = None):
-        def place(role: str, name: str | None) -> tuple[SimHost, tuple, RoleCpu] | None:
+        def place(role: str, name: str | None) -> RoleProcess | None:
             found = cluster.host_of_role(role, name)
             if found is None:
                 return None
             host, cpu = found
-            return hosts[host.name], ("role", role, name), cpu
+            return RoleProcess(hosts[host.name], ("role", role, name), cpu)
 
         self._broker = place("broker", None)
         self._sink = place("sink", None)
@@ -49,9 +51,9 @@ class HarnessLoad:
         self._size_bytes = dict(size_bytes or {})
         self.stored_MB = 0.0  # payloads through the broker so far
         for placed in (self._broker, self._sink, *self._gateways.values(), *self._sources.values()):
-            if placed is not None and placed[2].idle_cores > 0:
+            if placed is not None and placed.cpu.idle_cores > 0:
                 # the process's polling and timer loops: a demand of idle_cores for the whole run
-                placed[0].run(("idle", *placed[1][1:]), cpu_s=BACKGROUND_CPU_S, cores=placed[2].idle_cores)
+                placed.host.run(("idle", *placed.job[1:]), cpu_s=BACKGROUND_CPU_S, cores=placed.cpu.idle_cores)
 
     @property
     def active(self) -> bool:
@@ -69,22 +71,10 @@ class HarnessLoad:
         self._charge((self._gateways.get(gateway), self._broker, self._sink), "cpu_s_per_batch")
 
     def _charge(self, placed_roles, field: str) -> None:
-        """Each role's ``field`` CPU (and a wake-up's, where its job is idle) on its host, one submission per host."""
-        by_host: dict[int, tuple[SimHost, list]] = {}
-        stored_MB = self.stored_MB
-        for placed in placed_roles:
-            if placed is None:
-                continue
-            host, job, cpu = placed
-            cpu_s = getattr(cpu, field)
-            if stored_MB > cpu.step_after_MB:
-                cpu_s *= cpu.step_factor
-            if cpu.cpu_s_per_wakeup > 0 and host.model.left_cpu_s(job) <= 0:
-                cpu_s += cpu.cpu_s_per_wakeup
-            if cpu_s > 0:
-                by_host.setdefault(id(host), (host, []))[1].append((job, cpu_s, 1.0))
-        for host, work in by_host.values():
-            host.run_all(work)
+        """The message through each placed role in turn: its ``field`` CPU (stepped up past its storage step)."""
+        chain = [(p, getattr(p.cpu, field) * (p.cpu.step_factor if self.stored_MB > p.cpu.step_after_MB else 1.0))
+                 for p in placed_roles if p is not None]  # fmt: skip
+        _through(chain)
 
     def arrivals_from(self, env, arrivals, gateway_of_source) -> None:
         """Charge each request's CPU when its source publishes it: a SimPy process over ``arrivals`` in time order.
@@ -107,3 +97,51 @@ class HarnessLoad:
     def batches_through(self, driver) -> None:
         """Charge each batch's CPU when ``driver`` has its result back (``SimGateway`` calls ``batch``)."""
         driver.harness = self
+
+
+def _through(chain: list) -> None:
+    """Hand a message to the first ``(RoleProcess, cpu_s)`` of ``chain``; each passes it on when done with it."""
+    if chain:
+        process, cpu_s = chain[0]
+        process.take(cpu_s, (lambda: _through(chain[1:])) if len(chain) > 1 else None)
+
+
+class RoleProcess:
+    """One single-threaded harness process on its host: messages worked off one at a time, first in first out.
+
+    ``take(cpu_s, then)`` queues a message of ``cpu_s`` CPU-seconds (plus
+    ``cpu_s_per_wakeup`` if it finds the process idle) and calls ``then()``
+    when the process is done with it. The work runs as the host's job
+    ``job``, at one core, sharing the host's cores with everything else.
+    """
+
+    __slots__ = ("host", "job", "cpu", "_queue", "_busy")
+
+    def __init__(self, host: SimHost, job: tuple, cpu: RoleCpu):
+        self.host = host
+        self.job = job
+        self.cpu = cpu
+        self._queue: deque = deque()
+        self._busy = False
+
+    def take(self, cpu_s: float, then=None) -> None:
+        if self._busy:
+            self._queue.append((cpu_s, then))
+            return
+        cpu_s += self.cpu.cpu_s_per_wakeup
+        if cpu_s <= 0:
+            if then is not None:
+                then()
+            return
+        self._start(cpu_s, then)
+
+    def _start(self, cpu_s: float, then) -> None:
+        self._busy = True
+        self.host.run(self.job, cpu_s=cpu_s, on_done=lambda now_s: self._done(then))
+
+    def _done(self, then) -> None:
+        self._busy = False
+        if self._queue:
+            self._start(*self._queue.popleft())
+        if then is not None:
+            then()

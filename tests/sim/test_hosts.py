@@ -244,3 +244,14 @@ def test_a_broker_past_its_storage_step_costs_step_factor_times_as_much_per_mess
     assert simulate(_on_host(config, cores=1, roles=stepped)).requests["service_s"].tolist() == pytest.approx([1.2, 1.4])
     with pytest.raises(ConfigError, match=r"cluster\.hosts\.box\.roles\.broker\.step_factor"):
         simulate(_on_host(config, cores=1, roles={"broker": {"step_factor": 0.5}}))
+
+
+def test_a_request_passes_its_roles_in_turn_so_they_keep_one_core_busy_not_three(tmp_path):
+    # two cores, a 1 s model job, and 0.3 s of CPU in each of the request's source, broker and gateway: one after the
+    # other (as the message travels) they fit on the second core and the model runs at full speed; all three at once
+    # beside the model (4 jobs on 2 cores) would slow it to 1.3 s
+    config = single_queue(rate_rps=1, service_s=1.0, num_requests=2, arrivals=_trace(tmp_path, [1.0, 10.0, 100.0]))
+    roles = {role: {"cpu_s_per_request": 0.3} for role in ("source", "broker", "gateway")}
+    assert simulate(_on_host(config, cores=2, roles=roles)).requests["service_s"].tolist() == pytest.approx([1.0, 1.0])
+    # on one core the same work takes as long either way (the core is never idle): 0.9 s of roles and 1 s of model
+    assert simulate(_on_host(config, cores=1, roles=roles)).requests["service_s"].tolist() == pytest.approx([1.9, 1.9])

@@ -60,7 +60,7 @@ import matplotlib.ticker
 import numpy as np
 import yaml
 
-from experiments import role_cpu_fit, storage_step
+from experiments import calibration_history, role_cpu_fit, storage_step
 from experiments.paths import REPO_ROOT, RESULTS_DIR
 from experiments.stats import t_interval
 
@@ -702,7 +702,8 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
 
 
 def calibrate(*, model: str, edge_threads: int, cloud_threads: int, mb_per_thread: int, repeats: int, size_bytes: int,
-              cold_starts: int, out: Path, plot_dir: Path, in_situ_requests: int = 500, rounds: int = 5) -> dict:  # fmt: skip
+              cold_starts: int, out: Path, plot_dir: Path, in_situ_requests: int = 500, rounds: int = 5,
+              history: Path = calibration_history.HISTORY) -> dict:  # fmt: skip
     """Measure everything and write the profile config and the figure; returns the profile."""
     started = time.perf_counter()
     measured = _measure(model, edge_threads, cloud_threads, mb_per_thread, repeats, rounds, size_bytes, cold_starts, in_situ_requests)
@@ -710,6 +711,9 @@ def calibrate(*, model: str, edge_threads: int, cloud_threads: int, mb_per_threa
                        repeats=repeats, size_bytes=size_bytes)  # fmt: skip
     apply_contention(profile, measured["in_situ"]["live_runs"], edge_threads)
     profile["calibration"]["took_s"] = round(time.perf_counter() - started, 1)
+    # this calibration beside the others of this machine and model (experiments.calibration_history)
+    entry = calibration_history.append(profile, history)
+    profile["calibration"]["across_calibrations"] = calibration_history.across(calibration_history.load(history), entry)
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (
         "# Measured on this machine by `python -m experiments.calibrate` (do not edit by hand; re-run it).\n"
@@ -833,7 +837,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--in-situ-requests", type=int, default=500, help="requests in each of the two short live runs")
     parser.add_argument("--out", type=Path, default=CALIBRATED)
     parser.add_argument("--plots", type=Path, default=RESULTS_DIR / "calibration")
+    parser.add_argument("--history", action="store_true",
+                        help="print each parameter's spread over this machine's calibrations of --model in the last 24 h, and exit")
     args = parser.parse_args(argv)
+    if args.history:
+        like = {"hostname": socket.gethostname(), "cpu_model": machine(args.model)["cpu_model"], "model": args.model}
+        print(calibration_history.table(calibration_history.across(calibration_history.load(), like)))
+        return {}
     try:
         profile = calibrate(model=args.model, edge_threads=args.edge_threads, cloud_threads=args.cloud_threads,
                             mb_per_thread=args.mb_per_thread, repeats=args.repeats, size_bytes=args.size_bytes,
@@ -864,6 +874,11 @@ def _report(profile: dict, args) -> None:
     not_separable = calibration["in_situ"].get("role_fit", {}).get("wakeups_not_separable")
     if not_separable:
         print(f"warning: role CPU per wake-up not separable for {', '.join(not_separable)} (the runs' rates too alike): left 0")
+    across = calibration["across_calibrations"]
+    if across["calibrations"] > 1:
+        service = across["parameters"]["service_edge_b1_ms"]
+        print(f"across {across['calibrations']} calibrations of this machine in {across['window_h']:g} h: batch-1 service "
+              f"{service['min']:.3f}-{service['max']:.3f} ms (cv {100 * service['cv']:.1f}%); every parameter: --history")  # fmt: skip
     print(f"wrote {args.out} and {args.plots / 'fit.png'} in {calibration['took_s']} s")
 
 

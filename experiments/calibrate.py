@@ -10,6 +10,9 @@ the simulator's host model (``spec.host_cpu``) shares them:
   the rounds and the coefficient of variation per batch size; the process CPU
   time of each batch gives the cores a batch keeps busy (``batch_cores``);
 - its noise (each measurement over the mean of its batch size: residual ratios);
+- its warm-up: batches of 1, 8 and 32 each after sleeping 2-100 ms, against
+  back to back (``hosts.local.warmup``, ``spec.warmup``: a worker at low load
+  starts every batch with cold caches and a slower clock);
 - cold starts: serverless instance processes (``python -m live.roles.worker
   --stdio``) from spawn to their ``ready`` frame, one at a time (with their
   CPU time to ``ready``: the cores a cold start keeps busy,
@@ -198,6 +201,45 @@ def measure_service(model: str, threads: int, batch_sizes=BATCH_SIZES, *, repeat
             samples[size]["wall"].append(np.asarray(wall))
             samples[size]["cpu"].append(np.asarray(cpu))
     return samples
+
+
+#: the warm-up: batch sizes timed after sleeping each of these idle times (``spec.warmup``)
+WARMUP_SIZES = (1, 8, 32)
+WARMUP_IDLE_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def measure_warmup(model: str, threads: int, *, size_bytes: int, repeats: int = 12, sizes=WARMUP_SIZES,
+                   idle_s=WARMUP_IDLE_S) -> dict:  # fmt: skip
+    """The model's extra service after its worker slept, by batch size and idle time (``spec.warmup.WarmupTable``).
+
+    Per size, the median of ``repeats`` batches back to back, then of
+    ``repeats`` batches each after sleeping each idle time; the extra is the
+    difference. Alone on the machine: the caches and the core's clock cool
+    while the worker waits (a live worker at low load starts every batch
+    cold; near saturation warm).
+    """
+    from live.wire.messages import decode, encode_batch
+    from live.roles.worker import ModelRunner
+
+    runner = ModelRunner(model, threads)
+    rng = np.random.default_rng(1)
+    extra = []
+    for size in sizes:
+        payloads = [rng.integers(0, 256, size_bytes, dtype=np.uint8).tobytes() for _ in range(size)]
+        message = decode(encode_batch("calibration", [str(i) for i in range(size)], payloads, source="calibrate"))
+
+        def timed(sleep_s: float) -> float:
+            walls = []
+            for _ in range(repeats + 2):  # the first two after a change of idle time settle it
+                if sleep_s:
+                    time.sleep(sleep_s)
+                _, _, start_s, end_s = runner.run(message, time.perf_counter)
+                walls.append(end_s - start_s)
+            return float(np.median(walls[2:]))
+
+        warm_s = timed(0.0)
+        extra.append([round(timed(g) - warm_s, 6) for g in idle_s])
+    return {"batch_sizes": list(sizes), "idle_s": list(idle_s), "extra_s": extra}
 
 
 def _model_cpu(samples: dict, threads: int):
@@ -614,6 +656,9 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     thread_counts = sorted({edge_threads, cloud_threads, *memory_threads})
     print(f"calibrating {model!r}: service time against batch size, {rounds} rounds, threads {thread_counts} ...", flush=True)
     by_threads = {t: measure_service(model, t, repeats=repeats, rounds=rounds, size_bytes=size_bytes) for t in thread_counts}
+    print("the warm-up after idling ...", flush=True)
+    warmup = {"edge": measure_warmup(model, edge_threads, size_bytes=size_bytes),
+              "cloud": measure_warmup(model, cloud_threads, size_bytes=size_bytes)}  # fmt: skip
     print("cold starts, one at a time and all at once ...", flush=True)
     cold_cpu: list[float] = []
     together_cpu: list[float] = []
@@ -627,7 +672,7 @@ def _measure(model: str, edge_threads: int, cloud_threads: int, mb_per_thread: i
     edge_mean_s = float(np.concatenate(by_threads[edge_threads][1]["wall"]).mean())
     in_situ = measure_in_situ(model, edge_threads, edge_mean_s, requests=in_situ_requests, idle_broker=idle_broker,
                               model_cpu_s=_model_cpu(by_threads[edge_threads], edge_threads))  # fmt: skip
-    return {"cores": cores, "memory_threads": memory_threads, "by_threads": by_threads, "colds": colds, "together": together,
+    return {"cores": cores, "memory_threads": memory_threads, "by_threads": by_threads, "warmup": warmup, "colds": colds, "together": together,
             "cold_start_cores": cold_start_cores(colds, cold_cpu, cores),
             "cold_cpu_s": {"alone": [round(c, 4) for c in cold_cpu], "together": [round(c, 4) for c in together_cpu]},
             "load_average": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]},
@@ -670,6 +715,8 @@ def _profile(m: dict, *, model: str, edge_threads: int, cloud_threads: int, mb_p
                             "run_cv": run_to_run_cv({b: s["wall"] for b, s in m["by_threads"][edge_threads].items()}),
                             "background_cores_sd": round(min(float(np.std([r["background_cores"] for r in in_situ["role_runs"]], ddof=1)),
                                                              0.5 * cores), 4),
+                            # the extra service after a worker idled, measured alone (spec.warmup)
+                            "warmup": m["warmup"],
                             "batch_cores": {"edge": batch_cores(m["by_threads"][edge_threads], edge_threads),
                                             "cloud": batch_cores(m["by_threads"][cloud_threads], cloud_threads),
                                             "serverless": batch_cores(m["by_threads"][default_threads], default_threads)}}},
@@ -863,6 +910,9 @@ def _report(profile: dict, args) -> None:
     cold = calibration["cold_start"]
     print(f"cold starts: alone {cold['alone']['mean_s']:.2f} s at {profile['hosts']['local']['cold_start_cores']} cores; "
           f"{cold['together']['count']} at once {cold['together']['mean_s']:.2f} s (host model: {cold['together']['host_model_s']:.2f} s)")  # fmt: skip
+    warm = profile["hosts"]["local"]["warmup"]["edge"]
+    print("warm-up after idling (edge, ms more at " + ", ".join(f"{1000 * g:g}" for g in warm["idle_s"]) + " ms idle): "
+          + "; ".join(f"batch {b}: " + " ".join(f"{1000 * e:.2f}" for e in row) for b, row in zip(warm["batch_sizes"], warm["extra_s"])))
     print(f"hop p50 {1000 * profile['hop_s']:.2f} ms, p95 {1000 * calibration['in_situ']['return_hop_p95_s']:.2f} ms; "
           f"worker overhead {1000 * profile['overhead_s']:.2f} ms/batch; hop_MBps {profile['hop_MBps']}")
     host = profile["hosts"]["local"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -51,6 +52,14 @@ class SimExecutor(abc.ABC):
         self.batch_cores = 1.0
         #: the worker process's CPU outside the model (``spec.host_spec.RoleCpu``), run during the overhead
         self.worker_cpu = None
+        #: extra service after a slot idled (``spec.warmup.WarmupTable``), and when each free slot was freed (latest last)
+        self.warmup = None
+        self._freed_at_s: list[float] = []
+
+    def warm_up(self, table) -> None:
+        """Add ``table``'s extra service time to each batch after its slot's idle time (None: none)."""
+        self.warmup = table
+        self._freed_at_s = [-math.inf] * int(getattr(self.spec, "slots", 1) or 1)  # never used: cold
 
     def service_s(self, size: int, memory_mb: int | None) -> float:
         """Draw one service time for a batch of ``size`` at ``memory_mb``."""
@@ -123,6 +132,10 @@ class SimExecutor(abc.ABC):
         of that work.
         """
         service_s = self.service_s(batch.size, batch.memory_mb)
+        if self.warmup is not None:
+            # the warmest free slot takes it (the one freed last): its idle time decides the warm-up
+            freed_s = self._freed_at_s.pop() if self._freed_at_s else -math.inf
+            service_s += self.warmup.extra_for(batch.size, self.env.now_s - freed_s)
         batch.cold_start_s = cold_start_s
         batch.start_s = self.env.now_s
         failing = self._uniform is not None and self._uniform() < self.failure_probability
@@ -155,17 +168,24 @@ class SimExecutor(abc.ABC):
         duration_s = batch.end_s - batch.start_s
         batch.cost = self.batch_cost(batch, duration_s)
         if self.overhead_s <= 0 and self._overheads is None and self.worker_cpu is None:
+            self._slot_freed()
             self.release(batch)
         self.on_done(batch)
 
     def _freed(self, event) -> None:
+        self._slot_freed()
         self.release(event.value)
+
+    def _slot_freed(self) -> None:
+        if self.warmup is not None:
+            self._freed_at_s.append(self.env.now_s)
 
     def _failed(self, event) -> None:
         batch: SimBatch = event.value
         self.batches_failed += 1
         started_s = min(batch.start_s, batch.end_s)
         batch.cost = self.batch_cost(batch, max(0.0, batch.end_s - started_s))
+        self._slot_freed()
         self.release(batch, failed=True)
         self.on_failed(batch)
 

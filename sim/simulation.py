@@ -123,6 +123,8 @@ class Simulation:
             if host is not None:
                 executor.host = hosts[host.name]
                 executor.batch_cores = host.cores_of_batch(name, executor.spec.kind)
+                if not isinstance(executor.spec, ServerlessSpec):  # a pool's instances start cold or stay warm apart
+                    executor.warm_up(host.warmup_of(name, executor.spec.kind))
                 worker = host.roles.get(f"worker/{name}", host.roles.get("worker"))  # its worker's CPU, on its host
                 if worker is not None:
                     executor.worker_cpu = worker

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spec.validation import ConfigError, check_non_negative
+from spec.warmup import WarmupTable
 
 __all__ = ["HostSpec", "RoleCpu", "HARNESS_ROLES", "NAMED_ROLES", "ALL_EXECUTORS"]
 
@@ -104,6 +105,8 @@ class HostSpec:
     roles: Mapping[str, RoleCpu] = field(default_factory=dict)
     #: cores one batch keeps busy, by executor name or kind (default 1.0: one thread)
     batch_cores: Mapping[str, float] = field(default_factory=dict)
+    #: extra service time after a slot idled (``spec.warmup.WarmupTable``), by executor name or kind; none: no warm-up
+    warmup: Mapping[str, WarmupTable] = field(default_factory=dict)
     #: cores a serverless instance's cold start keeps busy (process start, imports, model load)
     cold_start_cores: float = 1.0
     #: cores kept busy by work outside the model (other tenants, the orchestrator), as calibration measured it
@@ -145,6 +148,10 @@ class HostSpec:
         """Cores one batch of ``executor`` (of ``kind``) keeps busy."""
         return float(self.batch_cores.get(executor, self.batch_cores.get(kind, 1.0)))
 
+    def warmup_of(self, executor: str, kind: str) -> WarmupTable | None:
+        """The warm-up table of ``executor`` (by name, else by kind), or None."""
+        return self.warmup.get(executor, self.warmup.get(kind))
+
     @classmethod
     def from_config(cls, name: str, raw: Any) -> HostSpec:
         """A host from its config mapping (roles as plain mappings), every field checked."""
@@ -153,7 +160,8 @@ class HostSpec:
             return raw
         if not isinstance(raw, Mapping):
             raise ConfigError(field_name, raw, "a mapping with cores, executors, roles, batch_cores")
-        keys = ("cores", "executors", "roles", "batch_cores", "cold_start_cores", "background_cores", "run_cv", "background_cores_sd")
+        keys = ("cores", "executors", "roles", "batch_cores", "cold_start_cores", "background_cores", "run_cv", "background_cores_sd",
+                "warmup")  # fmt: skip
         unknown = sorted(set(raw) - set(keys))
         if unknown:
             raise ConfigError(f"{field_name}.{unknown[0]}", raw[unknown[0]], "one of " + ", ".join(keys))
@@ -174,6 +182,7 @@ class HostSpec:
                 raise ConfigError(f"{field_name}.roles.{role}.{error.field.split('.')[-1]}", error.value, error.allowed) from None
         executors = raw.get("executors") or ()
         executors = executors if executors == ALL_EXECUTORS else list(executors) if isinstance(executors, Sequence) and not isinstance(executors, str) else executors
-        return cls(name=name, cores=raw["cores"], executors=executors, roles=roles, batch_cores=dict(raw.get("batch_cores") or {}),
+        warmup = {key: WarmupTable.from_config(table, f"{field_name}.warmup.{key}") for key, table in dict(raw.get("warmup") or {}).items()}
+        return cls(name=name, cores=raw["cores"], executors=executors, roles=roles, batch_cores=dict(raw.get("batch_cores") or {}), warmup=warmup,
                    cold_start_cores=raw.get("cold_start_cores", 1.0), background_cores=raw.get("background_cores", 0.0),
                    run_cv=raw.get("run_cv", 0.0), background_cores_sd=raw.get("background_cores_sd", 0.0))  # fmt: skip

@@ -255,3 +255,16 @@ def test_a_request_passes_its_roles_in_turn_so_they_keep_one_core_busy_not_three
     assert simulate(_on_host(config, cores=2, roles=roles)).requests["service_s"].tolist() == pytest.approx([1.0, 1.0])
     # on one core the same work takes as long either way (the core is never idle): 0.9 s of roles and 1 s of model
     assert simulate(_on_host(config, cores=1, roles=roles)).requests["service_s"].tolist() == pytest.approx([1.9, 1.9])
+
+
+def test_a_slot_that_idled_adds_its_warm_up_to_the_next_batch(tmp_path):
+    warmup = {"edge": {"batch_sizes": [1], "idle_s": [1.0, 10.0], "extra_s": [[0.5, 0.8]]}}
+    # two at once: the first finds a slot never used (cold: the longest idle's 0.8 s), the second waits and starts warm
+    both = single_queue(rate_rps=1, service_s=1.0, num_requests=2, arrivals=_trace(tmp_path, [1.0, 0.0, 100.0]))
+    assert simulate(_on_host(both, cores=1, warmup=warmup)).requests["service_s"].tolist() == pytest.approx([1.8, 1.0])
+    # the second 1.2 s after the first ended: 0.5 + 0.2 / 9 * 0.3 s more
+    apart = single_queue(rate_rps=1, service_s=1.0, num_requests=2, arrivals=_trace(tmp_path, [1.0, 3.0, 100.0]))
+    assert simulate(_on_host(apart, cores=1, warmup=warmup)).requests["service_s"].tolist() == pytest.approx([1.8, 1.0 + 0.5 + 0.2 / 30])
+    assert simulate(_on_host(apart, cores=1)).requests["service_s"].tolist() == pytest.approx([1.0, 1.0])  # no table: none
+    with pytest.raises(ConfigError, match=r"cluster\.hosts\.box\.warmup\.edge\.idle_s"):
+        simulate(_on_host(apart, cores=1, warmup={"edge": {**warmup["edge"], "idle_s": [1.0, -1.0]}}))

@@ -1,9 +1,9 @@
 """Every calibration on this machine, kept: how much each parameter moves from one calibration to the next.
 
 One calibration's rounds show its own noise; they are minutes apart at most.
-Between calibrations an hour apart this machine's batch-1 service moved
-20-60% (5.05-6.08 ms within 41 minutes one evening, 3.28 ms after an idle
-hour), more than any round-to-round spread suggests. So ``experiments.calibrate``
+Between calibrations this machine's batch-1 service moved far more than
+any round-to-round spread suggests: 5.05-6.08 ms within 41 minutes one
+evening, 3.28 ms an hour later. So ``experiments.calibrate``
 appends each calibration's parameters to ``results/calibration/history.jsonl``
 and records, in the profile it writes, each parameter's spread over the
 calibrations of the same machine and model in the last ``WINDOW_H`` hours

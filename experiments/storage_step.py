@@ -1,10 +1,11 @@
 """The broker's storage step: its CPU per message rises once a run has stored enough.
 
 The embedded broker persists every message. Measured on this machine with
-200 KB requests, its CPU per request stays flat for about the first 2,000
-requests of a run (about 0.8 GB stored: each request and the batch that
-carries it), then steps up 1.6-1.9x and stays there, at 150, 250 and 300
-req/s alike: a step in the bytes stored, not in time. Short calibration
+200 KB requests, its CPU per request stays flat for the first 1,400-3,300
+requests of a run (0.6-1.4 GB stored: each request and the batch that
+carries it; the place varies between runs), then steps up 1.6-2.0x and
+stays there, at 150 and 250 req/s alike after about as many requests: a
+step in the bytes stored, not in time. Short calibration
 runs never reach it; the fidelity suite's busiest configurations do,
 part-way through. This module measures it from one long live run: the
 broker's CPU sampled over the run's clock, split into windows, and fitted as

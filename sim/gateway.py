@@ -77,7 +77,8 @@ class GatewayDriver:
         ids = action.request_ids
         batch_id = sim.recorder.batch_dispatched(now_s, self.executor_index[executor], ids, action.memory_mb, action.attempt)
         channel = self.channels[executor]
-        size_bytes = sim.payload_bytes(ids) if channel is not None or self.hop_rates[executor] or self.harness is not None else 0
+        stores = self.harness is not None and self.harness.counts_storage  # the broker's storage step counts the bytes
+        size_bytes = sim.payload_bytes(ids) if channel is not None or self.hop_rates[executor] or stores else 0
         draw = self.hop_draws[executor]
         hop_s = self.hops_s[executor] if draw is None else draw()  # the hop back
         return_delay_s = (channel.link.delay_s if channel is not None else 0.0) + hop_s

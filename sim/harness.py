@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 
@@ -54,6 +55,12 @@ class HarnessLoad:
             if placed is not None and placed.cpu.idle_cores > 0:
                 # the process's polling and timer loops: a demand of idle_cores for the whole run
                 placed.host.run(("idle", *placed.job[1:]), cpu_s=BACKGROUND_CPU_S, cores=placed.cpu.idle_cores)
+
+    @property
+    def counts_storage(self) -> bool:
+        """True when some role has a storage step (the batches' payload sizes are then needed)."""
+        return any(p is not None and math.isfinite(p.cpu.step_after_MB)
+                   for p in (self._broker, self._sink, *self._gateways.values(), *self._sources.values()))  # fmt: skip
 
     @property
     def active(self) -> bool:

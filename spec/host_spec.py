@@ -69,8 +69,8 @@ class RoleCpu:
     message) may cost more per message once the run has stored
     ``step_after_MB`` megabytes (requests' and batches' payloads): then every
     message costs ``step_factor`` times its CPU. Measured for the embedded
-    broker by calibration's storage run (its CPU per request steps up about
-    1.6-1.9x after about 2,000 requests of 200 KB); none by default.
+    broker by calibration's storage run (its CPU per request stepped up
+    1.6-2.0x after 0.6-1.4 GB, about 1,400-3,300 requests of 200 KB); none by default.
     """
 
     cpu_s_per_request: float = 0.0
